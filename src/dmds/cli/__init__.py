@@ -1,0 +1,1 @@
+"""The `dmds` command and its sub-commands."""

@@ -1,0 +1,114 @@
+"""`dmds`: one command, one sub-command per program. Logging is configured here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dmds import __version__, settings
+from dmds.errors import StoreError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from dmds.transports.lifecycle import serve
+
+    try:
+        config = settings.load(
+            settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config
+        )
+    except ValueError as exc:
+        print(f"dmds serve: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.server.log_level)
+    try:
+        uvloop.run(serve(config))
+    except StoreError as exc:
+        logging.getLogger("dmds").error("%s", exc)
+        return 1
+    except OSError as exc:  # the port is taken, the address does not exist...
+        logging.getLogger("dmds").error("cannot listen on %s:%d: %s", config.server.host, config.server.port, exc)
+        return 1
+    return 0
+
+
+def _ws(args: argparse.Namespace) -> int:
+    from dmds.soap.service import run_ws
+
+    _setup_logging(args.log_level)
+    try:
+        run_ws(args.host, args.port)
+    except OSError as exc:
+        logging.getLogger("dmds").error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 1
+    return 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    from dmds.cli.shell import run_client
+
+    _setup_logging(args.log_level)
+    return run_client(args.server, args.port, args.ws, listen_host=args.listen_host)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmds", description="dmds, the Distributed Message Delivery Service")
+    parser.add_argument("--version", action="version", version=f"dmds {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the server (classic protocol, SQLite store)",
+        description="Run the dmds server in the foreground. Settings come from flags, DMDS_* environment "
+        "variables and an optional TOML file, flags winning.",
+    )
+    serve.add_argument("--config", type=Path, default=None, help="TOML file of settings, one table per group")
+    settings.add_arguments(serve, settings.ServeSettings)
+    serve.set_defaults(func=_serve)
+
+    ws = sub.add_parser("ws", help="run the SOAP text normaliser (WSDL at /?wsdl)")
+    ws.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    ws.add_argument("--port", type=int, default=5000, help="TCP port (default: 5000)")
+    ws.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
+    ws.set_defaults(func=_ws)
+
+    client = sub.add_parser("client", help="interactive command-line client (classic protocol)")
+    client.add_argument("-s", "--server", default="127.0.0.1", help="server host (default: 127.0.0.1)")
+    client.add_argument("-p", "--port", type=int, default=7000, help="server port (default: 7000)")
+    client.add_argument(
+        "--ws",
+        default="http://127.0.0.1:5000/?wsdl",
+        help="WSDL URL of the SOAP normaliser (default: http://127.0.0.1:5000/?wsdl)",
+    )
+    client.add_argument(
+        "--listen-host",
+        default="0.0.0.0",
+        help="address of the push listener opened on CONNECT (default: 0.0.0.0)",
+    )
+    client.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)")
+    client.set_defaults(func=_client)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Settings: one frozen dataclass per concern, each field with its default and its help.
+
+`dmds serve --help` and the README's settings table are generated from these fields, so they stay
+complete. Values come from, lowest priority first: the defaults, an optional TOML file (`--config`,
+one table per concern, e.g. ``[classic] max_field_bytes = 512``), ``DMDS_*`` environment variables
+(``DMDS_MAX_FIELD_BYTES=512``), and command-line flags (``--max-field-bytes 512``). Field names are
+unique across concerns so that one environment variable or flag names one setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+
+def setting(default: Any, help: str) -> Any:  # noqa: A002 - "help" is argparse's word
+    return field(default=default, metadata={"help": help})
+
+
+class SyncMode(enum.StrEnum):
+    """How hard a commit is pushed to disk before a request is acknowledged."""
+
+    #: fsync on every commit: survives power loss (SQLite synchronous=FULL)
+    FULL = "full"
+    #: WAL without fsync per commit: survives a crash of the server process, not of the machine
+    NORMAL = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = setting("0.0.0.0", "address the classic server listens on")
+    port: int = setting(7000, "TCP port of the classic protocol")
+    data_dir: Path = setting(Path("dmds-data"), "directory of the SQLite store")
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    def __post_init__(self) -> None:
+        _check_port("port", self.port, allow_zero=True)
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"log_level: unknown level {self.log_level!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    sync: SyncMode = setting(
+        SyncMode.FULL,
+        "full: fsync before every reply, survives power loss; "
+        "normal: crash-safe only (a power cut may lose the last acknowledged requests), much faster",
+    )
+    # 256 rows per transaction keeps one commit short while amortising the fsync (100 rows per
+    # commit measured ~35x faster than one).
+    max_batch: int = setting(256, "most store operations grouped into one commit")
+
+    def __post_init__(self) -> None:
+        _check_positive("max_batch", self.max_batch)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassicLimits:
+    # 256 bytes is ample for aliases, names and dates; the original client sent far less.
+    max_field_bytes: int = setting(256, "longest field other than message text, in bytes")
+    max_text_bytes: int = setting(65536, "longest message text, in bytes")
+    request_timeout_s: float = setting(10.0, "seconds a client has to send its whole request")
+    max_connections: int = setting(1024, "classic connections served at once; more are closed at once")
+    # After an error reply, unread input is drained so that closing does not reset the connection
+    # and destroy the reply before the client reads it.
+    discard_bytes: int = setting(65536, "bytes read and discarded after an error reply, at most")
+    discard_timeout_s: float = setting(2.0, "seconds spent discarding after an error reply, at most")
+
+    def __post_init__(self) -> None:
+        for name in ("max_field_bytes", "max_text_bytes", "max_connections"):
+            _check_positive(name, getattr(self, name))
+        for name in ("request_timeout_s", "discard_timeout_s"):
+            _check_positive(name, getattr(self, name))
+        if self.discard_bytes < 0:
+            raise ValueError("discard_bytes: must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    connect_timeout_s: float = setting(3.0, "seconds to open a push connection to a client's listener")
+    push_timeout_s: float = setting(5.0, "seconds to write one push and close, after connecting")
+    # Pushes waiting in memory per recipient; beyond this they are read back from the store later,
+    # so a flood costs disk, not memory.
+    max_pending_pushes: int = setting(1000, "pushes held in memory per recipient")
+    max_stored_messages: int = setting(10000, "undelivered messages stored per recipient; SEND fails beyond")
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "push_timeout_s", "max_pending_pushes", "max_stored_messages"):
+            _check_positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything `dmds serve` takes, one concern per attribute."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    classic: ClassicLimits = field(default_factory=ClassicLimits)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+
+
+def _check_positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name}: must be > 0, got {value}")
+
+
+def _check_port(name: str, value: int, *, allow_zero: bool) -> None:
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise ValueError(f"{name}: not a TCP port: {value}")
+
+
+T = TypeVar("T")
+
+
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _convert(name: str, kind: Any, raw: Any) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            return kind(str(raw).lower())
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: invalid value {raw!r} ({exc})") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    """Add one flag per field of every concern of `cls`; defaults are None so sources can layer."""
+    for concern, concern_cls in _field_types(cls).items():
+        group = parser.add_argument_group(concern)
+        types = _field_types(concern_cls)
+        for f in dataclasses.fields(concern_cls):
+            default = f.default
+            shown = default.value if isinstance(default, enum.Enum) else default
+            extra: dict[str, Any] = {}
+            kind = types[f.name]
+            if isinstance(kind, type) and issubclass(kind, enum.Enum):
+                extra["choices"] = [m.value for m in kind]
+            group.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                default=None,
+                metavar=None if extra else f.name.upper(),
+                help=f"{f.metadata['help']} (default: {shown}; env DMDS_{f.name.upper()})",
+                **extra,
+            )
+
+
+def load(
+    cls: type[T],
+    *,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config: Path | None = None,
+) -> T:
+    """Build `cls` from defaults < TOML file < environment < flags. Raises ValueError, naming the setting."""
+    table: dict[str, Any] = {}
+    if config is not None:
+        try:
+            table = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"config {config}: {exc}") from None
+    env = env or {}
+    flags = flags or {}
+    concerns: dict[str, Any] = {}
+    for concern, concern_cls in _field_types(cls).items():
+        section = table.get(concern, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"config: [{concern}] must be a table")
+        types = _field_types(concern_cls)
+        unknown = set(section) - set(types)
+        if unknown:
+            raise ValueError(f"config: unknown setting(s) in [{concern}]: {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, kind in types.items():
+            raw: Any = None
+            if name in section:
+                raw = section[name]
+            if f"DMDS_{name.upper()}" in env:
+                raw = env[f"DMDS_{name.upper()}"]
+            if flags.get(name) is not None:
+                raw = flags[name]
+            if raw is not None:
+                values[name] = _convert(name, kind, raw)
+        concerns[concern] = concern_cls(**values)
+    return cls(**concerns)
+
+
+def describe(cls: type[Any]) -> list[tuple[str, str, str, str]]:
+    """(concern, name, default, help) for every setting: the source of the README's table."""
+    rows = []
+    for concern, concern_cls in _field_types(cls).items():
+        for f in dataclasses.fields(concern_cls):
+            default = f.default.value if isinstance(f.default, enum.Enum) else f.default
+            rows.append((concern, f.name, str(default), str(f.metadata["help"])))
+    return rows

@@ -1,0 +1,1 @@
+"""Stores: one implementation of `dmds.core.ports.Store` per engine. The only place with SQL."""

@@ -1,0 +1,69 @@
+"""Classic pushes: one TCP connection per item, dialled back to the client's listener.
+
+classic.md: the server opens a new connection to the address the CONNECT came from, at listen_port,
+writes one item and closes. Connecting and writing are each bounded by a timeout, so a listener that
+is gone or never reads costs its own user a timeout, never anyone else a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from dmds.core.model import ItemKind, OutboxItem
+from dmds.errors import DeliveryFailed
+from dmds.protocols.classic import MessagePush, ReceiptPush, encode_push
+from dmds.settings import DeliverySettings
+
+
+def push_for(item: OutboxItem) -> MessagePush | ReceiptPush:
+    if item.kind is ItemKind.MESSAGE:
+        return MessagePush(item.sender, item.message_id, item.text)
+    return ReceiptPush(item.message_id)
+
+
+class _PushProtocol(asyncio.Protocol):
+    """Writes nothing itself; only reports when the peer has closed (or reset) the connection."""
+
+    def __init__(self) -> None:
+        #: set when the connection is gone: to None once our bytes were flushed and it closed
+        #: cleanly, to the error if it broke first
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # a listener has nothing to say; ignore whatever it sends
+
+
+class ClassicEndpoint:
+    """A classic client's push listener at (host, port)."""
+
+    def __init__(self, host: str, port: int, settings: DeliverySettings) -> None:
+        self.host = host
+        self.port = port
+        self._settings = settings
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def deliver(self, item: OutboxItem) -> None:
+        data = encode_push(push_for(item))
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout_s):
+                transport, protocol = await loop.create_connection(_PushProtocol, self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryFailed(f"cannot connect: {exc or 'timeout'}") from None
+        try:
+            async with asyncio.timeout(self._settings.push_timeout_s):
+                transport.write(data)
+                # Closing flushes the write buffer first; connection_lost comes once it is on the wire.
+                transport.close()
+                error = await protocol.closed
+        except TimeoutError:
+            transport.abort()
+            raise DeliveryFailed("timed out writing the push") from None
+        if error is not None:
+            raise DeliveryFailed(f"connection broke before the push was written: {error}")

@@ -1,0 +1,238 @@
+"""The classic server: one asyncio.Protocol per connection, binding the classic codec to the core.
+
+Each connection carries one request. Bytes go into `ServerConnection`; once it yields a request, the
+service is called, the reply's bytes are written and the connection closed. A peer mistake (codec
+error or request timeout) gets the operation's "other error" reply; then, classic.md, the server
+half-closes and discards what the client still sends (bounded in bytes and time), so that closing
+does not reset the connection and destroy the reply before the client has read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import Any, cast
+
+from dmds.core.service import Service
+from dmds.errors import DmdsError, InvalidField, LimitExceeded, StoreError
+from dmds.protocols.classic import (
+    Connect,
+    ConnectedUsers,
+    ConnectedUsersReply,
+    Disconnect,
+    Register,
+    RemoteProtocolError,
+    Reply,
+    Request,
+    Send,
+    SendReply,
+    ServerConnection,
+    Unregister,
+)
+from dmds.protocols.classic.codes import OK, error_reply
+from dmds.settings import ClassicLimits, DeliverySettings
+from dmds.transports.classic_pusher import ClassicEndpoint
+
+log = logging.getLogger(__name__)
+
+# Errors that are the client's doing (or a limit): logged at INFO, without a traceback.
+_EXPECTED = (DmdsError,)
+
+
+class _State(enum.Enum):
+    READING = enum.auto()
+    DISPATCHING = enum.auto()
+    DISCARDING = enum.auto()
+    CLOSED = enum.auto()
+
+
+class ClassicServer:
+    """Serves the classic protocol on one listening socket."""
+
+    def __init__(self, service: Service, limits: ClassicLimits, delivery: DeliverySettings) -> None:
+        self.service = service
+        self.limits = limits
+        self.delivery = delivery
+        self.active = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refused_logged = False
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _ClassicProtocol(self), host, port, backlog=1024)
+        sockname = self._server.sockets[0].getsockname()
+        return int(sockname[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def refuse_logged_once(self) -> bool:
+        """True the first time connections are refused in a burst (the log says it once)."""
+        first = not self._refused_logged
+        self._refused_logged = True
+        return first
+
+    def accept_again(self) -> None:
+        self._refused_logged = False
+
+    async def dispatch(self, request: Request, peer_host: str) -> Reply:
+        svc = self.service
+        if isinstance(request, Send):
+            mid = await svc.send(request.sender, request.recipient, request.text)
+            return SendReply(OK, mid)
+        if isinstance(request, Register):
+            await svc.register(request.full_name, request.alias, request.birth_date)
+        elif isinstance(request, Connect):
+            await svc.connect(request.alias, ClassicEndpoint(peer_host, request.listen_port, self.delivery))
+        elif isinstance(request, ConnectedUsers):
+            return ConnectedUsersReply(OK, tuple(await svc.connected_users(request.alias)))
+        elif isinstance(request, Disconnect):
+            await svc.disconnect(request.alias)
+        elif isinstance(request, Unregister):
+            await svc.unregister(request.alias)
+        else:  # pragma: no cover - the codec yields only the requests above
+            raise TypeError(f"unexpected request {request!r}")
+        return Reply(OK)
+
+
+class _ClassicProtocol(asyncio.Protocol):
+    __slots__ = ("_codec", "_discarded", "_eof", "_peer", "_server", "_state", "_timer", "_transport")
+
+    def __init__(self, server: ClassicServer) -> None:
+        self._server = server
+        limits = server.limits
+        self._codec = ServerConnection(limits.max_field_bytes, limits.max_text_bytes)
+        self._state = _State.READING
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._peer: Any = None
+        self._discarded = 0
+        self._eof = False
+
+    # -- asyncio callbacks -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but implement it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._peer = transport.get_extra_info("peername")
+        server = self._server
+        if server.active >= server.limits.max_connections:
+            if server.refuse_logged_once():
+                log.warning(
+                    "%d classic connections open (max_connections); refusing new ones until some close",
+                    server.active,
+                )
+            self._state = _State.CLOSED
+            self._transport.abort()
+            return
+        server.active += 1
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(server.limits.request_timeout_s, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state is _State.READING:
+            self._codec.receive_data(data)
+            self._advance()
+        elif self._state is _State.DISCARDING:
+            self._discarded += len(data)
+            if self._discarded > self._server.limits.discard_bytes:
+                self._finish(abort=True)
+        # DISPATCHING: the request is complete; anything more is not part of the protocol.
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._state is _State.READING:
+            self._codec.receive_data(b"")
+            self._advance()
+            return True  # keep our side open to write the reply
+        if self._state is _State.DISCARDING:
+            self._finish()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._state is not _State.CLOSED:
+            self._cancel_timer()
+            self._server.active -= 1
+            if self._server.active < self._server.limits.max_connections:
+                self._server.accept_again()
+            # A request being dispatched still completes: a SEND committed is delivered.
+            self._state = _State.CLOSED
+
+    # -- the exchange -------------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        try:
+            request = self._codec.next_event()
+        except RemoteProtocolError as exc:
+            self._reject(exc.op, exc.reason)
+            return
+        if request is None:
+            return
+        self._cancel_timer()
+        self._state = _State.DISPATCHING
+        task = asyncio.get_running_loop().create_task(self._dispatch(request))
+        self._server.track(task)
+
+    async def _dispatch(self, request: Request) -> None:
+        try:
+            host = self._peer[0] if self._peer else "127.0.0.1"
+            reply = await self._server.dispatch(request, host)
+        except (InvalidField, LimitExceeded, StoreError) as exc:
+            log.info("%s from %s failed: %s", type(request).__name__.upper(), self._peer, exc)
+            reply = error_reply(type(request), exc)
+        except _EXPECTED as exc:
+            log.debug("%s from %s: %s", type(request).__name__.upper(), self._peer, type(exc).__name__)
+            reply = error_reply(type(request), exc)
+        except Exception as exc:
+            log.exception("bug while serving %s from %s", type(request).__name__.upper(), self._peer)
+            reply = error_reply(type(request), exc)
+        if self._state is _State.CLOSED or self._transport is None:
+            return
+        self._transport.write(self._codec.send(reply))
+        self._finish()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._state is _State.READING:
+            self._reject(self._codec.op, f"request not complete within {self._server.limits.request_timeout_s}s")
+        elif self._state is _State.DISCARDING:
+            self._finish(abort=True)
+
+    def _reject(self, op: type[Request] | None, reason: str) -> None:
+        name = op.OP.decode() if op is not None else "request"
+        log.info("bad %s from %s: %s; answering other error and closing", name, self._peer, reason)
+        assert self._transport is not None
+        self._transport.write(self._codec.send(error_reply(op, RemoteProtocolError(reason, op))))
+        self._cancel_timer()
+        if self._eof:
+            self._finish()  # the client has sent all it will: nothing to discard
+            return
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+        self._state = _State.DISCARDING
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._server.limits.discard_timeout_s, self._timed_out)
+
+    def _finish(self, *, abort: bool = False) -> None:
+        self._cancel_timer()
+        if self._transport is not None:
+            if abort:
+                self._transport.abort()
+            else:
+                self._transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

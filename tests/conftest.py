@@ -1,0 +1,93 @@
+"""Fixtures shared by every test: real `dmds serve` processes on 127.0.0.1 with a store in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+#: Short timeouts so that tests of stalls and dead listeners finish quickly.
+FAST = ("--request-timeout-s", "2", "--connect-timeout-s", "1", "--push-timeout-s", "2")
+_LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """A real `dmds serve` child process. Its stderr goes to a file the test can read."""
+
+    data_dir: Path
+    log_path: Path
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def start(self, timeout_s: float = 20.0) -> ServerProcess:
+        args = [
+            sys.executable, "-m", "dmds.cli.main", "serve",
+            "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir), *self.extra,
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        offset = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log_path.read_bytes()[offset:].decode(errors="replace"))
+            if match:
+                self.port = int(match.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dmds serve exited {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.02)
+        raise RuntimeError(f"dmds serve did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout_s)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class ServerFactory(Protocol):
+    def __call__(self, *extra: str, data_dir: Path | None = None) -> ServerProcess: ...
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    started: list[ServerProcess] = []
+
+    def make(*extra: str, data_dir: Path | None = None) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / "data", tmp_path / f"server{len(started)}.log", list(extra))
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        if server.proc is not None:
+            server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> ServerProcess:
+    """A running server with the default settings but fast timeouts."""
+    return server_factory(*FAST)
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
