@@ -74,7 +74,9 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[ServerProcess] = []
 
     def make(*extra: str, data_dir: Path | None = None) -> ServerProcess:
-        server = ServerProcess(data_dir or tmp_path / "data", tmp_path / f"server{len(started)}.log", list(extra))
+        server = ServerProcess(
+            data_dir or tmp_path / "data", tmp_path / f"server{len(started)}.log", list(extra)
+        )
         started.append(server)
         return server.start()
 

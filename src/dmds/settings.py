@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 
-def setting(default: Any, help: str) -> Any:  # noqa: A002 - "help" is argparse's word
+def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -28,9 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     from dmds.transports.lifecycle import serve
 
     try:
-        config = settings.load(
-            settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config
-        )
+        config = settings.load(settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config)
     except ValueError as exc:
         print(f"dmds serve: {exc}", file=sys.stderr)
         return 2
@@ -41,7 +38,9 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("dmds").error("%s", exc)
         return 1
     except OSError as exc:  # the port is taken, the address does not exist...
-        logging.getLogger("dmds").error("cannot listen on %s:%d: %s", config.server.host, config.server.port, exc)
+        logging.getLogger("dmds").error(
+            "cannot listen on %s:%d: %s", config.server.host, config.server.port, exc
+        )
         return 1
     return 0
 
@@ -65,8 +64,18 @@ def _client(args: argparse.Namespace) -> int:
     return run_client(args.server, args.port, args.ws, listen_host=args.listen_host)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from dmds.bench import classic
+
+    results = classic.bench_register(args.clients, args.seconds, args.sync or ["full", "normal"])
+    print(classic.report(results, args.clients, args.seconds))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dmds", description="dmds, the Distributed Message Delivery Service")
+    parser = argparse.ArgumentParser(
+        prog="dmds", description="dmds, the Distributed Message Delivery Service"
+    )
     parser.add_argument("--version", action="version", version=f"dmds {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -99,8 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0",
         help="address of the push listener opened on CONNECT (default: 0.0.0.0)",
     )
-    client.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)")
+    client.add_argument(
+        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)"
+    )
     client.set_defaults(func=_client)
+
+    bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
+    scenarios = bench.add_subparsers(dest="scenario", required=True)
+    register = scenarios.add_parser(
+        "register", help="classic REGISTER rate: trivial uvloop server vs dmds, side by side"
+    )
+    register.add_argument("--clients", type=int, default=8, help="client processes (default: 8)")
+    register.add_argument("--seconds", type=float, default=5.0, help="seconds per server (default: 5)")
+    register.add_argument(
+        "--sync", action="append", choices=["full", "normal"], help="dmds sync modes to run (default: both)"
+    )
+    register.set_defaults(func=_bench)
     return parser
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import unicodedata
+import re
 
 from dmds.core.delivery import Courier
 from dmds.core.model import ItemKind, OutboxItem, User
@@ -19,20 +19,28 @@ from dmds.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
 
-BIRTH_DATE_FORMAT = "%d/%m/%Y"  # classic.md: DD/MM/YYYY, as the original GUI writes it
+
+# classic.md: DD/MM/YYYY, as the original GUI writes it
+_DATE = re.compile(r"(\d\d)/(\d\d)/(\d\d\d\d)", re.ASCII)
 
 
 def check_alias(alias: str) -> None:
     if not alias:
         raise InvalidField("alias is empty")
     # Aliases are typed in commands and shown in lists: no spaces, no control characters.
-    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in alias):
+    # isprintable() is False for every control and separator character except " ".
+    if not alias.isprintable() or " " in alias:
         raise InvalidField("alias contains spaces or control characters")
 
 
 def check_birth_date(text: str, today: datetime.date) -> None:
+    # A regex and date() rather than strptime(), which costs tens of microseconds per REGISTER.
+    match = _DATE.fullmatch(text)
     try:
-        born = datetime.datetime.strptime(text, BIRTH_DATE_FORMAT).date()
+        if match is None:
+            raise ValueError(text)
+        day, month, year = (int(g) for g in match.groups())
+        born = datetime.date(year, month, day)
     except ValueError:
         raise InvalidField(f"birth date {text!r} is not a date as DD/MM/YYYY") from None
     if born > today:
@@ -56,14 +64,14 @@ class Service:
             raise InvalidField("full name is empty")
         check_birth_date(birth_date, datetime.date.today())
         await self._store.register(User(alias=alias, full_name=full_name, birth_date=birth_date))
-        log.info("registered %s", alias)
+        log.debug("registered %s", alias)
 
     async def unregister(self, alias: str) -> None:
         await self._store.unregister(alias)
         courier = self._couriers.pop(alias, None)
         if courier is not None:
             await courier.stop()
-        log.info("unregistered %s", alias)
+        log.debug("unregistered %s", alias)
 
     # -- presence -----------------------------------------------------------------------------------
 
@@ -142,7 +150,9 @@ class Service:
         # classic.md: an undeliverable push leaves the item stored and the recipient disconnected.
         if self._couriers.get(courier.alias) is courier:
             del self._couriers[courier.alias]
-        log.info("push to %s at %s failed (%s); now disconnected", courier.alias, courier.endpoint.describe(), exc)
+        log.info(
+            "push to %s at %s failed (%s); now disconnected", courier.alias, courier.endpoint.describe(), exc
+        )
 
     async def close(self) -> None:
         couriers, self._couriers = list(self._couriers.values()), {}

@@ -36,6 +36,9 @@ from dmds.transports.classic_pusher import ClassicEndpoint
 
 log = logging.getLogger(__name__)
 
+#: How often deadlines (request and discard timeouts) are checked, in seconds.
+SWEEP_S = 0.1
+
 # Errors that are the client's doing (or a limit): logged at INFO, without a traceback.
 _EXPECTED = (DmdsError,)
 
@@ -58,15 +61,31 @@ class ClassicServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_logged = False
+        #: connections with a deadline (reading a request, or discarding after an error)
+        self.watched: set[_ClassicProtocol] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _ClassicProtocol(self), host, port, backlog=1024)
+        self._sweeper = loop.create_task(self._sweep())
         sockname = self._server.sockets[0].getsockname()
         return int(sockname[1])
 
+    async def _sweep(self) -> None:
+        # One periodic pass instead of a timer per connection: timers cost more than the rest of a
+        # short request. Deadlines are thus enforced to within SWEEP_S.
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = loop.time()
+            for conn in [c for c in self.watched if c.deadline <= now]:
+                conn.timed_out()
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -86,7 +105,7 @@ class ClassicServer:
     def accept_again(self) -> None:
         self._refused_logged = False
 
-    async def dispatch(self, request: Request, peer_host: str) -> Reply:
+    async def dispatch(self, request: Request, conn: _ClassicProtocol) -> Reply:
         svc = self.service
         if isinstance(request, Send):
             mid = await svc.send(request.sender, request.recipient, request.text)
@@ -94,7 +113,9 @@ class ClassicServer:
         if isinstance(request, Register):
             await svc.register(request.full_name, request.alias, request.birth_date)
         elif isinstance(request, Connect):
-            await svc.connect(request.alias, ClassicEndpoint(peer_host, request.listen_port, self.delivery))
+            # classic.md: pushes go to the address the CONNECT came from.
+            host = conn.peer[0] if conn.peer else "127.0.0.1"
+            await svc.connect(request.alias, ClassicEndpoint(host, request.listen_port, self.delivery))
         elif isinstance(request, ConnectedUsers):
             return ConnectedUsersReply(OK, tuple(await svc.connected_users(request.alias)))
         elif isinstance(request, Disconnect):
@@ -107,7 +128,7 @@ class ClassicServer:
 
 
 class _ClassicProtocol(asyncio.Protocol):
-    __slots__ = ("_codec", "_discarded", "_eof", "_peer", "_server", "_state", "_timer", "_transport")
+    __slots__ = ("_codec", "_discarded", "_eof", "_server", "_state", "_transport", "deadline")
 
     def __init__(self, server: ClassicServer) -> None:
         self._server = server
@@ -115,8 +136,7 @@ class _ClassicProtocol(asyncio.Protocol):
         self._codec = ServerConnection(limits.max_field_bytes, limits.max_text_bytes)
         self._state = _State.READING
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._peer: Any = None
+        self.deadline = 0.0
         self._discarded = 0
         self._eof = False
 
@@ -125,7 +145,6 @@ class _ClassicProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but implement it.
         self._transport = cast(asyncio.Transport, transport)
-        self._peer = transport.get_extra_info("peername")
         server = self._server
         if server.active >= server.limits.max_connections:
             if server.refuse_logged_once():
@@ -137,8 +156,7 @@ class _ClassicProtocol(asyncio.Protocol):
             self._transport.abort()
             return
         server.active += 1
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(server.limits.request_timeout_s, self._timed_out)
+        self._watch(server.limits.request_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         if self._state is _State.READING:
@@ -162,7 +180,7 @@ class _ClassicProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._state is not _State.CLOSED:
-            self._cancel_timer()
+            self._unwatch()
             self._server.active -= 1
             if self._server.active < self._server.limits.max_connections:
                 self._server.accept_again()
@@ -179,60 +197,68 @@ class _ClassicProtocol(asyncio.Protocol):
             return
         if request is None:
             return
-        self._cancel_timer()
+        self._unwatch()
         self._state = _State.DISPATCHING
         task = asyncio.get_running_loop().create_task(self._dispatch(request))
         self._server.track(task)
 
+    @property
+    def peer(self) -> Any:
+        # Asked for only when needed: getpeername() is a system call per connection.
+        return self._transport.get_extra_info("peername") if self._transport is not None else None
+
     async def _dispatch(self, request: Request) -> None:
+        name = request.OP.decode()
         try:
-            host = self._peer[0] if self._peer else "127.0.0.1"
-            reply = await self._server.dispatch(request, host)
+            reply = await self._server.dispatch(request, self)
         except (InvalidField, LimitExceeded, StoreError) as exc:
-            log.info("%s from %s failed: %s", type(request).__name__.upper(), self._peer, exc)
+            log.info("%s from %s failed: %s", name, self.peer, exc)
             reply = error_reply(type(request), exc)
         except _EXPECTED as exc:
-            log.debug("%s from %s: %s", type(request).__name__.upper(), self._peer, type(exc).__name__)
+            log.debug("%s from %s: %s", name, self.peer, type(exc).__name__)
             reply = error_reply(type(request), exc)
         except Exception as exc:
-            log.exception("bug while serving %s from %s", type(request).__name__.upper(), self._peer)
+            log.exception("bug while serving %s from %s", name, self.peer)
             reply = error_reply(type(request), exc)
         if self._state is _State.CLOSED or self._transport is None:
             return
         self._transport.write(self._codec.send(reply))
         self._finish()
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def timed_out(self) -> None:
+        self._unwatch()
         if self._state is _State.READING:
-            self._reject(self._codec.op, f"request not complete within {self._server.limits.request_timeout_s}s")
+            self._reject(
+                self._codec.op, f"request not complete within {self._server.limits.request_timeout_s}s"
+            )
         elif self._state is _State.DISCARDING:
             self._finish(abort=True)
 
     def _reject(self, op: type[Request] | None, reason: str) -> None:
         name = op.OP.decode() if op is not None else "request"
-        log.info("bad %s from %s: %s; answering other error and closing", name, self._peer, reason)
+        log.info("bad %s from %s: %s; answering other error and closing", name, self.peer, reason)
         assert self._transport is not None
         self._transport.write(self._codec.send(error_reply(op, RemoteProtocolError(reason, op))))
-        self._cancel_timer()
+        self._unwatch()
         if self._eof:
             self._finish()  # the client has sent all it will: nothing to discard
             return
         if self._transport.can_write_eof():
             self._transport.write_eof()
         self._state = _State.DISCARDING
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._server.limits.discard_timeout_s, self._timed_out)
+        self._watch(self._server.limits.discard_timeout_s)
 
     def _finish(self, *, abort: bool = False) -> None:
-        self._cancel_timer()
+        self._unwatch()
         if self._transport is not None:
             if abort:
                 self._transport.abort()
             else:
                 self._transport.close()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _watch(self, timeout_s: float) -> None:
+        self.deadline = asyncio.get_running_loop().time() + timeout_s
+        self._server.watched.add(self)
+
+    def _unwatch(self) -> None:
+        self._server.watched.discard(self)

@@ -132,7 +132,7 @@ def _text(raw: bytes, what: str) -> str:
 
 
 def _number(raw: bytes, what: str, maximum: int) -> int:
-    # int() would accept " 7", "+7" and "٧": the wire takes plain ASCII digits only.
+    # int() would accept " 7", "+7" and non-ASCII digits: the wire takes plain ASCII digits only.
     if not raw or not raw.isdigit() or not raw.isascii() or len(raw) > _MAX_NUMBER_BYTES:
         raise ValueError(f"{what} is not a number: {raw[:20]!r}")
     value = int(raw)
@@ -303,7 +303,9 @@ class ClientConnection:
                 return None
             return SendReply(self._code, int.from_bytes(id_bytes, "big"))
         if not isinstance(request, ConnectedUsers) or self._code != 0:
-            return ConnectedUsersReply(self._code) if isinstance(request, ConnectedUsers) else Reply(self._code)
+            return (
+                ConnectedUsersReply(self._code) if isinstance(request, ConnectedUsers) else Reply(self._code)
+            )
         if self._count is None:
             raw = self._buf.field(_MAX_NUMBER_BYTES, "user count")
             if raw is None:

@@ -1,0 +1,1 @@
+"""`dmds bench`: load generators and baselines, measured side by side on this machine."""

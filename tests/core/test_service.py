@@ -1,0 +1,227 @@
+"""The core Service on the real SQLite store in tmp_path, with in-process endpoints that record pushes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dmds.core.model import ItemKind, OutboxItem
+from dmds.core.service import Service
+from dmds.errors import (
+    AliasTaken,
+    AlreadyConnected,
+    DeliveryFailed,
+    InvalidField,
+    LimitExceeded,
+    NotConnected,
+    UnknownUser,
+)
+from dmds.settings import DeliverySettings, StoreSettings, SyncMode
+from dmds.stores.sqlite import SqliteStore
+
+
+class RecordingEndpoint:
+    """Records what it is handed; fails on demand, as a vanished listener would."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.items: list[OutboxItem] = []
+        self.fail = fail
+        self.arrived = asyncio.Event()
+
+    async def deliver(self, item: OutboxItem) -> None:
+        if self.fail:
+            raise DeliveryFailed("listener gone")
+        self.items.append(item)
+        self.arrived.set()
+
+    def describe(self) -> str:
+        return "recording"
+
+    async def wait_for(self, count: int) -> list[OutboxItem]:
+        async with asyncio.timeout(5):
+            while len(self.items) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.items
+
+    def messages(self) -> list[tuple[str, int, str]]:
+        return [(i.sender, i.message_id, i.text) for i in self.items if i.kind is ItemKind.MESSAGE]
+
+    def receipts(self) -> list[int]:
+        return [i.message_id for i in self.items if i.kind is ItemKind.RECEIPT]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = await SqliteStore.open(tmp_path, StoreSettings(sync=SyncMode.NORMAL))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def service(store: SqliteStore) -> AsyncIterator[Service]:
+    svc = Service(store, DeliverySettings(max_pending_pushes=4, max_stored_messages=50))
+    yield svc
+    await svc.close()
+
+
+async def users(service: Service, *aliases: str) -> None:
+    for alias in aliases:
+        await service.register(f"Name of {alias}", alias, "01/02/2000")
+
+
+async def test_register_validates_and_refuses_duplicates(service: Service) -> None:
+    await users(service, "juan")
+    with pytest.raises(AliasTaken):
+        await service.register("Other", "juan", "01/01/1990")
+    for name, alias, date in [
+        ("N", "", "01/01/2000"),
+        ("N", "two words", "01/01/2000"),
+        ("N", "tab\there", "01/01/2000"),
+        ("", "x", "01/01/2000"),
+        ("N", "x", "2000-01-01"),
+        ("N", "x", "31/02/2000"),
+        ("N", "x", "01/01/2999"),
+    ]:
+        with pytest.raises(InvalidField):
+            await service.register(name, alias, date)
+
+
+async def test_connect_disconnect_rules(service: Service) -> None:
+    await users(service, "juan")
+    with pytest.raises(UnknownUser):
+        await service.connect("ghost", RecordingEndpoint())
+    await service.connect("juan", RecordingEndpoint())
+    with pytest.raises(AlreadyConnected):
+        await service.connect("juan", RecordingEndpoint())
+    assert await service.connected_users("juan") == ["juan"]
+    await service.disconnect("juan")
+    with pytest.raises(NotConnected):
+        await service.disconnect("juan")
+    with pytest.raises(UnknownUser):
+        await service.disconnect("ghost")
+    with pytest.raises(NotConnected):
+        await service.connected_users("juan")
+    with pytest.raises(UnknownUser):
+        await service.connected_users("ghost")
+
+
+async def test_send_needs_a_connected_sender_and_a_registered_recipient(service: Service) -> None:
+    await users(service, "juan", "maria")
+    with pytest.raises(NotConnected):
+        await service.send("juan", "maria", "hi")
+    with pytest.raises(UnknownUser):
+        await service.send("ghost", "maria", "hi")
+    await service.connect("juan", RecordingEndpoint())
+    with pytest.raises(UnknownUser):
+        await service.send("juan", "ghost", "hi")
+
+
+async def test_live_delivery_and_receipt(service: Service) -> None:
+    await users(service, "juan", "maria")
+    juan, maria = RecordingEndpoint(), RecordingEndpoint()
+    await service.connect("juan", juan)
+    await service.connect("maria", maria)
+    assert await service.send("juan", "maria", "uno") == 1
+    assert await service.send("juan", "maria", "dos") == 2
+    await maria.wait_for(2)
+    await juan.wait_for(2)
+    assert maria.messages() == [("juan", 1, "uno"), ("juan", 2, "dos")]
+    assert juan.receipts() == [1, 2]
+
+
+async def test_offline_messages_are_delivered_in_order_and_receipts_stored(service: Service) -> None:
+    await users(service, "juan", "maria")
+    await service.connect("juan", RecordingEndpoint())
+    ids = [await service.send("juan", "maria", f"m{i}") for i in range(10)]
+    assert ids == list(range(1, 11))
+    await service.disconnect("juan")  # the receipts must wait for juan
+    maria = RecordingEndpoint()
+    await service.connect("maria", maria)
+    await maria.wait_for(10)  # more than max_pending_pushes: read back from the store in batches
+    assert maria.messages() == [("juan", i, f"m{i - 1}") for i in range(1, 11)]
+    juan = RecordingEndpoint()
+    await asyncio.sleep(0.05)
+    await service.connect("juan", juan)
+    await juan.wait_for(10)
+    assert juan.receipts() == list(range(1, 11))
+
+
+async def test_flood_past_the_memory_bound_keeps_order(service: Service) -> None:
+    await users(service, "juan", "maria")
+    maria = RecordingEndpoint()
+    await service.connect("juan", RecordingEndpoint())
+    await service.connect("maria", maria)
+    await asyncio.gather(*(service.send("juan", "maria", str(i)) for i in range(40)))
+    await maria.wait_for(40)
+    assert [m[1] for m in maria.messages()] == list(range(1, 41))
+
+
+async def test_failed_push_disconnects_and_keeps_the_message(service: Service) -> None:
+    await users(service, "juan", "maria")
+    await service.connect("juan", RecordingEndpoint())
+    await service.connect("maria", RecordingEndpoint(fail=True))
+    await service.send("juan", "maria", "kept")
+    async with asyncio.timeout(5):
+        while service.is_connected("maria"):
+            await asyncio.sleep(0.01)
+    maria = RecordingEndpoint()
+    await service.connect("maria", maria)
+    await maria.wait_for(1)
+    assert maria.messages() == [("juan", 1, "kept")]
+
+
+async def test_stored_message_limit(service: Service) -> None:
+    await users(service, "juan", "maria")
+    await service.connect("juan", RecordingEndpoint())
+    for i in range(50):
+        await service.send("juan", "maria", str(i))
+    with pytest.raises(LimitExceeded):
+        await service.send("juan", "maria", "one too many")
+    # The refused message used no id: the next accepted one is 51.
+    maria = RecordingEndpoint()
+    await service.connect("maria", maria)
+    await maria.wait_for(50)
+    await asyncio.sleep(0.1)
+    assert await service.send("juan", "maria", "after") == 51
+
+
+async def test_unregister_removes_stored_messages_and_presence(service: Service) -> None:
+    await users(service, "juan", "maria")
+    await service.connect("juan", RecordingEndpoint())
+    await service.send("juan", "maria", "lost with maria")
+    await service.unregister("maria")
+    with pytest.raises(UnknownUser):
+        await service.unregister("maria")
+    await users(service, "maria")
+    maria = RecordingEndpoint()
+    await service.connect("maria", maria)
+    assert await service.send("juan", "maria", "new") == 1  # a new user: ids start again
+    await maria.wait_for(1)
+    assert maria.messages() == [("juan", 1, "new")]
+    await service.unregister("juan")
+    assert await service.connected_users("maria") == ["maria"]
+
+
+async def test_store_survives_reopen(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path, StoreSettings())
+    svc = Service(store, DeliverySettings())
+    await users(svc, "juan", "maria")
+    await svc.connect("juan", RecordingEndpoint())
+    await svc.send("juan", "maria", "persisted")
+    await svc.close()
+    await store.close()
+    store = await SqliteStore.open(tmp_path, StoreSettings())
+    svc = Service(store, DeliverySettings())
+    try:
+        assert not svc.is_connected("juan")  # everyone starts disconnected
+        maria = RecordingEndpoint()
+        await svc.connect("maria", maria)
+        await maria.wait_for(1)
+        assert maria.messages() == [("juan", 1, "persisted")]
+    finally:
+        await svc.close()
+        await store.close()
