@@ -56,7 +56,7 @@ def test_unknown_setting_in_file(tmp_path: Path) -> None:
 
 
 def test_help_and_readme_list_every_setting() -> None:
-    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr,index]
     help_text = serve.format_help()
     readme = (ROOT / "README.md").read_text()
     for _, name, default, _ in settings.describe(ServeSettings):

@@ -209,3 +209,28 @@ def test_restart_keeps_users_and_messages_and_disconnects_everyone(server_factor
     maria = Listener()
     assert exchange(again.port, wire.connect("maria", maria.port)) == b"0\0"
     assert maria.wait(1) == [message("juan", 1, "antes")]
+
+
+def test_connections_over_the_limit_are_refused_and_service_resumes(server_factory: ServerFactory) -> None:
+    server = server_factory("--max-connections", "2", "--request-timeout-s", "1")
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+    for sock in held:
+        sock.sendall(b"REGIS")  # half a request: each holds a slot until its timeout
+    time.sleep(0.2)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
+        extra.sendall(wire.register("X", "x", "01/01/2000"))
+        with pytest.raises(ConnectionResetError):
+            extra.recv(100)  # closed at once: no reply
+    for sock in held:
+        assert sock.recv(100) == b"2\0"  # timed out: other error
+        sock.close()
+    time.sleep(0.2)
+    register(server.port, "after")
+    assert server.log().count("refusing new ones") == 1
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(server_factory: ServerFactory) -> None:
+    first = server_factory()
+    with pytest.raises(RuntimeError, match="database is locked"):
+        server_factory(data_dir=first.data_dir)
+    register(first.port, "unharmed")
