@@ -3,20 +3,25 @@
 Theory of operation
 -------------------
 Every call becomes a job (a function of the connection) on one ordered queue. When the connection
-is free, the loop thread runs all the waiting jobs (up to `max_batch`) inside one transaction, each
-in its own savepoint, then hands the COMMIT, with its fsync, to a single committer thread and goes
+is free, the loop thread runs all the waiting jobs (up to `max_batch`) inside one transaction, then
+hands the COMMIT, with its fsync, to a single committer thread and goes
 back to serving the network. Only when the commit has returned are the jobs' futures resolved: a
 caller that gets a result knows its change is durable. Jobs that arrive meanwhile wait for the next
-batch, so requests that arrive together share one commit and one fsync (group commit).
+batch, so requests that arrive together share one commit and one fsync (group commit). With
+`--sync normal` there is no fsync to wait for: the COMMIT runs on the loop too, and only the WAL
+checkpoints, which do sync, go to the thread.
 
 Why statements on the loop and only the commit on a thread: a statement on a warm page cache takes
 microseconds, while each hand-over between threads costs a wake-up and a fight for the GIL (a
 writer thread that ran the statements measured 4 to 6 times slower per batch under load). The
 commit is the part that blocks, on the disk, and sqlite releases the GIL for all of it.
 
-A job that raises a domain error is rolled back to its savepoint without harming the others in its
-batch; if the commit fails, every job of the batch fails with StoreError. A batch that changed
-nothing (reads only) is committed on the loop at once: there is nothing to sync.
+The rule every job keeps: it raises a domain error (AliasTaken, UnknownUser, LimitExceeded...)
+before its first write, so a refused request leaves nothing behind and the others in its batch are
+unharmed, with no savepoint per job (a savepoint is two more statements per request, and statements
+are the store's main cost). Any other failure, in a job or in the commit, rolls the whole batch back
+and fails every request in it with StoreError: nothing is acknowledged that is not committed. A batch
+that changed nothing (reads only) is committed on the loop at once: there is nothing to sync.
 
 Reads go through the same queue, which keeps one order for everything: a read sees every change
 submitted before it. The couriers' reloads rely on that.
@@ -48,6 +53,9 @@ T = TypeVar("T")
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 DB_NAME = "dmds.sqlite3"
+#: With --sync normal, commits between two checkpoints (run on the committer thread). With --sync full
+#: SQLite's own automatic checkpoint runs in the COMMIT, which is already on that thread.
+CHECKPOINT_EVERY = 500
 
 
 def _connect(path: Path, sync: SyncMode) -> sqlite3.Connection:
@@ -61,6 +69,8 @@ def _connect(path: Path, sync: SyncMode) -> sqlite3.Connection:
     conn.execute("PRAGMA locking_mode=EXCLUSIVE")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if sync is SyncMode.FULL else 'NORMAL'}")
+    if sync is SyncMode.NORMAL:
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints off the loop itself
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
     schema = resources.files("dmds.stores.sqlite").joinpath("schema.sql").read_text(encoding="utf-8")
@@ -83,18 +93,21 @@ class SqliteStore:
         self._idle: asyncio.Future[None] | None = None
         # A plain thread and queue rather than an executor: one hand-over each way per batch, and
         # no concurrent.futures wrapping on the hot path.
-        self._commits: queue.SimpleQueue[list[_Result] | None] = queue.SimpleQueue()
+        self._commits: queue.SimpleQueue[tuple[str, list[_Result]] | None] = queue.SimpleQueue()
+        self._inline_commit = settings.sync is SyncMode.NORMAL
+        self._commits_since_checkpoint = 0
         self._committer = threading.Thread(target=self._commit_loop, name="dmds-sqlite-commit", daemon=True)
         self._committer.start()
 
     def _commit_loop(self) -> None:
-        while (results := self._commits.get()) is not None:
+        while (work := self._commits.get()) is not None:
+            sql, results = work
             error: BaseException | None = None
             try:
-                self._conn.execute("COMMIT")
+                self._conn.execute(sql)
             except sqlite3.Error as exc:
                 error = exc
-            self._loop.call_soon_threadsafe(self._batch_done, results, error)
+            self._loop.call_soon_threadsafe(self._batch_done, results, error, True)
 
     @classmethod
     async def open(cls, data_dir: Path, settings: StoreSettings) -> SqliteStore:
@@ -124,31 +137,36 @@ class SqliteStore:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in batch:
-                conn.execute("SAVEPOINT job")
                 try:
                     value = fn(conn)
                 except DmdsError as exc:
-                    conn.execute("ROLLBACK TO job")
-                    results.append((fut, None, exc))
-                except Exception as exc:
-                    # One job's failure (a bug, a bad row) must not fail the others.
-                    log.exception("store job failed")
-                    conn.execute("ROLLBACK TO job")
-                    results.append((fut, None, StoreError(f"store failure: {exc}")))
+                    results.append((fut, None, exc))  # raised before the job wrote anything
                 else:
                     results.append((fut, value, None))
-                conn.execute("RELEASE job")
-            if conn.total_changes == before:
-                conn.execute("COMMIT")  # nothing written: nothing to sync
+            if conn.total_changes == before or self._inline_commit:
+                # Nothing written, or --sync normal: COMMIT only appends to the WAL in the OS page
+                # cache, with no fsync to wait for, so a hand-over to the thread would cost more.
+                conn.execute("COMMIT")
+                self._commits_since_checkpoint += conn.total_changes != before
                 self._batch_done(results, None)
                 return
-        except sqlite3.Error as exc:
-            self._batch_done(results, exc)
+        except Exception as exc:
+            # An I/O error, or a bug in a job: what the batch wrote cannot be trusted, so none of
+            # it is kept and every request of the batch fails (nothing is acknowledged).
+            if not isinstance(exc, sqlite3.Error):
+                log.exception("store job failed")
+            self._batch_done([(fut, None, None) for _, fut in batch], exc)
             return
-        self._commits.put(results)
+        self._commits.put(("COMMIT", results))
 
-    def _batch_done(self, results: list[_Result], error: BaseException | None) -> None:
-        if error is not None:
+    def _batch_done(
+        self, results: list[_Result], error: BaseException | None, committed: bool = False
+    ) -> None:
+        """Settle a batch and start the next. `committed`: called back from the committer thread,
+        so the next batch can start at once (from the loop's own batches that would recurse)."""
+        if error is not None and not results:
+            log.warning("WAL checkpoint failed (%s); the next one retries", error)
+        elif error is not None:
             log.error("store commit failed (%s); failing %d request(s)", error, len(results))
             if self._conn.in_transaction:
                 try:
@@ -164,8 +182,16 @@ class SqliteStore:
                 fut.set_exception(exc)
             else:
                 fut.set_result(value)
-        if self._jobs:
-            self._loop.call_soon(self._run_batch)
+        if self._inline_commit and self._commits_since_checkpoint >= CHECKPOINT_EVERY:
+            # A checkpoint copies the WAL back into the database and fsyncs: off the loop, while
+            # the connection is left alone (self._busy stays True until it is done).
+            self._commits_since_checkpoint = 0
+            self._commits.put(("PRAGMA wal_checkpoint(PASSIVE)", []))
+        elif self._jobs:
+            if committed:
+                self._run_batch()  # one loop pass sooner: the disk is idle until then
+            else:
+                self._loop.call_soon(self._run_batch)
         else:
             self._busy = False
             if self._idle is not None and not self._idle.done():
@@ -215,17 +241,18 @@ class SqliteStore:
             if row is None:
                 raise UnknownUser(sender)
             sender_id = row[0]
+            # The limit is part of the UPDATE so that a refused message writes nothing.
             row = conn.execute(
                 "UPDATE users SET last_message_id = last_message_id + 1,"
                 " stored_messages = stored_messages + 1"
-                " WHERE alias = ? RETURNING id, last_message_id, stored_messages",
-                (recipient,),
+                " WHERE alias = ? AND stored_messages < ? RETURNING id, last_message_id",
+                (recipient, max_stored),
             ).fetchone()
             if row is None:
+                if conn.execute("SELECT 1 FROM users WHERE alias = ?", (recipient,)).fetchone():
+                    raise LimitExceeded(f"{recipient} has {max_stored} undelivered messages")
                 raise UnknownUser(recipient)
-            owner_id, message_id, stored = row
-            if stored > max_stored:
-                raise LimitExceeded(f"{recipient} has {max_stored} undelivered messages")
+            owner_id, message_id = row
             cur = conn.execute(
                 "INSERT INTO outbox (owner_id, kind, message_id, sender_alias, sender_id, text)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

@@ -1,0 +1,380 @@
+"""The desktop client's network side: an asyncio event loop in a thread of its own.
+
+Threading model
+---------------
+Qt widgets live in the GUI thread and must never wait for the network. `SessionWorker` starts a
+daemon thread running an asyncio event loop; that loop owns the `ClassicSession` (and so the push
+listener it opens on CONNECT) and the SOAP `Normaliser`. The GUI thread calls the worker's public
+methods, which only schedule a coroutine on the loop (`asyncio.run_coroutine_threadsafe`) and
+return at once. Each coroutine reports what happened as one event object (the dataclasses below)
+through the Qt signal `event`. The worker is a QObject of the GUI thread, so a signal emitted from
+the loop's thread reaches the window's slot as a queued call in the GUI thread, in the order the
+events were emitted.
+
+Nothing but the loop touches the session; the window keeps its own copy of the state (the
+connected alias, whether the server answers) from the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Final
+
+from PySide6.QtCore import QObject, Signal
+
+from dmds.cli.shell import TextNormaliser
+from dmds.client.classic import (
+    DEFAULT_TIMEOUT_S,
+    ClassicClientError,
+    ClassicSession,
+    SessionStateError,
+    request,
+)
+from dmds.protocols.classic import Disconnect, MessagePush, Push, ReceiptPush
+from dmds.soap.normaliser import Normaliser, NormaliserUnavailable
+
+__all__ = [
+    "ConnectionChanged",
+    "MessageArrived",
+    "NormaliserChanged",
+    "OperationDone",
+    "ReceiptArrived",
+    "SendDone",
+    "ServerReachability",
+    "SessionWorker",
+    "UsersListed",
+    "WorkerEvent",
+]
+
+log = logging.getLogger(__name__)
+
+#: How long `SessionWorker.stop` waits for the loop to close the session and end.
+STOP_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """Base of everything the worker reports."""
+
+
+@dataclass(frozen=True)
+class OperationDone(WorkerEvent):
+    """REGISTER, UNREGISTER, CONNECT or DISCONNECT finished: `code` from the server, or `error`.
+
+    `code` is None when the server could not be asked (`error` says why).
+    """
+
+    operation: str
+    alias: str
+    code: int | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SendDone(WorkerEvent):
+    """A SEND finished. `text` is what was sent (normalised); `message_id` means something if code is 0."""
+
+    local_id: int
+    dest: str
+    text: str
+    code: int | None
+    message_id: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class UsersListed(WorkerEvent):
+    """CONNECTEDUSERS finished; `manual` if the person asked (not the refresh timer)."""
+
+    code: int | None
+    aliases: tuple[str, ...] = ()
+    error: str = ""
+    manual: bool = False
+
+
+@dataclass(frozen=True)
+class MessageArrived(WorkerEvent):
+    sender: str
+    message_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ReceiptArrived(WorkerEvent):
+    message_id: int
+
+
+@dataclass(frozen=True)
+class ConnectionChanged(WorkerEvent):
+    """The session's connected alias changed (None: not connected); `reason` if the server ended it."""
+
+    alias: str | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class NormaliserChanged(WorkerEvent):
+    """The normaliser started or stopped answering; `detail` says why when it is down."""
+
+    available: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ServerReachability(WorkerEvent):
+    """The server stopped answering (or answers again); `detail` is the last failure."""
+
+    reachable: bool
+    detail: str = ""
+
+
+class SessionWorker(QObject):
+    """Owns the asyncio loop thread, the classic session and the normaliser of one window."""
+
+    #: Every report, a `WorkerEvent`, delivered in the GUI thread.
+    event = Signal(object)
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ws_url: str,
+        *,
+        listen_host: str = "0.0.0.0",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        normaliser: TextNormaliser | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._listen_host = listen_host
+        self._timeout_s = timeout_s
+        self._session = self._new_session(host, port)
+        self._custom_normaliser = normaliser
+        self._normaliser: TextNormaliser = normaliser or Normaliser(ws_url)
+        self._normaliser_up: bool | None = None  # unknown until the first SEND
+        self._reachable = True
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="dmds-gui-network", daemon=True)
+        self._stopped = False
+        self._thread.start()
+
+    # -- the loop thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def _submit(self, coro: Coroutine[Any, Any, None]) -> Future[None] | None:
+        if self._stopped or self._loop.is_closed():
+            coro.close()
+            return None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _emit(self, event: WorkerEvent) -> None:
+        if not self._stopped:
+            self.event.emit(event)
+
+    def _new_session(self, host: str, port: int) -> ClassicSession:
+        return ClassicSession(
+            host, port, listen_host=self._listen_host, on_push=self._on_push, timeout_s=self._timeout_s
+        )
+
+    def _on_push(self, push: Push) -> None:
+        if isinstance(push, MessagePush):
+            self._emit(MessageArrived(push.sender, push.message_id, push.text))
+        elif isinstance(push, ReceiptPush):
+            self._emit(ReceiptArrived(push.message_id))
+
+    def _server_answered(self) -> None:
+        if not self._reachable:
+            self._reachable = True
+            self._emit(ServerReachability(True))
+
+    def _server_failed(self, exc: ClassicClientError) -> str:
+        detail = str(exc)
+        if not isinstance(exc, SessionStateError) and self._reachable:
+            self._reachable = False
+            self._emit(ServerReachability(False, detail))
+        return detail
+
+    async def _forget_connection(self, reason: str) -> None:
+        """End the local side of the connection (the listener) without telling the server."""
+        if self._session.alias is not None:
+            await self._session.close(disconnect=False)
+            self._emit(ConnectionChanged(None, reason))
+
+    # -- operations (called in the GUI thread) -----------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._session.host
+
+    @property
+    def port(self) -> int:
+        return self._session.port
+
+    def configure(self, host: str, port: int, ws_url: str) -> None:
+        """Use another server or normaliser from now on (only while not connected)."""
+        self._submit(self._configure(host, port, ws_url))
+
+    async def _configure(self, host: str, port: int, ws_url: str) -> None:
+        if self._session.alias is None:
+            self._session = self._new_session(host, port)
+        if self._custom_normaliser is None:
+            self._normaliser = Normaliser(ws_url)
+            self._normaliser_up = None
+
+    def register(self, full_name: str, alias: str, birth_date: str) -> None:
+        """REGISTER; `birth_date` is DD/MM/YYYY."""
+        self._submit(self._register(full_name, alias, birth_date))
+
+    async def _register(self, full_name: str, alias: str, birth_date: str) -> None:
+        await self._operation("REGISTER", alias, self._session.register(full_name, alias, birth_date))
+
+    def unregister(self, alias: str) -> None:
+        self._submit(self._unregister(alias))
+
+    async def _unregister(self, alias: str) -> None:
+        was = self._session.alias
+        await self._operation("UNREGISTER", alias, self._session.unregister(alias))
+        if was is not None and self._session.alias is None:
+            self._emit(ConnectionChanged(None, "the connected user was unregistered"))
+
+    def connect_as(self, alias: str, *, take_over: bool = False) -> None:
+        """CONNECT as `alias`; with `take_over`, DISCONNECT it first (a session left behind)."""
+        self._submit(self._connect(alias, take_over))
+
+    async def _connect(self, alias: str, take_over: bool) -> None:
+        if take_over:
+            session = self._session
+            try:
+                await request(session.host, session.port, Disconnect(alias), timeout_s=self._timeout_s)
+            except ClassicClientError as exc:
+                self._emit(OperationDone("CONNECT", alias, None, self._server_failed(exc)))
+                return
+        try:
+            await self._operation("CONNECT", alias, self._session.connect(alias))
+        except OSError as exc:  # the push listener could not be opened
+            self._emit(
+                OperationDone(
+                    "CONNECT", alias, None, f"cannot listen for messages on {self._listen_host} ({exc})"
+                )
+            )
+            return
+        if self._session.alias is not None:
+            self._emit(ConnectionChanged(self._session.alias))
+
+    def disconnect_session(self) -> None:
+        """DISCONNECT the connected alias. If the server cannot be told, the local side ends anyway."""
+        self._submit(self._disconnect())
+
+    async def _disconnect(self) -> None:
+        alias = self._session.alias
+        if alias is None:
+            self._emit(OperationDone("DISCONNECT", "", None, "not connected"))
+            return
+        await self._operation("DISCONNECT", alias, self._session.disconnect())
+        if self._session.alias is None:
+            self._emit(ConnectionChanged(None))
+        elif not self._reachable:
+            # The server is gone: stop listening; if it still counts us as connected, its next push
+            # to the closed listener fails and it counts us as disconnected (classic.md).
+            await self._forget_connection("the server could not be told (unreachable)")
+
+    async def _operation(self, operation: str, alias: str, call: Coroutine[Any, Any, int]) -> None:
+        try:
+            code = await call
+        except ClassicClientError as exc:
+            self._emit(OperationDone(operation, alias, None, self._server_failed(exc)))
+            return
+        self._server_answered()
+        self._emit(OperationDone(operation, alias, code))
+
+    def send(self, local_id: int, dest: str, text: str) -> None:
+        """Normalise `text`, then SEND it to `dest`; reported as a SendDone with `local_id`."""
+        self._submit(self._send(local_id, dest, text))
+
+    async def _send(self, local_id: int, dest: str, text: str) -> None:
+        text = await self._normalise(text)
+        try:
+            code, message_id = await self._session.send(dest, text)
+        except ClassicClientError as exc:
+            self._emit(SendDone(local_id, dest, text, None, error=self._server_failed(exc)))
+            return
+        self._server_answered()
+        self._emit(SendDone(local_id, dest, text, code, message_id))
+
+    async def _normalise(self, text: str) -> str:
+        try:
+            normalised = await self._normaliser.anormalise(text)
+        except NormaliserUnavailable as exc:
+            if self._normaliser_up is not False:
+                self._normaliser_up = False
+                self._emit(NormaliserChanged(False, str(exc)))
+            return text
+        if self._normaliser_up is not True:
+            self._normaliser_up = True
+            self._emit(NormaliserChanged(True))
+        return normalised
+
+    def connected_users(self, *, manual: bool = False) -> None:
+        """CONNECTEDUSERS as the connected alias; `manual` if the person asked for it."""
+        self._submit(self._connected_users(manual))
+
+    async def _connected_users(self, manual: bool) -> None:
+        try:
+            code, aliases = await self._session.connected_users()
+        except ClassicClientError as exc:
+            self._emit(UsersListed(None, error=self._server_failed(exc), manual=manual))
+            return
+        self._server_answered()
+        self._emit(UsersListed(code, tuple(aliases), manual=manual))
+        if code == 1:
+            # The server no longer counts us as connected: it restarted (presence is not kept), or a
+            # push to our listener failed. Our listener is useless now; the person can CONNECT again.
+            await self._forget_connection("the server no longer counts you as connected")
+
+    # -- the end ------------------------------------------------------------------------------------
+
+    def stop(self, *, disconnect: bool = True, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Close the session (DISCONNECT first if `disconnect` and connected) and end the thread.
+
+        Blocks the caller for at most about `timeout_s`; afterwards no more events are emitted.
+        """
+        if self._stopped:
+            return
+        future = self._submit(self._shutdown(disconnect))
+        self._stopped = True
+        if future is not None:
+            try:
+                future.result(timeout_s)
+            except Exception:  # a timeout, or a failure we can do nothing about at the end
+                log.debug("session did not close cleanly", exc_info=True)
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+
+    async def _shutdown(self, disconnect: bool) -> None:
+        current = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._session.close(disconnect=disconnect)
+
+    @property
+    def connected_alias(self) -> str | None:
+        """The connected alias as the loop last saw it (for information; may be a moment old)."""
+        return self._session.alias
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopped and self._thread.is_alive()
