@@ -64,6 +64,13 @@ def _client(args: argparse.Namespace) -> int:
     return run_client(args.server, args.port, args.ws, listen_host=args.listen_host)
 
 
+def _gui(args: argparse.Namespace) -> int:
+    from dmds.gui import run_gui
+
+    _setup_logging(args.log_level)
+    return run_gui(args.server, args.port, args.ws, listen_host=args.listen_host)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from dmds.bench import classic
 
@@ -112,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)"
     )
     client.set_defaults(func=_client)
+
+    gui = sub.add_parser(
+        "gui",
+        help="desktop client (Qt), classic protocol",
+        description="The desktop client. Server, port and normaliser URL not given here are the ones "
+        "remembered from the last run (127.0.0.1, 7000 and http://127.0.0.1:5000/?wsdl the first time).",
+    )
+    gui.add_argument("-s", "--server", default=None, help="server host (default: as last time)")
+    gui.add_argument("-p", "--port", type=int, default=None, help="server port (default: as last time)")
+    gui.add_argument("--ws", default=None, help="WSDL URL of the SOAP normaliser (default: as last time)")
+    gui.add_argument(
+        "--listen-host",
+        default="0.0.0.0",
+        help="address of the push listener opened on CONNECT (default: 0.0.0.0)",
+    )
+    gui.add_argument(
+        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)"
+    )
+    gui.set_defaults(func=_gui)
 
     bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
     scenarios = bench.add_subparsers(dest="scenario", required=True)

@@ -7,7 +7,7 @@ daemon thread running an asyncio event loop; that loop owns the `ClassicSession`
 listener it opens on CONNECT) and the SOAP `Normaliser`. The GUI thread calls the worker's public
 methods, which only schedule a coroutine on the loop (`asyncio.run_coroutine_threadsafe`) and
 return at once. Each coroutine reports what happened as one event object (the dataclasses below)
-through the Qt signal `event`. The worker is a QObject of the GUI thread, so a signal emitted from
+through the Qt signal `report`. The worker is a QObject of the GUI thread, so a signal emitted from
 the loop's thread reaches the window's slot as a queued call in the GUI thread, in the order the
 events were emitted.
 
@@ -137,7 +137,7 @@ class SessionWorker(QObject):
     """Owns the asyncio loop thread, the classic session and the normaliser of one window."""
 
     #: Every report, a `WorkerEvent`, delivered in the GUI thread.
-    event = Signal(object)
+    report = Signal(object)
 
     def __init__(
         self,
@@ -180,7 +180,7 @@ class SessionWorker(QObject):
 
     def _emit(self, event: WorkerEvent) -> None:
         if not self._stopped:
-            self.event.emit(event)
+            self.report.emit(event)
 
     def _new_session(self, host: str, port: int) -> ClassicSession:
         return ClassicSession(

@@ -65,5 +65,8 @@ class ClassicEndpoint:
         except TimeoutError:
             transport.abort()
             raise DeliveryFailed("timed out writing the push") from None
+        except asyncio.CancelledError:
+            transport.abort()  # the user disconnected meanwhile: do not leave the socket behind
+            raise
         if error is not None:
             raise DeliveryFailed(f"connection broke before the push was written: {error}")
