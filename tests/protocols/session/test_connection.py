@@ -1,0 +1,219 @@
+"""The session codec without sockets: a client and a server Connection passing bytes to each other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmds.protocols.session import frames as f
+from dmds.protocols.session.codes import ErrorCode
+from dmds.protocols.session.connection import (
+    CLOSED_EVENT,
+    Connection,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Role,
+    State,
+)
+
+WELCOME = f.Welcome(
+    version=f.VERSION,
+    server="dmds",
+    heartbeat_s=30,
+    idle_timeout_s=90,
+    max_frame_bytes=1 << 20,
+    max_text_bytes=65536,
+    max_attachment_bytes=10 << 20,
+)
+
+
+def drain(conn: Connection) -> list[Any]:
+    events = []
+    while (event := conn.next_event()) is not None:
+        events.append(event)
+        if event is CLOSED_EVENT:
+            break
+    return events
+
+
+def pair(**server_kw: Any) -> tuple[Connection, Connection]:
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER, **server_kw)
+    server.receive_data(client.send(f.Hello(version=f.VERSION, client="test"), 0), 0)
+    assert drain(server) == [f.Hello(version=f.VERSION, client="test")]
+    client.receive_data(server.send(WELCOME, 0), 0)
+    assert drain(client) == [WELCOME]
+    assert client.state is server.state is State.OPEN
+    return client, server
+
+
+def test_round_trip_every_client_frame() -> None:
+    client, server = pair()
+    sent = [
+        f.Register(id=1, alias="juan", full_name="Juan Pérez", birth_date="01/02/2000", password="pw"),
+        f.Login(id=2, alias="juan", password="pw"),
+        f.Login(id=3, token="tok"),
+        f.Send(id=4, to="maria", key="k-1", text="hola ñ 🐦"),
+        f.Ack(message_ids=[1, 2, 3]),
+        f.MarkRead(message_ids=[2]),
+        f.Subscribe(id=5),
+        f.History(id=6, peer="maria", before=12.5, limit=10),
+        f.UploadStart(id=7, name="a.txt", media_type="text/plain", size=3),
+        f.UploadChunk(id=8, upload=1, offset=0, data=b"\x00\xff\x01"),
+        f.Fetch(id=9, attachment=1),
+        f.Ping(n=3),
+        f.Logout(id=10),
+    ]
+    server.receive_data(client.send_many(sent, 1), 1)  # one buffer, many frames
+    assert drain(server) == sent
+
+
+def test_round_trip_server_pushes() -> None:
+    client, server = pair()
+    sent = [
+        f.Accepted(re=4, to="maria", key="k-1", message_id=7),
+        f.Message(
+            sender="juan", message_id=1, text="hola", sent_at=1.5, attachment=f.Attachment(1, "a", "b/c", 3)
+        ),
+        f.Delivered(to="maria", message_id=7, key="k-1"),
+        f.Read(to="maria", message_id=7),
+        f.Presence(re=5, online=["juan", "maria"]),
+        f.PresenceChanged(alias="pedro", online=False),
+        f.Error(code=ErrorCode.BAD_CREDENTIALS, message="no", re=2),
+        f.Chunk(re=9, attachment=1, offset=0, data=b"abc", size=3),
+    ]
+    data = server.send_many(sent, 1)
+    for i in range(len(data)):  # byte at a time: frames come out whole, in order
+        client.receive_data(data[i : i + 1], 1)
+    assert drain(client) == sent
+
+
+@pytest.mark.parametrize("cut", [1, 3, 4, 5, 10])
+def test_split_frames(cut: int) -> None:
+    client, server = pair()
+    data = client.send(f.Send(id=1, to="maria", key="k", text="x" * 20), 0)
+    server.receive_data(data[:cut], 0)
+    assert drain(server) == []
+    server.receive_data(data[cut:], 0)
+    assert drain(server) == [f.Send(id=1, to="maria", key="k", text="x" * 20)]
+
+
+def test_first_frame_must_be_hello() -> None:
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    with pytest.raises(LocalProtocolError):
+        client.send(f.Login(id=1, alias="a", password="b"), 0)
+    raw = msgspec.msgpack.encode(f.Login(id=1, alias="a", password="b"))
+    server.receive_data(len(raw).to_bytes(4, "big") + raw, 0)
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert info.value.code is ErrorCode.BAD_FRAME
+    assert server.state is State.CLOSED
+    assert server.next_event() is None  # and it stays closed
+
+
+def test_unsupported_version() -> None:
+    server = Connection(Role.SERVER)
+    server.receive_data(Connection(Role.CLIENT).send(f.Hello(version=99), 0), 0)
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert info.value.code is ErrorCode.UNSUPPORTED_VERSION
+
+
+def test_frame_too_large_is_refused_from_its_prefix() -> None:
+    _, server = pair(max_frame_bytes=100)
+    server.receive_data((101).to_bytes(4, "big"), 0)  # no payload yet: refused at once
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert info.value.code is ErrorCode.FRAME_TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xc1",  # never valid msgpack
+        msgspec.msgpack.encode({"t": "nope"}),
+        msgspec.msgpack.encode({"t": "send", "id": 1, "to": "", "key": "k", "text": "x"}),  # empty alias
+        msgspec.msgpack.encode({"t": "send", "id": -1, "to": "a", "key": "k", "text": "x"}),
+        msgspec.msgpack.encode({"t": "send", "id": 1, "to": "a", "key": "k"}),  # missing text
+        msgspec.msgpack.encode({"t": "welcome", "version": 1}),  # a server frame from a client
+        msgspec.msgpack.encode([1, 2, 3]),
+    ],
+)
+def test_malformed_frames(payload: bytes) -> None:
+    _, server = pair()
+    server.receive_data(len(payload).to_bytes(4, "big") + payload, 0)
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert info.value.code is ErrorCode.BAD_FRAME
+
+
+def test_repeated_hello() -> None:
+    _, server = pair()
+    raw = msgspec.msgpack.encode(f.Hello(version=f.VERSION))
+    server.receive_data(len(raw).to_bytes(4, "big") + raw, 0)
+    with pytest.raises(RemoteProtocolError):
+        server.next_event()
+
+
+def test_eof() -> None:
+    _, server = pair()
+    server.receive_data(b"", 5)
+    assert drain(server) == [CLOSED_EVENT]
+    assert server.state is State.CLOSED
+
+
+def test_unframed_mode_for_websocket() -> None:
+    client = Connection(Role.CLIENT, framed=False)
+    server = Connection(Role.SERVER, framed=False, max_frame_bytes=200)
+    server.receive_data(client.send(f.Hello(version=f.VERSION), 0), 0)
+    assert drain(server) == [f.Hello(version=f.VERSION)]
+    client.receive_data(server.send(WELCOME, 0), 0)
+    assert drain(client) == [WELCOME]
+    server.receive_data(client.send(f.Send(id=1, to="a", key="k", text="t"), 0), 0)
+    assert drain(server) == [f.Send(id=1, to="a", key="k", text="t")]
+    server.receive_data(client.send(f.Send(id=2, to="a", key="k", text="t" * 300), 0), 0)
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert info.value.code is ErrorCode.FRAME_TOO_LARGE
+
+
+def test_heartbeat_and_idle_timeout() -> None:
+    client = Connection(Role.CLIENT, heartbeat_s=10, idle_timeout_s=30)
+    server = Connection(Role.SERVER, heartbeat_s=10, idle_timeout_s=30)
+    server.receive_data(client.send(f.Hello(version=f.VERSION), 0), 0)
+    drain(server)
+    client.receive_data(server.send(WELCOME, 0), 0)
+    drain(client)
+    assert server.get_timer() == 10
+    assert server.handle_timer(5) == b""
+    client.receive_data(server.handle_timer(10), 10)  # nothing sent for heartbeat_s: a Ping
+    assert drain(client) == [f.Ping(n=1)]
+    assert server.get_timer() == 20
+    server.receive_data(client.send(f.Pong(n=1), 12), 12)  # anything received resets idleness
+    drain(server)
+    client.receive_data(server.handle_timer(20), 20)
+    assert drain(client) == [f.Ping(n=2)]
+    assert server.handle_timer(41) != b""  # another Ping: silent, but not yet for idle_timeout_s
+    with pytest.raises(RemoteProtocolError) as info:
+        server.handle_timer(42)  # nothing received since 12
+    assert info.value.code is ErrorCode.IDLE_TIMEOUT
+    assert server.get_timer() is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=50))
+def test_any_bytes_give_frames_or_a_protocol_error(data: bytes, step: int) -> None:
+    _, server = pair(max_frame_bytes=256)
+    code: object = None
+    try:
+        for i in range(0, len(data), step):
+            server.receive_data(data[i : i + step], 0)
+            drain(server)
+        server.receive_data(b"", 0)
+        drain(server)
+    except RemoteProtocolError as exc:
+        code = exc.code
+    assert code is None or isinstance(code, ErrorCode)
