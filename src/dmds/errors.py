@@ -39,3 +39,27 @@ class StoreError(DmdsError):
 
 class DeliveryFailed(DmdsError):
     """A push could not be handed to the recipient's endpoint; the item stays stored."""
+
+
+class BadCredentials(DmdsError):
+    """Wrong alias or password (which one is not said)."""
+
+
+class RateLimited(DmdsError):
+    """Too many attempts; `retry_after_s` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BadToken(DmdsError):
+    """A session token that is unknown, revoked or expired."""
+
+
+class Forbidden(DmdsError):
+    """The operation is not allowed through this protocol (a password-protected alias over classic)."""
+
+
+class UnknownAttachment(DmdsError):
+    """An attachment or upload id that does not exist or is not the caller's."""

@@ -90,9 +90,76 @@ class DeliverySettings:
     max_pending_pushes: int = setting(1000, "pushes held in memory per recipient")
     max_stored_messages: int = setting(10000, "undelivered messages stored per recipient; SEND fails beyond")
 
+    # Generous for a person, a brake for a runaway program; 0 turns the limit off.
+    max_send_rate: float = setting(1000.0, "messages a user may send per second on average (0: no limit)")
+    send_burst: int = setting(5000, "messages a user may send in one burst above max_send_rate")
+    retention_days: float = setting(30.0, "days delivered messages are kept for history")
+    max_attachment_bytes: int = setting(10 * 1024 * 1024, "largest attachment, in bytes")
+
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "push_timeout_s", "max_pending_pushes", "max_stored_messages"):
             _check_positive(name, getattr(self, name))
+        for name in ("send_burst", "retention_days", "max_attachment_bytes"):
+            _check_positive(name, getattr(self, name))
+        if self.max_send_rate < 0:
+            raise ValueError("max_send_rate: must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    # argon2id, RFC 9106's second recommended option scaled to a server: ~0.3 s a hash here, run
+    # off the event loop. Tests lower both.
+    argon2_time_cost: int = setting(3, "argon2id iterations per password hash")
+    argon2_memory_kib: int = setting(65536, "argon2id memory per password hash, in KiB")
+    min_password_length: int = setting(8, "shortest password accepted")
+    token_ttl_s: float = setting(30 * 24 * 3600.0, "seconds a session token stays valid")
+    login_failures: int = setting(
+        5, "wrong passwords allowed per alias and per address within login_window_s"
+    )
+    login_window_s: float = setting(300.0, "window of the wrong-password limit, in seconds")
+
+    def __post_init__(self) -> None:
+        for name in (
+            "argon2_time_cost",
+            "argon2_memory_kib",
+            "min_password_length",
+            "token_ttl_s",
+            "login_failures",
+            "login_window_s",
+        ):
+            _check_positive(name, getattr(self, name))
+        if self.argon2_memory_kib < 8:
+            raise ValueError("argon2_memory_kib: argon2 needs at least 8")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    session_host: str = setting("0.0.0.0", "address the session protocol listens on")
+    session_port: int = setting(7001, "TCP port of the session protocol (0: a free port)")
+    tls_cert: str = setting("", "PEM certificate chain: serve the session protocol over TLS")
+    tls_key: str = setting("", "PEM private key of tls_cert")
+    max_frame_bytes: int = setting(1024 * 1024, "largest session frame, in bytes")
+    heartbeat_s: float = setting(30.0, "seconds of silence after which a Ping is sent")
+    idle_timeout_s: float = setting(90.0, "seconds without a frame from the client before it is disconnected")
+    # A client that stops reading costs at most this much memory before it is cut off; its
+    # undelivered messages stay stored.
+    max_outgoing_bytes: int = setting(
+        4 * 1024 * 1024, "bytes queued for one client before it is disconnected"
+    )
+    max_sessions: int = setting(20000, "session connections at once")
+
+    def __post_init__(self) -> None:
+        _check_port("session_port", self.session_port, allow_zero=True)
+        for name in (
+            "max_frame_bytes",
+            "heartbeat_s",
+            "idle_timeout_s",
+            "max_outgoing_bytes",
+            "max_sessions",
+        ):
+            _check_positive(name, getattr(self, name))
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +170,8 @@ class ServeSettings:
     store: StoreSettings = field(default_factory=StoreSettings)
     classic: ClassicLimits = field(default_factory=ClassicLimits)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    accounts: AccountSettings = field(default_factory=AccountSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -206,3 +275,16 @@ def describe(cls: type[Any]) -> list[tuple[str, str, str, str]]:
             default = f.default.value if isinstance(f.default, enum.Enum) else f.default
             rows.append((concern, f.name, str(default), str(f.metadata["help"])))
     return rows
+
+
+def markdown_table(cls: type[Any]) -> str:
+    """The README's settings table (`python -m dmds.settings` prints it)."""
+    lines = ["| group | setting (flag / env) | default | what it does |", "| --- | --- | --- | --- |"]
+    for concern, name, default, text in describe(cls):
+        flag = "--" + name.replace("_", "-")
+        lines.append(f"| {concern} | `{flag}` / `DMDS_{name.upper()}` | `{default}` | {text} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table(ServeSettings))

@@ -19,16 +19,21 @@ from dmds.errors import (
     NotConnected,
     UnknownUser,
 )
-from dmds.settings import DeliverySettings, StoreSettings, SyncMode
+from dmds.settings import AccountSettings, DeliverySettings, StoreSettings, SyncMode
 from dmds.stores.sqlite import SqliteStore
+
+#: argon2 at its cheapest: tests check behaviour, not hashing cost.
+CHEAP = AccountSettings(argon2_time_cost=1, argon2_memory_kib=8, login_failures=3)
 
 
 class RecordingEndpoint:
     """Records what it is handed; fails on demand, as a vanished listener would."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, confirms: bool = False) -> None:
         self.items: list[OutboxItem] = []
         self.fail = fail
+        self.confirms = confirms
+        self.was_replaced = False
         self.arrived = asyncio.Event()
 
     async def deliver(self, item: OutboxItem) -> None:
@@ -40,6 +45,9 @@ class RecordingEndpoint:
     def describe(self) -> str:
         return "recording"
 
+    def replaced(self) -> None:
+        self.was_replaced = True
+
     async def wait_for(self, count: int) -> list[OutboxItem]:
         async with asyncio.timeout(5):
             while len(self.items) < count:
@@ -48,10 +56,10 @@ class RecordingEndpoint:
         return self.items
 
     def messages(self) -> list[tuple[str, int, str]]:
-        return [(i.sender, i.message_id, i.text) for i in self.items if i.kind is ItemKind.MESSAGE]
+        return [(i.peer, i.message_id, i.text) for i in self.items if i.kind is ItemKind.MESSAGE]
 
-    def receipts(self) -> list[int]:
-        return [i.message_id for i in self.items if i.kind is ItemKind.RECEIPT]
+    def receipts(self, kind: ItemKind = ItemKind.DELIVERED) -> list[int]:
+        return [i.message_id for i in self.items if i.kind is kind]
 
 
 @pytest.fixture
@@ -63,7 +71,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 @pytest.fixture
 async def service(store: SqliteStore) -> AsyncIterator[Service]:
-    svc = Service(store, DeliverySettings(max_pending_pushes=4, max_stored_messages=50))
+    svc = Service(store, DeliverySettings(max_pending_pushes=4, max_stored_messages=50), CHEAP)
     yield svc
     await svc.close()
 
@@ -125,8 +133,8 @@ async def test_live_delivery_and_receipt(service: Service) -> None:
     juan, maria = RecordingEndpoint(), RecordingEndpoint()
     await service.connect("juan", juan)
     await service.connect("maria", maria)
-    assert await service.send("juan", "maria", "uno") == 1
-    assert await service.send("juan", "maria", "dos") == 2
+    assert (await service.send("juan", "maria", "uno")).message_id == 1
+    assert (await service.send("juan", "maria", "dos")).message_id == 2
     await maria.wait_for(2)
     await juan.wait_for(2)
     assert maria.messages() == [("juan", 1, "uno"), ("juan", 2, "dos")]
@@ -136,7 +144,7 @@ async def test_live_delivery_and_receipt(service: Service) -> None:
 async def test_offline_messages_are_delivered_in_order_and_receipts_stored(service: Service) -> None:
     await users(service, "juan", "maria")
     await service.connect("juan", RecordingEndpoint())
-    ids = [await service.send("juan", "maria", f"m{i}") for i in range(10)]
+    ids = [(await service.send("juan", "maria", f"m{i}")).message_id for i in range(10)]
     assert ids == list(range(1, 11))
     await service.disconnect("juan")  # the receipts must wait for juan
     maria = RecordingEndpoint()
@@ -186,7 +194,7 @@ async def test_stored_message_limit(service: Service) -> None:
     await service.connect("maria", maria)
     await maria.wait_for(50)
     await asyncio.sleep(0.1)
-    assert await service.send("juan", "maria", "after") == 51
+    assert (await service.send("juan", "maria", "after")).message_id == 51
 
 
 async def test_unregister_removes_stored_messages_and_presence(service: Service) -> None:
@@ -199,7 +207,7 @@ async def test_unregister_removes_stored_messages_and_presence(service: Service)
     await users(service, "maria")
     maria = RecordingEndpoint()
     await service.connect("maria", maria)
-    assert await service.send("juan", "maria", "new") == 1  # a new user: ids start again
+    assert (await service.send("juan", "maria", "new")).message_id == 1  # a new user: ids start again
     await maria.wait_for(1)
     assert maria.messages() == [("juan", 1, "new")]
     await service.unregister("juan")

@@ -49,7 +49,7 @@ class Courier:
         store: Store,
         *,
         max_pending: int,
-        on_pushed: Callable[[OutboxItem], None],
+        on_pushed: Callable[[Courier, OutboxItem], None],
         on_failed: Callable[[Courier, DeliveryFailed], None],
     ) -> None:
         self.alias = alias
@@ -101,7 +101,7 @@ class Courier:
                 self._on_failed(self, exc)
                 return
             self._cursor = item.seq
-            self._on_pushed(item)
+            self._on_pushed(self, item)
 
     async def _load(self) -> None:
         self._reload = False

@@ -9,8 +9,12 @@ from dataclasses import dataclass
 class ItemKind(enum.IntEnum):
     """What an outbox item carries to its owner. Stored as this number: do not renumber."""
 
+    #: a message to the owner
     MESSAGE = 1
-    RECEIPT = 2
+    #: a delivery receipt: a message the owner sent reached its recipient
+    DELIVERED = 2
+    #: a read receipt: the recipient marked a message of the owner's read
+    READ = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,16 +25,60 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One thing waiting to be pushed to `owner`: a message to them, or a receipt for one they sent.
+class UserRecord:
+    """A registered user as the core needs to see them."""
 
-    `seq` orders every item of the store (and so every item of one owner); `message_id` is the
-    per-recipient message id (for a receipt: the id the recipient's server gave the message).
+    alias: str
+    #: argon2 hash of the password, or None for a user of the classic protocol (no password)
+    password_hash: str | None
+
+    @property
+    def protected(self) -> bool:
+        """A user with a password cannot be acted for through the classic protocol."""
+        return self.password_hash is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    attachment_id: int
+    name: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One thing waiting to be pushed to `owner`.
+
+    `seq` orders every item of the store (and so every item of one owner). `message_id` is the
+    message's id in its recipient's mailbox. For a MESSAGE, `peer` is the sender; for a receipt,
+    `peer` is the recipient the owner sent the message to, and `key` the key the owner gave it.
     """
 
     seq: int
     owner: str
     kind: ItemKind
     message_id: int
-    sender: str = ""
+    peer: str = ""
     text: str = ""
+    key: str = ""
+    sent_at: float = 0.0
+    attachment: AttachmentInfo | None = None
+
+    @property
+    def sender(self) -> str:
+        return self.peer if self.kind is ItemKind.MESSAGE else self.owner
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message of a conversation, as history shows it."""
+
+    sender: str
+    recipient: str
+    message_id: int
+    text: str
+    sent_at: float
+    delivered_at: float | None
+    read_at: float | None
+    attachment: AttachmentInfo | None = None

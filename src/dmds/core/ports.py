@@ -1,39 +1,95 @@
 """What the core needs from the outside, as Protocols: a store, and endpoints to push to.
 
 Stores (`dmds.stores`) and front-ends (`dmds.transports`) implement these; the core imports neither.
+Times are seconds since the epoch, passed in by the core.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from dmds.core.model import OutboxItem, User
+from dmds.core.model import AttachmentInfo, OutboxItem, StoredMessage, User, UserRecord
 
 
 class Store(Protocol):
-    """Durable state. Every mutating call returns only after its change is committed."""
+    """Durable state. Every mutating call returns only after its change is committed.
 
-    async def register(self, user: User) -> None:
+    Rule for implementations: a call that raises a domain error has changed nothing.
+    """
+
+    # -- users and accounts ---------------------------------------------------------------------------
+
+    async def register(self, user: User, password_hash: str | None = None) -> None:
         """Raises AliasTaken."""
 
     async def unregister(self, alias: str) -> None:
-        """Remove the user with every item stored for them. Raises UnknownUser."""
+        """Remove the user with every item stored for them and their sessions. Raises UnknownUser."""
 
-    async def user_exists(self, alias: str) -> bool: ...
+    async def user(self, alias: str) -> UserRecord | None: ...
 
-    async def add_message(self, sender: str, recipient: str, text: str, max_stored: int) -> OutboxItem:
-        """Store a message for `recipient` with the next per-recipient id.
+    async def set_password(self, alias: str, password_hash: str) -> None:
+        """Raises UnknownUser."""
 
-        Raises UnknownUser if either user does not exist, LimitExceeded if the recipient already
-        has `max_stored` undelivered messages.
+    async def create_session(self, alias: str, token_hash: bytes, now: float, expires_at: float) -> None: ...
+
+    async def session_user(self, token_hash: bytes, now: float) -> str | None:
+        """The alias a live session token belongs to, or None (unknown, revoked or expired)."""
+
+    async def revoke_sessions(self, alias: str, token_hash: bytes | None = None) -> None:
+        """Revoke one session of `alias` (token_hash), or all of them (None)."""
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    async def add_message(
+        self,
+        sender: str,
+        recipient: str,
+        text: str,
+        *,
+        now: float,
+        max_stored: int,
+        key: str | None = None,
+        attachment: int = 0,
+    ) -> tuple[OutboxItem, bool]:
+        """Store a message for `recipient` with the next per-recipient id; returns (item, new).
+
+        With a `key` already used by `sender`, stores nothing and returns the first message's
+        item with new=False. Raises UnknownUser if either user does not exist, LimitExceeded if
+        the recipient already has `max_stored` undelivered messages, UnknownAttachment for an
+        attachment that is not the sender's complete upload.
         """
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         """Items for `owner` with seq > after_seq, in seq order, at most `limit`."""
 
-    async def delivered(self, item: OutboxItem) -> OutboxItem | None:
-        """Remove a pushed item. For a message, also store a receipt for its sender (if they still
-        exist) in the same commit and return it."""
+    async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+        """Messages `owner` received: out of their outbox, delivered_at set, and a DELIVERED receipt
+        stored for each sender that still exists. Returns the receipts. Unknown ids are ignored."""
+
+    async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+        """Messages `owner` read: read_at set (once), a READ receipt stored for each sender."""
+
+    async def remove_item(self, seq: int) -> None:
+        """A receipt was pushed: forget it."""
+
+    async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
+        """The conversation of `alias` and `peer`, newest first, sent before `before` (0: now)."""
+
+    async def purge(self, delivered_before: float) -> int:
+        """Forget delivered messages older than the retention period; returns how many."""
+
+    # -- attachments ----------------------------------------------------------------------------------
+
+    async def start_upload(self, owner: str, name: str, media_type: str, size: int, now: float) -> int: ...
+
+    async def append_upload(self, owner: str, upload: int, offset: int, data: bytes) -> int:
+        """Append a chunk at `offset` (must be the current length); returns the new length.
+        Raises UnknownAttachment, InvalidField (wrong offset or past the announced size)."""
+
+    async def attachment(self, attachment_id: int) -> AttachmentInfo | None: ...
+
+    async def read_attachment(self, reader: str, attachment_id: int, offset: int, length: int) -> bytes:
+        """Raises UnknownAttachment unless `reader` uploaded it or received it in a message."""
 
     async def close(self) -> None: ...
 
@@ -41,7 +97,20 @@ class Store(Protocol):
 class Endpoint(Protocol):
     """Where a connected user's pushes go (a classic listener, a session connection...)."""
 
+    #: True if the client confirms each message with an Ack, which then marks it delivered;
+    #: False if writing it out counts as delivery (the classic protocol).
+    confirms: bool
+
     async def deliver(self, item: OutboxItem) -> None:
         """Hand one item over; raises DeliveryFailed if it could not be written."""
 
     def describe(self) -> str: ...
+
+    def replaced(self) -> None:
+        """The user connected again elsewhere: this endpoint no longer receives anything."""
+
+
+class PresenceWatcher(Protocol):
+    """A subscriber to presence changes (a session connection that sent Subscribe)."""
+
+    def presence_changed(self, alias: str, online: bool) -> None: ...

@@ -1,7 +1,11 @@
-"""The one API every front-end calls: register, unregister, connect, disconnect, send, connected users.
+"""The one API every front-end calls: accounts, presence, messages, receipts, history, attachments.
 
 Raises domain errors (`dmds.errors`) and knows nothing of wire formats. Presence lives in memory
 (after a restart everyone starts disconnected); everything else lives in the store.
+
+Classic and session users share one directory. A user with a password (registered through the
+session protocol) is "protected": the classic protocol, which has no authentication, may not
+CONNECT, DISCONNECT, SEND or UNREGISTER as them (`Forbidden`); classic users can still message them.
 """
 
 from __future__ import annotations
@@ -10,12 +14,26 @@ import asyncio
 import datetime
 import logging
 import re
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from dmds.core.accounts import Accounts
 from dmds.core.delivery import Courier
-from dmds.core.model import ItemKind, OutboxItem, User
-from dmds.core.ports import Endpoint, Store
-from dmds.errors import AlreadyConnected, DeliveryFailed, InvalidField, NotConnected, UnknownUser
-from dmds.settings import DeliverySettings
+from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage, User
+from dmds.core.ports import Endpoint, PresenceWatcher, Store
+from dmds.core.ratelimit import TokenBucket
+from dmds.errors import (
+    AlreadyConnected,
+    DeliveryFailed,
+    Forbidden,
+    InvalidField,
+    LimitExceeded,
+    NotConnected,
+    UnknownAttachment,
+    UnknownUser,
+)
+from dmds.settings import AccountSettings, DeliverySettings
 
 log = logging.getLogger(__name__)
 
@@ -50,38 +68,98 @@ def check_birth_date(text: str, today: datetime.date) -> None:
 class Service:
     """Users, presence and delivery. One instance per server process."""
 
-    def __init__(self, store: Store, delivery: DeliverySettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        delivery: DeliverySettings,
+        accounts: AccountSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._settings = delivery
+        self._clock = clock
+        self.accounts = Accounts(store, accounts or AccountSettings())
         self._couriers: dict[str, Courier] = {}
-        self._acks: set[asyncio.Task[None]] = set()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._watchers: set[PresenceWatcher] = set()
+        self._background: set[asyncio.Task[Any]] = set()
 
-    # -- directory ----------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    async def register(self, full_name: str, alias: str, birth_date: str) -> None:
+    async def _guarded(self, alias: str, classic: bool) -> None:
+        """Raise UnknownUser, or Forbidden for a protected alias acted for over classic."""
+        record = await self._store.user(alias)
+        if record is None:
+            raise UnknownUser(alias)
+        if classic and record.protected:
+            raise Forbidden(f"{alias} has a password: not over the classic protocol")
+
+    # -- accounts -----------------------------------------------------------------------------------
+
+    async def register(
+        self, full_name: str, alias: str, birth_date: str, password: str | None = None
+    ) -> None:
         check_alias(alias)
         if not full_name.strip():
             raise InvalidField("full name is empty")
         check_birth_date(birth_date, datetime.date.today())
-        await self._store.register(User(alias=alias, full_name=full_name, birth_date=birth_date))
-        log.debug("registered %s", alias)
+        password_hash = None
+        if password is not None:
+            self.accounts.check_password(password)
+            password_hash = await self.accounts.hash(password)
+        await self._store.register(
+            User(alias=alias, full_name=full_name, birth_date=birth_date), password_hash
+        )
+        log.debug("registered %s%s", alias, " (with a password)" if password is not None else "")
 
-    async def unregister(self, alias: str) -> None:
+    async def unregister(self, alias: str, *, classic: bool = False) -> None:
+        if classic:
+            await self._guarded(alias, classic)
         await self._store.unregister(alias)
-        courier = self._couriers.pop(alias, None)
-        if courier is not None:
-            await courier.stop()
+        await self._drop(alias)
         log.debug("unregistered %s", alias)
+
+    async def login(self, alias: str, password: str, address: str) -> tuple[str, float]:
+        """Check the password; returns a session token and when it expires."""
+        now = self._clock()
+        await self.accounts.authenticate(alias, password, address, now)
+        return await self.accounts.open_session(alias, now)
+
+    async def resume(self, token: str) -> str:
+        """The alias a session token belongs to; BadToken if it is not valid."""
+        return await self.accounts.resume(token, self._clock())
+
+    async def logout(self, alias: str, token: str) -> None:
+        await self.accounts.close_session(alias, token)
+
+    async def change_password(self, alias: str, old: str, new: str, address: str) -> None:
+        await self.accounts.authenticate(alias, old, address, self._clock())
+        self.accounts.check_password(new)
+        await self._store.set_password(alias, await self.accounts.hash(new))
+        await self._store.revoke_sessions(alias)  # every other device logs in again
+
+    async def delete_account(self, alias: str, password: str, address: str) -> None:
+        await self.accounts.authenticate(alias, password, address, self._clock())
+        await self.unregister(alias)
 
     # -- presence -----------------------------------------------------------------------------------
 
-    async def connect(self, alias: str, endpoint: Endpoint) -> None:
-        if alias in self._couriers:
+    async def connect(self, alias: str, endpoint: Endpoint, *, classic: bool = False) -> None:
+        """Go online at `endpoint`. Classic: AlreadyConnected if online. Session (already
+        authenticated): takes over from an earlier session connection of the same user."""
+        current = self._couriers.get(alias)
+        if current is not None and (classic or not current.endpoint.confirms):
             raise AlreadyConnected(alias)
-        if not await self._store.user_exists(alias):
-            raise UnknownUser(alias)
-        if alias in self._couriers:  # a concurrent CONNECT won while we awaited the store
-            raise AlreadyConnected(alias)
+        await self._guarded(alias, classic)
+        current = self._couriers.get(alias)  # the store was awaited: look again
+        if current is not None:
+            if classic or not current.endpoint.confirms:
+                raise AlreadyConnected(alias)
+            await current.stop()
+            current.endpoint.replaced()
         courier = Courier(
             alias,
             endpoint,
@@ -91,21 +169,40 @@ class Service:
             on_failed=self._push_failed,
         )
         self._couriers[alias] = courier
+        self._buckets.setdefault(
+            alias, TokenBucket(self._settings.max_send_rate, self._settings.send_burst, self._clock())
+        )
         courier.start()
+        if current is None:
+            self._announce(alias, online=True)
         log.info("connected %s at %s", alias, endpoint.describe())
 
-    async def disconnect(self, alias: str) -> None:
-        courier = self._couriers.pop(alias, None)
-        if courier is None:
-            if not await self._store.user_exists(alias):
-                raise UnknownUser(alias)
+    async def disconnect(
+        self, alias: str, *, classic: bool = False, endpoint: Endpoint | None = None
+    ) -> None:
+        """Go offline. With `endpoint`, only if that endpoint is still the user's (a replaced
+        session connection closing must not disconnect its successor)."""
+        courier = self._couriers.get(alias)
+        if courier is None or (endpoint is not None and courier.endpoint is not endpoint):
+            if endpoint is not None:
+                return
+            await self._guarded(alias, classic)
             raise NotConnected(alias)
-        await courier.stop()
+        if classic:
+            await self._guarded(alias, classic)
+        await self._drop(alias)
         log.info("disconnected %s", alias)
+
+    async def _drop(self, alias: str) -> None:
+        courier = self._couriers.pop(alias, None)
+        self._buckets.pop(alias, None)
+        if courier is not None:
+            await courier.stop()
+            self._announce(alias, online=False)
 
     async def connected_users(self, alias: str) -> list[str]:
         if alias not in self._couriers:
-            if not await self._store.user_exists(alias):
+            if await self._store.user(alias) is None:
                 raise UnknownUser(alias)
             raise NotConnected(alias)
         return list(self._couriers)
@@ -113,35 +210,84 @@ class Service:
     def is_connected(self, alias: str) -> bool:
         return alias in self._couriers
 
+    def subscribe(self, watcher: PresenceWatcher) -> list[str]:
+        """Watch presence: returns who is online now; then watcher.presence_changed(...) per change."""
+        self._watchers.add(watcher)
+        return list(self._couriers)
+
+    def unsubscribe(self, watcher: PresenceWatcher) -> None:
+        self._watchers.discard(watcher)
+
+    def _announce(self, alias: str, *, online: bool) -> None:
+        for watcher in list(self._watchers):
+            watcher.presence_changed(alias, online)
+
     # -- messages -----------------------------------------------------------------------------------
 
-    async def send(self, sender: str, recipient: str, text: str) -> int:
-        """Store a message and return its id once it is committed; delivery follows."""
-        if sender not in self._couriers:
-            if not await self._store.user_exists(sender):
+    async def send(
+        self,
+        sender: str,
+        recipient: str,
+        text: str,
+        *,
+        key: str | None = None,
+        attachment: int = 0,
+        classic: bool = False,
+    ) -> OutboxItem:
+        """Store a message and return it once it is committed; delivery follows. A resend with a
+        key already used returns the first message and delivers nothing more."""
+        courier = self._couriers.get(sender)
+        if courier is None:
+            if await self._store.user(sender) is None:
                 raise UnknownUser(sender)
             raise NotConnected(sender)  # classic.md: a user must be connected to send
-        item = await self._store.add_message(sender, recipient, text, self._settings.max_stored_messages)
-        courier = self._couriers.get(recipient)
-        if courier is not None:
-            courier.offer(item)
-        return item.message_id
+        if classic and courier.endpoint.confirms:
+            raise Forbidden(f"{sender} has a password: not over the classic protocol")
+        now = self._clock()
+        bucket = self._buckets.get(sender)
+        if bucket is not None:
+            bucket.take(now, f"{sender} sends")
+        item, new = await self._store.add_message(
+            sender,
+            recipient,
+            text,
+            now=now,
+            max_stored=self._settings.max_stored_messages,
+            key=key,
+            attachment=attachment,
+        )
+        target = self._couriers.get(recipient)
+        if new and target is not None:
+            target.offer(item)
+        return item
 
-    def _pushed(self, item: OutboxItem) -> None:
-        task = asyncio.get_running_loop().create_task(self._record_delivery(item))
-        self._acks.add(task)
-        task.add_done_callback(self._acks.discard)
-
-    async def _record_delivery(self, item: OutboxItem) -> None:
-        try:
-            receipt = await self._store.delivered(item)
-        except Exception:
-            # The item stays stored and is pushed again on the next CONNECT: a duplicate, never a loss.
-            log.exception("could not record the delivery of item %d to %s", item.seq, item.owner)
-            return
+    def _pushed(self, courier: Courier, item: OutboxItem) -> None:
         if item.kind is ItemKind.MESSAGE:
-            log.debug("delivered message %d to %s", item.message_id, item.owner)
-        if receipt is not None:
+            if not courier.endpoint.confirms:  # classic: written is delivered
+                self._spawn(self._settle(item.owner, [item.message_id], ItemKind.DELIVERED))
+        else:
+            self._spawn(self._store.remove_item(item.seq))
+
+    async def acknowledge(self, alias: str, message_ids: list[int]) -> None:
+        """The client of `alias` confirms these messages arrived: they are delivered now."""
+        await self._settle(alias, message_ids, ItemKind.DELIVERED)
+
+    async def mark_read(self, alias: str, message_ids: list[int]) -> None:
+        await self._settle(alias, message_ids, ItemKind.READ)
+
+    async def _settle(self, owner: str, message_ids: list[int], kind: ItemKind) -> None:
+        now = self._clock()
+        try:
+            if kind is ItemKind.DELIVERED:
+                receipts = await self._store.mark_delivered(owner, message_ids, now)
+            else:
+                receipts = await self._store.mark_read(owner, message_ids, now)
+        except Exception:
+            # The messages stay stored and are pushed again on the next connect: a duplicate,
+            # never a loss.
+            log.exception("could not record %s of %d message(s) of %s", kind.name, len(message_ids), owner)
+            return
+        for receipt in receipts:
             courier = self._couriers.get(receipt.owner)
             if courier is not None:
                 courier.offer(receipt)
@@ -150,13 +296,46 @@ class Service:
         # classic.md: an undeliverable push leaves the item stored and the recipient disconnected.
         if self._couriers.get(courier.alias) is courier:
             del self._couriers[courier.alias]
+            self._buckets.pop(courier.alias, None)
+            self._announce(courier.alias, online=False)
         log.info(
             "push to %s at %s failed (%s); now disconnected", courier.alias, courier.endpoint.describe(), exc
         )
+
+    # -- history and attachments --------------------------------------------------------------------
+
+    async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
+        return await self._store.history(alias, peer, before, limit)
+
+    async def purge(self) -> int:
+        """Forget delivered messages older than the retention period."""
+        return await self._store.purge(self._clock() - self._settings.retention_days * 86400)
+
+    async def start_upload(self, owner: str, name: str, media_type: str, size: int) -> int:
+        if size > self._settings.max_attachment_bytes:
+            raise LimitExceeded(f"attachment of {size} bytes (max {self._settings.max_attachment_bytes})")
+        if not name.strip():
+            raise InvalidField("attachment name is empty")
+        return await self._store.start_upload(owner, name, media_type, size, self._clock())
+
+    async def append_upload(self, owner: str, upload: int, offset: int, data: bytes) -> tuple[int, int]:
+        """Returns (length so far, attachment id once complete else 0)."""
+        length = await self._store.append_upload(owner, upload, offset, data)
+        info = await self._store.attachment(upload)
+        return length, (info.attachment_id if info is not None else 0)
+
+    async def attachment(self, attachment_id: int) -> AttachmentInfo:
+        info = await self._store.attachment(attachment_id)
+        if info is None:
+            raise UnknownAttachment(f"attachment {attachment_id}")
+        return info
+
+    async def read_attachment(self, reader: str, attachment_id: int, offset: int, length: int) -> bytes:
+        return await self._store.read_attachment(reader, attachment_id, offset, length)
 
     async def close(self) -> None:
         couriers, self._couriers = list(self._couriers.values()), {}
         for courier in couriers:
             await courier.stop()
-        if self._acks:
-            await asyncio.gather(*self._acks, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

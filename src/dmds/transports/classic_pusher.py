@@ -17,7 +17,7 @@ from dmds.settings import DeliverySettings
 
 def push_for(item: OutboxItem) -> MessagePush | ReceiptPush:
     if item.kind is ItemKind.MESSAGE:
-        return MessagePush(item.sender, item.message_id, item.text)
+        return MessagePush(item.peer, item.message_id, item.text)
     return ReceiptPush(item.message_id)
 
 
@@ -40,6 +40,9 @@ class _PushProtocol(asyncio.Protocol):
 class ClassicEndpoint:
     """A classic client's push listener at (host, port)."""
 
+    #: classic.md: a push written is a message delivered; the client confirms nothing.
+    confirms = False
+
     def __init__(self, host: str, port: int, settings: DeliverySettings) -> None:
         self.host = host
         self.port = port
@@ -48,7 +51,12 @@ class ClassicEndpoint:
     def describe(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def replaced(self) -> None:
+        pass  # classic users cannot be taken over: CONNECT answers 2 instead
+
     async def deliver(self, item: OutboxItem) -> None:
+        if item.kind is ItemKind.READ:
+            return  # the classic protocol has no read receipts
         data = encode_push(push_for(item))
         loop = asyncio.get_running_loop()
         try:

@@ -15,7 +15,7 @@ import logging
 from typing import Any, cast
 
 from dmds.core.service import Service
-from dmds.errors import DmdsError, InvalidField, LimitExceeded, StoreError
+from dmds.errors import DmdsError, Forbidden, InvalidField, LimitExceeded, StoreError
 from dmds.protocols.classic import (
     Connect,
     ConnectedUsers,
@@ -108,20 +108,21 @@ class ClassicServer:
     async def dispatch(self, request: Request, conn: _ClassicProtocol) -> Reply:
         svc = self.service
         if isinstance(request, Send):
-            mid = await svc.send(request.sender, request.recipient, request.text)
-            return SendReply(OK, mid)
+            item = await svc.send(request.sender, request.recipient, request.text, classic=True)
+            return SendReply(OK, item.message_id)
         if isinstance(request, Register):
             await svc.register(request.full_name, request.alias, request.birth_date)
         elif isinstance(request, Connect):
             # classic.md: pushes go to the address the CONNECT came from.
             host = conn.peer[0] if conn.peer else "127.0.0.1"
-            await svc.connect(request.alias, ClassicEndpoint(host, request.listen_port, self.delivery))
+            endpoint = ClassicEndpoint(host, request.listen_port, self.delivery)
+            await svc.connect(request.alias, endpoint, classic=True)
         elif isinstance(request, ConnectedUsers):
             return ConnectedUsersReply(OK, tuple(await svc.connected_users(request.alias)))
         elif isinstance(request, Disconnect):
-            await svc.disconnect(request.alias)
+            await svc.disconnect(request.alias, classic=True)
         elif isinstance(request, Unregister):
-            await svc.unregister(request.alias)
+            await svc.unregister(request.alias, classic=True)
         else:  # pragma: no cover - the codec yields only the requests above
             raise TypeError(f"unexpected request {request!r}")
         return Reply(OK)
@@ -211,7 +212,7 @@ class _ClassicProtocol(asyncio.Protocol):
         name = request.OP.decode()
         try:
             reply = await self._server.dispatch(request, self)
-        except (InvalidField, LimitExceeded, StoreError) as exc:
+        except (InvalidField, LimitExceeded, StoreError, Forbidden) as exc:
             log.info("%s from %s failed: %s", name, self.peer, exc)
             reply = error_reply(type(request), exc)
         except _EXPECTED as exc:

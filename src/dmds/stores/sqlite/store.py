@@ -43,8 +43,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dmds.core.model import ItemKind, OutboxItem, User
-from dmds.errors import AliasTaken, DmdsError, LimitExceeded, StoreError, UnknownUser
+from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage, User, UserRecord
+from dmds.errors import (
+    AliasTaken,
+    DmdsError,
+    InvalidField,
+    LimitExceeded,
+    StoreError,
+    UnknownAttachment,
+    UnknownUser,
+)
 from dmds.settings import StoreSettings, SyncMode
 
 log = logging.getLogger(__name__)
@@ -73,9 +81,20 @@ def _connect(path: Path, sync: SyncMode) -> sqlite3.Connection:
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints off the loop itself
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
-    schema = resources.files("dmds.stores.sqlite").joinpath("schema.sql").read_text(encoding="utf-8")
-    conn.executescript(schema)
+    _migrate(conn)
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply migrations/NNN_*.sql above the database's user_version, each in its own transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    folder = resources.files("dmds.stores.sqlite").joinpath("migrations")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        number = int(entry.name.split("_", 1)[0])
+        if number > version:
+            sql = entry.read_text(encoding="utf-8")
+            conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
+            log.info("store schema migrated to version %d", number)
 
 
 class SqliteStore:
@@ -208,14 +227,14 @@ class SqliteStore:
         await asyncio.to_thread(self._committer.join)
         self._conn.close()
 
-    # -- the Store port ---------------------------------------------------------------------------------
+    # -- users and accounts ------------------------------------------------------------------------------
 
-    async def register(self, user: User) -> None:
+    async def register(self, user: User, password_hash: str | None = None) -> None:
         def job(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO users (alias, full_name, birth_date) VALUES (?, ?, ?)",
-                    (user.alias, user.full_name, user.birth_date),
+                    "INSERT INTO users (alias, full_name, birth_date, password_hash) VALUES (?, ?, ?, ?)",
+                    (user.alias, user.full_name, user.birth_date, password_hash),
                 )
             except sqlite3.IntegrityError:
                 raise AliasTaken(user.alias) from None
@@ -229,18 +248,101 @@ class SqliteStore:
 
         await self._call(job)
 
-    async def user_exists(self, alias: str) -> bool:
-        def job(conn: sqlite3.Connection) -> bool:
-            return conn.execute("SELECT 1 FROM users WHERE alias = ?", (alias,)).fetchone() is not None
+    async def user(self, alias: str) -> UserRecord | None:
+        def job(conn: sqlite3.Connection) -> UserRecord | None:
+            row = conn.execute("SELECT password_hash FROM users WHERE alias = ?", (alias,)).fetchone()
+            return None if row is None else UserRecord(alias, row[0])
 
         return await self._call(job)
 
-    async def add_message(self, sender: str, recipient: str, text: str, max_stored: int) -> OutboxItem:
-        def job(conn: sqlite3.Connection) -> OutboxItem:
+    async def set_password(self, alias: str, password_hash: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            cur = conn.execute("UPDATE users SET password_hash = ? WHERE alias = ?", (password_hash, alias))
+            if cur.rowcount == 0:
+                raise UnknownUser(alias)
+
+        await self._call(job)
+
+    async def create_session(self, alias: str, token_hash: bytes, now: float, expires_at: float) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)"
+                " SELECT ?, id, ?, ? FROM users WHERE alias = ?",
+                (token_hash, now, expires_at, alias),
+            )
+            if cur.rowcount == 0:
+                raise UnknownUser(alias)
+
+        await self._call(job)
+
+    async def session_user(self, token_hash: bytes, now: float) -> str | None:
+        def job(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT u.alias FROM sessions s JOIN users u ON u.id = s.user_id"
+                " WHERE s.token_hash = ? AND s.expires_at > ?",
+                (token_hash, now),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._call(job)
+
+    async def revoke_sessions(self, alias: str, token_hash: bytes | None = None) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            if token_hash is None:
+                conn.execute(
+                    "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE alias = ?)", (alias,)
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM sessions WHERE token_hash = ?"
+                    " AND user_id = (SELECT id FROM users WHERE alias = ?)",
+                    (token_hash, alias),
+                )
+
+        await self._call(job)
+
+    # -- messages -----------------------------------------------------------------------------------------
+
+    async def add_message(
+        self,
+        sender: str,
+        recipient: str,
+        text: str,
+        *,
+        now: float,
+        max_stored: int,
+        key: str | None = None,
+        attachment: int = 0,
+    ) -> tuple[OutboxItem, bool]:
+        def job(conn: sqlite3.Connection) -> tuple[OutboxItem, bool]:
             row = conn.execute("SELECT id FROM users WHERE alias = ?", (sender,)).fetchone()
             if row is None:
                 raise UnknownUser(sender)
             sender_id = row[0]
+            if key is not None:
+                found = conn.execute(
+                    f"{_ITEM_SELECT} WHERE m.sender_id = ? AND m.client_key = ? AND o.kind = ?",
+                    (sender_id, key, ItemKind.MESSAGE),
+                ).fetchone()
+                if found is not None:
+                    return _item(found), False
+                done = conn.execute(
+                    "SELECT recipient_alias, message_id, sent_at FROM messages"
+                    " WHERE sender_id = ? AND client_key = ?",
+                    (sender_id, key),
+                ).fetchone()
+                if done is not None:  # already delivered: answer the same id, push nothing
+                    return OutboxItem(
+                        0, done[0], ItemKind.MESSAGE, done[1], sender, text, key, done[2]
+                    ), False
+            if (
+                attachment
+                and not conn.execute(
+                    "SELECT 1 FROM attachments WHERE id = ? AND owner_id = ? AND complete = 1",
+                    (attachment, sender_id),
+                ).fetchone()
+            ):
+                raise UnknownAttachment(f"attachment {attachment}")
             # The limit is part of the UPDATE so that a refused message writes nothing.
             row = conn.execute(
                 "UPDATE users SET last_message_id = last_message_id + 1,"
@@ -253,49 +355,202 @@ class SqliteStore:
                     raise LimitExceeded(f"{recipient} has {max_stored} undelivered messages")
                 raise UnknownUser(recipient)
             owner_id, message_id = row
+            ref = conn.execute(
+                "INSERT INTO messages (recipient_id, recipient_alias, message_id, sender_id, sender_alias,"
+                " client_key, text, attachment_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (owner_id, recipient, message_id, sender_id, sender, key, text, attachment or None, now),
+            ).lastrowid
             cur = conn.execute(
-                "INSERT INTO outbox (owner_id, kind, message_id, sender_alias, sender_id, text)"
+                "INSERT INTO outbox (owner_id, kind, message_id, sender_alias, sender_id, ref)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (owner_id, ItemKind.MESSAGE, message_id, sender, sender_id, text),
+                (owner_id, ItemKind.MESSAGE, message_id, sender, sender_id, ref),
             )
             assert cur.lastrowid is not None
-            return OutboxItem(cur.lastrowid, recipient, ItemKind.MESSAGE, message_id, sender, text)
+            info = _attachment_info(conn, attachment) if attachment else None
+            item = OutboxItem(
+                cur.lastrowid, recipient, ItemKind.MESSAGE, message_id, sender, text, key or "", now, info
+            )
+            return item, True
 
         return await self._call(job)
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         def job(conn: sqlite3.Connection) -> list[OutboxItem]:
             rows = conn.execute(
-                "SELECT o.seq, o.kind, o.message_id, o.sender_alias, o.text FROM outbox o"
-                " JOIN users u ON u.id = o.owner_id WHERE u.alias = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
+                f"{_ITEM_SELECT} WHERE o.owner_id = (SELECT id FROM users WHERE alias = ?)"
+                " AND o.seq > ? ORDER BY o.seq LIMIT ?",
                 (owner, after_seq, limit),
             ).fetchall()
+            return [_item(row) for row in rows]
+
+        return await self._call(job)
+
+    async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+        return await self._call(
+            lambda conn: _settle_messages(conn, owner, message_ids, now, ItemKind.DELIVERED)
+        )
+
+    async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+        return await self._call(lambda conn: _settle_messages(conn, owner, message_ids, now, ItemKind.READ))
+
+    async def remove_item(self, seq: int) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM outbox WHERE seq = ? AND kind != ?", (seq, ItemKind.MESSAGE))
+
+        await self._call(job)
+
+    async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
+        def job(conn: sqlite3.Connection) -> list[StoredMessage]:
+            until = before if before > 0 else float("inf")
+            rows = conn.execute(
+                "SELECT sender_alias, recipient_alias, message_id, text, sent_at, delivered_at, read_at,"
+                " attachment_id FROM messages WHERE sent_at < ? AND ("
+                " (recipient_alias = ? AND sender_alias = ?) OR (sender_alias = ? AND recipient_alias = ?))"
+                " ORDER BY sent_at DESC, id DESC LIMIT ?",
+                (until, alias, peer, alias, peer, limit),
+            ).fetchall()
             return [
-                OutboxItem(seq, owner, ItemKind(kind), mid, sender, text)
-                for seq, kind, mid, sender, text in rows
+                StoredMessage(s, r, mid, text, sent, dlv, rd, _attachment_info(conn, att) if att else None)
+                for s, r, mid, text, sent, dlv, rd, att in rows
             ]
 
         return await self._call(job)
 
-    async def delivered(self, item: OutboxItem) -> OutboxItem | None:
-        def job(conn: sqlite3.Connection) -> OutboxItem | None:
-            row = conn.execute(
-                "DELETE FROM outbox WHERE seq = ? RETURNING owner_id, kind, sender_id", (item.seq,)
-            ).fetchone()
-            if row is None:
-                return None  # already removed: the user was unregistered meanwhile
-            owner_id, kind, sender_id = row
-            if kind != ItemKind.MESSAGE:
-                return None
-            conn.execute("UPDATE users SET stored_messages = stored_messages - 1 WHERE id = ?", (owner_id,))
-            if sender_id is None:
-                return None  # the sender unregistered: nobody to tell
-            sender_row = conn.execute("SELECT alias FROM users WHERE id = ?", (sender_id,)).fetchone()
+    async def purge(self, delivered_before: float) -> int:
+        def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "INSERT INTO outbox (owner_id, kind, message_id) VALUES (?, ?, ?)",
-                (sender_id, ItemKind.RECEIPT, item.message_id),
+                "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?"
+                " AND id NOT IN (SELECT ref FROM outbox WHERE ref IS NOT NULL)",
+                (delivered_before,),
             )
-            assert cur.lastrowid is not None
-            return OutboxItem(cur.lastrowid, sender_row[0], ItemKind.RECEIPT, item.message_id)
+            conn.execute(
+                "DELETE FROM attachments WHERE complete = 1 AND id NOT IN"
+                " (SELECT attachment_id FROM messages WHERE attachment_id IS NOT NULL) AND created_at < ?",
+                (delivered_before,),
+            )
+            return cur.rowcount
 
         return await self._call(job)
+
+    # -- attachments --------------------------------------------------------------------------------------
+
+    async def start_upload(self, owner: str, name: str, media_type: str, size: int, now: float) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO attachments (owner_id, name, media_type, size, data, complete, created_at)"
+                " SELECT id, ?, ?, ?, zeroblob(?), ?, ? FROM users WHERE alias = ?",
+                (name, media_type, size, size, int(size == 0), now, owner),
+            )
+            if cur.rowcount == 0 or cur.lastrowid is None:
+                raise UnknownUser(owner)
+            return cur.lastrowid
+
+        return await self._call(job)
+
+    async def append_upload(self, owner: str, upload: int, offset: int, data: bytes) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT a.received, a.size, a.complete FROM attachments a"
+                " JOIN users u ON u.id = a.owner_id WHERE a.id = ? AND u.alias = ?",
+                (upload, owner),
+            ).fetchone()
+            if row is None or row[2]:
+                raise UnknownAttachment(f"upload {upload}")
+            length, size = int(row[0]), int(row[1])
+            if offset != length:
+                raise InvalidField(f"chunk at offset {offset}, expected {length}")
+            if length + len(data) > size:
+                raise InvalidField(f"upload passes its announced size of {size} bytes")
+            new_length = length + len(data)
+            with conn.blobopen("attachments", "data", upload) as blob:
+                blob.seek(offset)
+                blob.write(data)
+            conn.execute(
+                "UPDATE attachments SET received = ?, complete = ? WHERE id = ?",
+                (new_length, int(new_length == size), upload),
+            )
+            return new_length
+
+        return await self._call(job)
+
+    async def attachment(self, attachment_id: int) -> AttachmentInfo | None:
+        return await self._call(lambda conn: _attachment_info(conn, attachment_id))
+
+    async def read_attachment(self, reader: str, attachment_id: int, offset: int, length: int) -> bytes:
+        def job(conn: sqlite3.Connection) -> bytes:
+            row = conn.execute(
+                "SELECT substr(a.data, ? + 1, ?) FROM attachments a WHERE a.id = ? AND a.complete = 1 AND ("
+                " a.owner_id = (SELECT id FROM users WHERE alias = ?) OR EXISTS (SELECT 1 FROM messages m"
+                "  WHERE m.attachment_id = a.id AND m.recipient_alias = ?))",
+                (offset, length, attachment_id, reader, reader),
+            ).fetchone()
+            if row is None:
+                raise UnknownAttachment(f"attachment {attachment_id}")
+            return bytes(row[0])
+
+        return await self._call(job)
+
+
+# Outbox item with its message (receipts point at the message they are about through `ref`).
+_ITEM_SELECT = (
+    "SELECT o.seq, ow.alias, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
+    " m.sent_at, m.attachment_id, o.text FROM outbox o JOIN users ow ON ow.id = o.owner_id"
+    " LEFT JOIN messages m ON m.id = o.ref"
+)
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    seq, owner, kind, message_id, sender, recipient, text, key, sent_at, attachment, legacy_text = row
+    kind = ItemKind(kind)
+    peer = sender if kind is ItemKind.MESSAGE else (recipient or "")
+    info = AttachmentInfo(attachment, "", "", 0) if attachment else None
+    return OutboxItem(
+        seq,
+        owner,
+        kind,
+        message_id,
+        peer,
+        text if text is not None else legacy_text,
+        key or "",
+        sent_at or 0.0,
+        info,
+    )
+
+
+def _attachment_info(conn: sqlite3.Connection, attachment_id: int) -> AttachmentInfo | None:
+    row = conn.execute(
+        "SELECT name, media_type, size FROM attachments WHERE id = ? AND complete = 1", (attachment_id,)
+    ).fetchone()
+    return None if row is None else AttachmentInfo(attachment_id, *row)
+
+
+def _settle_messages(
+    conn: sqlite3.Connection, owner: str, message_ids: list[int], now: float, receipt: ItemKind
+) -> list[OutboxItem]:
+    """Mark messages of `owner` delivered or read, and queue the receipts for their senders."""
+    column = "delivered_at" if receipt is ItemKind.DELIVERED else "read_at"
+    receipts = []
+    for message_id in message_ids:
+        row = conn.execute(
+            f"UPDATE messages SET {column} = ?, delivered_at = coalesce(delivered_at, ?)"
+            " WHERE recipient_id = (SELECT id FROM users WHERE alias = ?) AND message_id = ?"
+            f" AND {column} IS NULL"
+            " RETURNING id, recipient_id, sender_id, recipient_alias, client_key",
+            (now, now, owner, message_id),
+        ).fetchone()
+        if row is None:
+            continue  # unknown, or already marked: a repeated Ack changes nothing
+        ref, owner_id, sender_id, recipient, key = row
+        # The outbox copy goes once the message has reached the client (read implies delivered).
+        if conn.execute("DELETE FROM outbox WHERE ref = ? AND kind = ?", (ref, ItemKind.MESSAGE)).rowcount:
+            conn.execute("UPDATE users SET stored_messages = stored_messages - 1 WHERE id = ?", (owner_id,))
+        if sender_id is None:
+            continue  # the sender unregistered: nobody to tell
+        cur = conn.execute(
+            "INSERT INTO outbox (owner_id, kind, message_id, ref) VALUES (?, ?, ?, ?)",
+            (sender_id, receipt, message_id, ref),
+        )
+        sender = conn.execute("SELECT alias FROM users WHERE id = ?", (sender_id,)).fetchone()[0]
+        assert cur.lastrowid is not None
+        receipts.append(OutboxItem(cur.lastrowid, sender, receipt, message_id, recipient, "", key or "", now))
+    return receipts

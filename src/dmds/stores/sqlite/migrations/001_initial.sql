@@ -1,4 +1,4 @@
--- dmds SQLite schema, version 1.
+-- dmds SQLite schema 1: users and the outbox of the classic protocol.
 CREATE TABLE IF NOT EXISTS users (
     id              INTEGER PRIMARY KEY,
     alias           TEXT NOT NULL UNIQUE,

@@ -1,0 +1,64 @@
+-- dmds SQLite schema 2: accounts with passwords, session tokens, kept messages (history,
+-- idempotent sends, read state) and attachments.
+
+ALTER TABLE users ADD COLUMN password_hash TEXT;
+
+-- Every accepted message, kept after delivery for the retention period (history, read receipts).
+CREATE TABLE messages (
+    id              INTEGER PRIMARY KEY,
+    recipient_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    recipient_alias TEXT NOT NULL,
+    message_id      INTEGER NOT NULL,
+    sender_id       INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    sender_alias    TEXT NOT NULL,
+    client_key      TEXT,
+    text            TEXT NOT NULL,
+    attachment_id   INTEGER REFERENCES attachments(id),
+    sent_at         REAL NOT NULL,
+    delivered_at    REAL,
+    read_at         REAL,
+    UNIQUE (recipient_id, message_id)
+);
+-- A resend with the same key returns the same message: one key per sender.
+CREATE UNIQUE INDEX messages_key ON messages(sender_id, client_key) WHERE client_key IS NOT NULL;
+CREATE INDEX messages_sender ON messages(sender_id);
+CREATE INDEX messages_conversation ON messages(recipient_id, sender_alias, sent_at);
+CREATE INDEX messages_sent_to ON messages(sender_alias, recipient_alias, sent_at);
+CREATE INDEX messages_delivered ON messages(delivered_at) WHERE delivered_at IS NOT NULL;
+
+-- Outbox items now point at their message (receipts too: `ref` is the message they are about).
+ALTER TABLE outbox ADD COLUMN ref INTEGER REFERENCES messages(id) ON DELETE CASCADE;
+CREATE INDEX outbox_ref ON outbox(ref);
+
+-- Session tokens, stored hashed: a copy of the database does not log anyone in.
+CREATE TABLE sessions (
+    token_hash  BLOB PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_user ON sessions(user_id);
+
+-- Uploaded files, stored once and named by id in messages.
+CREATE TABLE attachments (
+    id          INTEGER PRIMARY KEY,
+    owner_id    INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    name        TEXT NOT NULL,
+    media_type  TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    -- zeroblob(size) at the start, filled in place by chunks (incremental blob I/O)
+    data        BLOB NOT NULL,
+    received    INTEGER NOT NULL DEFAULT 0,
+    complete    INTEGER NOT NULL DEFAULT 0,
+    created_at  REAL NOT NULL
+);
+
+-- Messages waiting in a schema-1 outbox move into `messages`.
+INSERT INTO messages (recipient_id, recipient_alias, message_id, sender_id, sender_alias, text, sent_at)
+    SELECT o.owner_id, u.alias, o.message_id, o.sender_id, o.sender_alias, o.text,
+           CAST(strftime('%s', o.created_at) AS REAL)
+    FROM outbox o JOIN users u ON u.id = o.owner_id WHERE o.kind = 1;
+UPDATE outbox SET ref = (SELECT m.id FROM messages m
+                         WHERE m.recipient_id = outbox.owner_id AND m.message_id = outbox.message_id),
+                  text = ''
+    WHERE kind = 1;
