@@ -17,7 +17,10 @@ import pytest
 
 #: Short timeouts so that tests of stalls and dead listeners finish quickly.
 FAST = ("--request-timeout-s", "2", "--connect-timeout-s", "1", "--push-timeout-s", "2")
-_LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
+_LISTENING = re.compile(r"classic server listening on [^ ]+:(\d+)")
+_SESSION_LISTENING = re.compile(r"session server listening on [^ ]+:(\d+)")
+#: Cheap password hashing: tests check behaviour, not argon2's cost.
+CHEAP_ARGON2 = ("--argon2-time-cost", "1", "--argon2-memory-kib", "64")
 
 
 @dataclass
@@ -29,11 +32,13 @@ class ServerProcess:
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    session_port: int = 0
 
     def start(self, timeout_s: float = 20.0) -> ServerProcess:
         args = [
             sys.executable, "-m", "dmds.cli.main", "serve",
-            "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir), *self.extra,
+            "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir),
+            "--session-host", "127.0.0.1", "--session-port", "0", *CHEAP_ARGON2, *self.extra,
         ]  # fmt: skip
         log = self.log_path.open("ab")
         offset = self.log_path.stat().st_size
@@ -41,9 +46,10 @@ class ServerProcess:
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            match = _LISTENING.search(self.log_path.read_bytes()[offset:].decode(errors="replace"))
-            if match:
-                self.port = int(match.group(1))
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            match, session = _LISTENING.search(text), _SESSION_LISTENING.search(text)
+            if match and session:
+                self.port, self.session_port = int(match.group(1)), int(session.group(1))
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dmds serve exited {self.proc.returncode}:\n{self.log()}")

@@ -109,9 +109,9 @@ def bench_register(clients: int, seconds: float, syncs: list[str]) -> list[Resul
             data = base / f"data-{sync}"
             args = [
                 sys.executable, "-m", "dmds.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
-                "--data-dir", str(data), "--sync", sync,
+                "--data-dir", str(data), "--sync", sync, "--session-host", "127.0.0.1", "--session-port", "0",
             ]  # fmt: skip
-            proc, port = _start(args, r"listening on [^ ]+:(\d+)", base / f"dmds-{sync}.log")
+            proc, port = _start(args, r"classic server listening on [^ ]+:(\d+)", base / f"dmds-{sync}.log")
             try:
                 results.append(drive_register(f"dmds serve --sync {sync}", port, clients, seconds))
             finally:

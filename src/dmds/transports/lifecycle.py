@@ -11,8 +11,24 @@ from dmds.settings import ServeSettings
 from dmds.stores.sqlite import SqliteStore
 from dmds.stores.sqlite.store import DB_NAME
 from dmds.transports.classic_server import ClassicServer
+from dmds.transports.session_server import SessionServer
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two purges of delivered messages past the retention period.
+PURGE_EVERY_S = 3600.0
+
+
+async def _purge_every(service: Service, period_s: float) -> None:
+    while True:
+        try:
+            purged = await service.purge()
+        except Exception:
+            log.exception("purge of old messages failed; retrying later")
+        else:
+            if purged:
+                log.info("purged %d delivered message(s) past the retention period", purged)
+        await asyncio.sleep(period_s)
 
 
 async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
@@ -22,8 +38,10 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     store = await SqliteStore.open(settings.server.data_dir, settings.store)
-    service = Service(store, settings.delivery)
+    service = Service(store, settings.delivery, settings.accounts)
     classic = ClassicServer(service, settings.classic, settings.delivery)
+    session = SessionServer(service, settings.session, settings.delivery, settings.classic)
+    purger = loop.create_task(_purge_every(service, PURGE_EVERY_S))
     try:
         port = await classic.start(settings.server.host, settings.server.port)
         log.info(
@@ -33,10 +51,20 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
             settings.server.data_dir / DB_NAME,
             settings.store.sync.value,
         )
+        s = settings.session
+        session_port = await session.start(s.session_host, s.session_port)
+        log.info(
+            "dmds session server listening on %s:%d (%s)",
+            s.session_host,
+            session_port,
+            "TLS" if s.tls_cert else "plain TCP: put it behind TLS or set --tls-cert/--tls-key",
+        )
         await stop.wait()
         log.info("stopping")
     finally:
+        purger.cancel()
         await classic.close()
+        await session.close()
         await service.close()
         await store.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

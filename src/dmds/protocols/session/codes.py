@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from dmds import errors
+
 
 class ErrorCode(enum.IntEnum):
     """Codes of `Error` frames. Stable on the wire: never renumber, only add."""
@@ -40,3 +42,28 @@ class ErrorCode(enum.IntEnum):
     IDLE_TIMEOUT = 15
     #: the client did not read its frames fast enough; it is disconnected, its messages stay stored
     TOO_SLOW = 16
+
+
+# -- the one table from domain errors to session error codes ---------------------------------------------
+
+ERROR_CODES: dict[type[Exception], ErrorCode] = {
+    errors.AliasTaken: ErrorCode.ALIAS_TAKEN,
+    errors.UnknownUser: ErrorCode.UNKNOWN_USER,
+    errors.InvalidField: ErrorCode.INVALID_FIELD,
+    errors.LimitExceeded: ErrorCode.LIMIT_EXCEEDED,
+    errors.BadCredentials: ErrorCode.BAD_CREDENTIALS,
+    errors.RateLimited: ErrorCode.RATE_LIMITED,
+    errors.BadToken: ErrorCode.BAD_TOKEN,
+    errors.NotConnected: ErrorCode.NOT_LOGGED_IN,
+    errors.AlreadyConnected: ErrorCode.ALREADY_LOGGED_IN,
+    errors.UnknownAttachment: ErrorCode.UNKNOWN_ATTACHMENT,
+    errors.Forbidden: ErrorCode.BAD_CREDENTIALS,
+}
+
+
+def code_for(exc: BaseException) -> ErrorCode:
+    """The code answering a request that failed with `exc`: INTERNAL for anything not the client's doing."""
+    for kind, code in ERROR_CODES.items():
+        if isinstance(exc, kind):
+            return code
+    return ErrorCode.INTERNAL

@@ -494,16 +494,16 @@ class SqliteStore:
 # Outbox item with its message (receipts point at the message they are about through `ref`).
 _ITEM_SELECT = (
     "SELECT o.seq, ow.alias, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
-    " m.sent_at, m.attachment_id, o.text FROM outbox o JOIN users ow ON ow.id = o.owner_id"
-    " LEFT JOIN messages m ON m.id = o.ref"
+    " m.sent_at, o.text, a.id, a.name, a.media_type, a.size FROM outbox o JOIN users ow ON ow.id = o.owner_id"
+    " LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
 )
 
 
 def _item(row: tuple[Any, ...]) -> OutboxItem:
-    seq, owner, kind, message_id, sender, recipient, text, key, sent_at, attachment, legacy_text = row
+    seq, owner, kind, message_id, sender, recipient, text, key, sent_at, legacy_text, *attachment = row
     kind = ItemKind(kind)
     peer = sender if kind is ItemKind.MESSAGE else (recipient or "")
-    info = AttachmentInfo(attachment, "", "", 0) if attachment else None
+    info = AttachmentInfo(*attachment) if attachment[0] is not None else None
     return OutboxItem(
         seq,
         owner,

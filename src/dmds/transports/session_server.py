@@ -1,0 +1,401 @@
+"""The session server: one asyncio.Protocol per persistent connection, binding the session codec to
+the core. Each connection is also the user's delivery `Endpoint` and, once subscribed, a presence
+watcher.
+
+Theory of operation
+-------------------
+Input: bytes go to the codec; each frame is handled in order. Requests that need the store run as
+tasks; the store keeps their order, so messages sent on one connection get ids in the order sent.
+More than `MAX_IN_FLIGHT` unanswered requests pause reading (a flood costs the flooder, not memory).
+
+Output: frames are queued and written once per loop pass, all together (`call_soon(_flush)`): a burst
+of pushes or answers costs one system call, not one per frame. A client that does not read lets the
+kernel's and then the transport's buffer fill; past `max_outgoing_bytes` it is disconnected with
+TOO_SLOW. Its messages were never acknowledged by it, so they are still stored and come again on its
+next login.
+
+Delivery: `deliver()` queues a Message frame and returns: the client's Ack, not the write, marks it
+delivered (`confirms = True`). A second login of the same user takes over; the old connection is told
+so (`replaced`) and closed.
+
+Timers: one sweep per server every second calls each codec's `handle_timer` when due (heartbeat
+Pings, idle timeout) rather than a timer per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Coroutine
+from typing import Any, cast
+
+from dmds.core.model import ItemKind, OutboxItem
+from dmds.core.service import Service
+from dmds.errors import AlreadyConnected, DeliveryFailed, DmdsError, InvalidField, NotConnected, RateLimited
+from dmds.protocols.session import frames as f
+from dmds.protocols.session.codes import ErrorCode, code_for
+from dmds.protocols.session.connection import (
+    CLOSED_EVENT,
+    Connection,
+    RemoteProtocolError,
+    Role,
+    State,
+)
+from dmds.settings import ClassicLimits, DeliverySettings, SessionSettings
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two sweeps of the heartbeat and idle timers.
+SWEEP_S = 1.0
+#: Unanswered requests per connection before its reading is paused.
+MAX_IN_FLIGHT = 1000
+#: Most bytes answered by one Fetch.
+MAX_FETCH_BYTES = 256 * 1024
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class SessionServer:
+    def __init__(
+        self, service: Service, settings: SessionSettings, delivery: DeliverySettings, limits: ClassicLimits
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.delivery = delivery
+        self.max_text_bytes = limits.max_text_bytes
+        self.connections: set[_SessionProtocol] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        context = (
+            tls_context(self.settings.tls_cert, self.settings.tls_key) if self.settings.tls_cert else None
+        )
+        self._server = await loop.create_server(
+            lambda: _SessionProtocol(self), host, port, ssl=context, backlog=1024
+        )
+        self._sweeper = loop.create_task(self._sweep())
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = loop.time()
+            for conn in list(self.connections):
+                conn.tick(now)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close(ErrorCode.INTERNAL, "server shutting down")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class _SessionProtocol(asyncio.Protocol):
+    confirms = True
+
+    def __init__(self, server: SessionServer) -> None:
+        self.server = server
+        self.service = server.service
+        self.loop = asyncio.get_running_loop()
+        s = server.settings
+        self.codec = Connection(
+            Role.SERVER,
+            max_frame_bytes=s.max_frame_bytes,
+            heartbeat_s=s.heartbeat_s,
+            idle_timeout_s=s.idle_timeout_s,
+            now=self.loop.time(),
+        )
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.alias: str | None = None
+        self.token = ""
+        self.subscribed = False
+        self._out: list[f.Frame] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._paused = False
+
+    # -- asyncio callbacks --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else "?"
+        if len(self.server.connections) >= self.server.settings.max_sessions:
+            log.warning(
+                "session connections at max_sessions (%d); refusing %s",
+                len(self.server.connections),
+                self.peer,
+            )
+            self.transport.abort()
+            return
+        self.server.connections.add(self)
+        self.transport.set_write_buffer_limits(high=self.server.settings.max_outgoing_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        self.codec.receive_data(data, self.loop.time())
+        self._drain()
+
+    def eof_received(self) -> bool:
+        self.codec.receive_data(b"", self.loop.time())
+        self._drain()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.codec.close()
+        if self.subscribed:
+            self.service.unsubscribe(self)
+        if self.alias is not None:
+            alias, self.alias = self.alias, None
+            # Only this connection's presence: a newer login of the same user stays.
+            self._spawn(self.service.disconnect(alias, endpoint=self))
+
+    def pause_writing(self) -> None:
+        # The client reads slower than we write, past max_outgoing_bytes: cut it off. What it did
+        # not acknowledge stays stored for its next login.
+        log.info("session %s (%s) does not read its frames; disconnecting", self.alias, self.peer)
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- input --------------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        try:
+            while (frame := self.codec.next_event()) is not None:
+                if frame is CLOSED_EVENT:
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+                self._handle(frame)
+        except RemoteProtocolError as exc:
+            log.info("session from %s broke the protocol (%s); closing", self.peer, exc.message)
+            self.close(exc.code, exc.message)
+
+    def _handle(self, frame: Any) -> None:
+        if isinstance(frame, f.Hello):
+            s = self.server.settings
+            self.queue(
+                f.Welcome(
+                    version=f.VERSION,
+                    server="dmds",
+                    heartbeat_s=s.heartbeat_s,
+                    idle_timeout_s=s.idle_timeout_s,
+                    max_frame_bytes=s.max_frame_bytes,
+                    max_text_bytes=self.server.max_text_bytes,
+                    max_attachment_bytes=self.server.delivery.max_attachment_bytes,
+                )
+            )
+        elif isinstance(frame, f.Ping):
+            self.queue(f.Pong(n=frame.n))
+        elif isinstance(frame, f.Pong):
+            pass  # receiving it already counted as activity
+        elif isinstance(frame, f.Ack | f.MarkRead):
+            if self.alias is not None and frame.message_ids:
+                op = self.service.acknowledge if isinstance(frame, f.Ack) else self.service.mark_read
+                self._spawn(op(self.alias, list(frame.message_ids)))
+        else:
+            self._spawn(self._request(frame))
+
+    async def _request(self, frame: Any) -> None:
+        rid = frame.id
+        try:
+            answer = await self._answer(frame)
+        except DmdsError as exc:
+            code = code_for(exc)
+            retry = exc.retry_after_s if isinstance(exc, RateLimited) else 0.0
+            log.debug("session %s: %s failed: %s", self.alias or self.peer, type(frame).__name__, exc)
+            answer = f.Error(code=code, message=str(exc) or code.name, re=rid, retry_after_s=retry)
+        except Exception as exc:
+            log.exception("bug while serving %s from %s", type(frame).__name__, self.alias or self.peer)
+            answer = f.Error(code=code_for(exc), message="internal error", re=rid)
+        self.queue(answer)
+
+    async def _answer(self, frame: Any) -> f.Frame:
+        svc = self.service
+        rid = frame.id
+        if isinstance(frame, f.Register):
+            await svc.register(frame.full_name, frame.alias, frame.birth_date, frame.password)
+            return f.Ok(re=rid)
+        if isinstance(frame, f.Login):
+            return await self._login(frame)
+        alias = self.alias
+        if alias is None:
+            raise NotConnected("log in first")
+        if isinstance(frame, f.Send):
+            if len(frame.text.encode()) > self.server.max_text_bytes:
+                raise InvalidField(f"text longer than {self.server.max_text_bytes} bytes")
+            item = await svc.send(alias, frame.to, frame.text, key=frame.key, attachment=frame.attachment)
+            return f.Accepted(re=rid, to=frame.to, key=frame.key, message_id=item.message_id)
+        if isinstance(frame, f.Subscribe):
+            self.subscribed = True
+            return f.Presence(re=rid, online=svc.subscribe(self))
+        if isinstance(frame, f.History):
+            entries = await svc.history(alias, frame.peer, frame.before, frame.limit)
+            return f.HistoryPage(
+                re=rid,
+                entries=[
+                    f.HistoryEntry(
+                        sender=e.sender,
+                        recipient=e.recipient,
+                        message_id=e.message_id,
+                        text=e.text,
+                        sent_at=e.sent_at,
+                        delivered_at=e.delivered_at or 0.0,
+                        read_at=e.read_at or 0.0,
+                        attachment=_attachment(e.attachment),
+                    )
+                    for e in entries
+                ],
+                more=len(entries) == frame.limit,
+            )
+        if isinstance(frame, f.UploadStart):
+            upload = await svc.start_upload(alias, frame.name, frame.media_type, frame.size)
+            return f.UploadReady(re=rid, upload=upload, offset=0, attachment=upload if frame.size == 0 else 0)
+        if isinstance(frame, f.UploadChunk):
+            length, attachment = await svc.append_upload(alias, frame.upload, frame.offset, frame.data)
+            return f.UploadReady(re=rid, upload=frame.upload, offset=length, attachment=attachment)
+        if isinstance(frame, f.Fetch):
+            info = await svc.attachment(frame.attachment)
+            data = await svc.read_attachment(
+                alias, frame.attachment, frame.offset, min(frame.length, MAX_FETCH_BYTES)
+            )
+            return f.Chunk(
+                re=rid, attachment=frame.attachment, offset=frame.offset, data=data, size=info.size
+            )
+        if isinstance(frame, f.Logout):
+            await svc.logout(alias, self.token)
+            await self._leave()
+            return f.Ok(re=rid)
+        if isinstance(frame, f.ChangePassword):
+            await svc.change_password(alias, frame.old_password, frame.new_password, self.peer)
+            return f.Ok(re=rid)
+        if isinstance(frame, f.DeleteAccount):
+            await svc.delete_account(alias, frame.password, self.peer)
+            self.alias = None
+            return f.Ok(re=rid)
+        raise InvalidField(
+            f"unexpected frame {type(frame).__name__}"
+        )  # pragma: no cover - the decoder's union
+
+    async def _login(self, frame: f.Login) -> f.Frame:
+        if self.alias is not None:
+            raise AlreadyConnected("already logged in on this connection")
+        svc = self.service
+        if frame.token:
+            alias, token = await svc.resume(frame.token), frame.token
+            expires = 0.0
+        else:
+            token, expires = await svc.login(frame.alias, frame.password, self.peer)
+            alias = frame.alias
+        await svc.connect(alias, self)
+        self.alias, self.token = alias, token
+        log.info("session login %s from %s", alias, self.peer)
+        return f.LoggedIn(re=frame.id, alias=alias, token=token, expires_at=expires)
+
+    async def _leave(self) -> None:
+        if self.alias is not None:
+            alias, self.alias = self.alias, None
+            await self.service.disconnect(alias, endpoint=self)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        if len(self._tasks) >= MAX_IN_FLIGHT and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._paused and len(self._tasks) < MAX_IN_FLIGHT // 2 and self.transport is not None:
+            self._paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # -- output -------------------------------------------------------------------------------------
+
+    def queue(self, frame: f.Frame) -> None:
+        if self.codec.state is State.CLOSED and not isinstance(frame, f.Error):
+            return
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if self.transport is None or self.transport.is_closing() or not out:
+            return
+        self.transport.write(self.codec.send_many(out, self.loop.time()))
+
+    def close(self, code: ErrorCode, message: str) -> None:
+        """Say why in an Error frame, then close."""
+        self.codec.close()
+        if self.transport is not None and not self.transport.is_closing():
+            self._out.append(f.Error(code=code, message=message))
+            self._flush()
+            self.transport.close()
+
+    def tick(self, now: float) -> None:
+        due = self.codec.get_timer()
+        if due is None or now < due:
+            return
+        try:
+            data = self.codec.handle_timer(now)
+        except RemoteProtocolError as exc:
+            log.info("session %s (%s): %s; closing", self.alias, self.peer, exc.message)
+            self.close(exc.code, exc.message)
+            return
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- Endpoint and PresenceWatcher ------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"session {self.peer}"
+
+    async def deliver(self, item: OutboxItem) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise DeliveryFailed("session connection closed")
+        if item.kind is ItemKind.MESSAGE:
+            self.queue(
+                f.Message(
+                    sender=item.peer,
+                    message_id=item.message_id,
+                    text=item.text,
+                    sent_at=item.sent_at,
+                    attachment=_attachment(item.attachment),
+                )
+            )
+        elif item.kind is ItemKind.DELIVERED:
+            self.queue(f.Delivered(to=item.peer, message_id=item.message_id, key=item.key))
+        else:
+            self.queue(f.Read(to=item.peer, message_id=item.message_id, key=item.key))
+
+    def replaced(self) -> None:
+        self.alias = None  # the newer connection owns the presence now
+        self.close(ErrorCode.ALREADY_LOGGED_IN, "logged in again elsewhere")
+
+    def presence_changed(self, alias: str, online: bool) -> None:
+        self.queue(f.PresenceChanged(alias=alias, online=online))
+
+
+def _attachment(info: Any) -> f.Attachment | None:
+    if info is None:
+        return None
+    return f.Attachment(info.attachment_id, info.name, info.media_type, info.size)
