@@ -89,6 +89,9 @@ class DeliverySettings:
     # so a flood costs disk, not memory.
     max_pending_pushes: int = setting(1000, "pushes held in memory per recipient")
     max_stored_messages: int = setting(10000, "undelivered messages stored per recipient; SEND fails beyond")
+    max_stored_bytes: int = setting(
+        256 * 1024 * 1024, "bytes of undelivered messages (text and attachments) stored per recipient"
+    )
 
     # Generous for a person, a brake for a runaway program; 0 turns the limit off.
     max_send_rate: float = setting(1000.0, "messages a user may send per second on average (0: no limit)")
@@ -99,7 +102,7 @@ class DeliverySettings:
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "push_timeout_s", "max_pending_pushes", "max_stored_messages"):
             _check_positive(name, getattr(self, name))
-        for name in ("send_burst", "retention_days", "max_attachment_bytes"):
+        for name in ("send_burst", "retention_days", "max_attachment_bytes", "max_stored_bytes"):
             _check_positive(name, getattr(self, name))
         if self.max_send_rate < 0:
             raise ValueError("max_send_rate: must be >= 0")

@@ -238,3 +238,23 @@ async def test_attachments(service: Service) -> None:
     assert await service.read_attachment("maria", upload, 5, 100) == b"mundo"
     with pytest.raises(UnknownAttachment):
         await service.read_attachment("pedro", upload, 0, 4)
+
+
+async def test_stored_bytes_limit(tmp_path: Path, clock: Clock) -> None:
+    store = await SqliteStore.open(tmp_path / "b", StoreSettings(sync=SyncMode.NORMAL))
+    svc = Service(store, DeliverySettings(max_stored_bytes=10), CHEAP, clock)
+    try:
+        await account(svc, "juan")
+        await svc.register("Maria", "maria", "01/02/2000", PASSWORD)
+        await svc.send("juan", "maria", "12345")
+        await svc.send("juan", "maria", "67890")
+        with pytest.raises(LimitExceeded):
+            await svc.send("juan", "maria", "x")
+        maria = RecordingEndpoint(confirms=True)
+        await svc.connect("maria", maria)
+        await maria.wait_for(2)
+        await svc.acknowledge("maria", [1, 2])  # delivered: the room is free again
+        assert (await svc.send("juan", "maria", "1234567890")).message_id == 3
+    finally:
+        await svc.close()
+        await store.close()

@@ -48,6 +48,7 @@ class Store(Protocol):
         *,
         now: float,
         max_stored: int,
+        max_stored_bytes: int,
         key: str | None = None,
         attachment: int = 0,
     ) -> tuple[OutboxItem, bool]:
@@ -55,7 +56,8 @@ class Store(Protocol):
 
         With a `key` already used by `sender`, stores nothing and returns the first message's
         item with new=False. Raises UnknownUser if either user does not exist, LimitExceeded if
-        the recipient already has `max_stored` undelivered messages, UnknownAttachment for an
+        the recipient already has `max_stored` undelivered messages or would pass `max_stored_bytes`
+        of them, UnknownAttachment for an
         attachment that is not the sender's complete upload.
         """
 

@@ -253,6 +253,7 @@ class Service:
             text,
             now=now,
             max_stored=self._settings.max_stored_messages,
+            max_stored_bytes=self._settings.max_stored_bytes,
             key=key,
             attachment=attachment,
         )

@@ -311,6 +311,7 @@ class SqliteStore:
         *,
         now: float,
         max_stored: int,
+        max_stored_bytes: int,
         key: str | None = None,
         attachment: int = 0,
     ) -> tuple[OutboxItem, bool]:
@@ -335,30 +336,45 @@ class SqliteStore:
                     return OutboxItem(
                         0, done[0], ItemKind.MESSAGE, done[1], sender, text, key, done[2]
                     ), False
-            if (
-                attachment
-                and not conn.execute(
-                    "SELECT 1 FROM attachments WHERE id = ? AND owner_id = ? AND complete = 1",
+            size = len(text.encode())
+            if attachment:
+                found = conn.execute(
+                    "SELECT size FROM attachments WHERE id = ? AND owner_id = ? AND complete = 1",
                     (attachment, sender_id),
                 ).fetchone()
-            ):
-                raise UnknownAttachment(f"attachment {attachment}")
-            # The limit is part of the UPDATE so that a refused message writes nothing.
+                if found is None:
+                    raise UnknownAttachment(f"attachment {attachment}")
+                size += found[0]
+            # The limits are part of the UPDATE so that a refused message writes nothing.
             row = conn.execute(
                 "UPDATE users SET last_message_id = last_message_id + 1,"
-                " stored_messages = stored_messages + 1"
-                " WHERE alias = ? AND stored_messages < ? RETURNING id, last_message_id",
-                (recipient, max_stored),
+                " stored_messages = stored_messages + 1, stored_bytes = stored_bytes + ?"
+                " WHERE alias = ? AND stored_messages < ? AND stored_bytes + ? <= ?"
+                " RETURNING id, last_message_id",
+                (size, recipient, max_stored, size, max_stored_bytes),
             ).fetchone()
             if row is None:
                 if conn.execute("SELECT 1 FROM users WHERE alias = ?", (recipient,)).fetchone():
-                    raise LimitExceeded(f"{recipient} has {max_stored} undelivered messages")
+                    raise LimitExceeded(
+                        f"{recipient} has {max_stored} undelivered messages or {max_stored_bytes} bytes waiting"
+                    )
                 raise UnknownUser(recipient)
             owner_id, message_id = row
             ref = conn.execute(
                 "INSERT INTO messages (recipient_id, recipient_alias, message_id, sender_id, sender_alias,"
-                " client_key, text, attachment_id, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (owner_id, recipient, message_id, sender_id, sender, key, text, attachment or None, now),
+                " client_key, text, attachment_id, size, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    owner_id,
+                    recipient,
+                    message_id,
+                    sender_id,
+                    sender,
+                    key,
+                    text,
+                    attachment or None,
+                    size,
+                    now,
+                ),
             ).lastrowid
             cur = conn.execute(
                 "INSERT INTO outbox (owner_id, kind, message_id, sender_alias, sender_id, ref)"
@@ -535,15 +551,19 @@ def _settle_messages(
             f"UPDATE messages SET {column} = ?, delivered_at = coalesce(delivered_at, ?)"
             " WHERE recipient_id = (SELECT id FROM users WHERE alias = ?) AND message_id = ?"
             f" AND {column} IS NULL"
-            " RETURNING id, recipient_id, sender_id, recipient_alias, client_key",
+            " RETURNING id, recipient_id, sender_id, recipient_alias, client_key, size",
             (now, now, owner, message_id),
         ).fetchone()
         if row is None:
             continue  # unknown, or already marked: a repeated Ack changes nothing
-        ref, owner_id, sender_id, recipient, key = row
+        ref, owner_id, sender_id, recipient, key, size = row
         # The outbox copy goes once the message has reached the client (read implies delivered).
         if conn.execute("DELETE FROM outbox WHERE ref = ? AND kind = ?", (ref, ItemKind.MESSAGE)).rowcount:
-            conn.execute("UPDATE users SET stored_messages = stored_messages - 1 WHERE id = ?", (owner_id,))
+            conn.execute(
+                "UPDATE users SET stored_messages = stored_messages - 1, stored_bytes = stored_bytes - ?"
+                " WHERE id = ?",
+                (size, owner_id),
+            )
         if sender_id is None:
             continue  # the sender unregistered: nobody to tell
         cur = conn.execute(

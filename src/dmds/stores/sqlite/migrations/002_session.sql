@@ -2,6 +2,8 @@
 -- idempotent sends, read state) and attachments.
 
 ALTER TABLE users ADD COLUMN password_hash TEXT;
+-- Bytes of the undelivered messages waiting for the user (text and attachments), for its limit.
+ALTER TABLE users ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
 
 -- Every accepted message, kept after delivery for the retention period (history, read receipts).
 CREATE TABLE messages (
@@ -14,6 +16,8 @@ CREATE TABLE messages (
     client_key      TEXT,
     text            TEXT NOT NULL,
     attachment_id   INTEGER REFERENCES attachments(id),
+    -- what the message counts against its recipient's stored_bytes until delivered
+    size            INTEGER NOT NULL DEFAULT 0,
     sent_at         REAL NOT NULL,
     delivered_at    REAL,
     read_at         REAL,
