@@ -355,9 +355,8 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 if conn.execute("SELECT 1 FROM users WHERE alias = ?", (recipient,)).fetchone():
-                    raise LimitExceeded(
-                        f"{recipient} has {max_stored} undelivered messages or {max_stored_bytes} bytes waiting"
-                    )
+                    waiting = f"{max_stored} undelivered messages or {max_stored_bytes} bytes"
+                    raise LimitExceeded(f"{recipient} has {waiting} waiting")
                 raise UnknownUser(recipient)
             owner_id, message_id = row
             ref = conn.execute(
