@@ -19,6 +19,7 @@ import pytest
 FAST = ("--request-timeout-s", "2", "--connect-timeout-s", "1", "--push-timeout-s", "2")
 _LISTENING = re.compile(r"classic server listening on [^ ]+:(\d+)")
 _SESSION_LISTENING = re.compile(r"session server listening on [^ ]+:(\d+)")
+_WEB_LISTENING = re.compile(r"over WebSocket at ws://[^ ]+:(\d+)/session")
 #: Cheap password hashing: tests check behaviour, not argon2's cost.
 CHEAP_ARGON2 = ("--argon2-time-cost", "1", "--argon2-memory-kib", "64")
 
@@ -33,12 +34,14 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     session_port: int = 0
+    web_port: int = 0
 
     def start(self, timeout_s: float = 20.0) -> ServerProcess:
         args = [
             sys.executable, "-m", "dmds.cli.main", "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir),
-            "--session-host", "127.0.0.1", "--session-port", "0", *CHEAP_ARGON2, *self.extra,
+            "--session-host", "127.0.0.1", "--session-port", "0",
+            "--web-host", "127.0.0.1", "--web-port", "0", *CHEAP_ARGON2, *self.extra,
         ]  # fmt: skip
         log = self.log_path.open("ab")
         offset = self.log_path.stat().st_size
@@ -47,9 +50,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            match, session = _LISTENING.search(text), _SESSION_LISTENING.search(text)
-            if match and session:
+            match, session, web = (p.search(text) for p in (_LISTENING, _SESSION_LISTENING, _WEB_LISTENING))
+            if match and session and web:
                 self.port, self.session_port = int(match.group(1)), int(session.group(1))
+                self.web_port = int(web.group(1))
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dmds serve exited {self.proc.returncode}:\n{self.log()}")

@@ -139,6 +139,10 @@ class AccountSettings:
 class SessionSettings:
     session_host: str = setting("0.0.0.0", "address the session protocol listens on")
     session_port: int = setting(7001, "TCP port of the session protocol (0: a free port)")
+    web_host: str = setting(
+        "0.0.0.0", "address of the session protocol over WebSocket (ws://HOST:PORT/session)"
+    )
+    web_port: int = setting(7002, "TCP port of the session protocol over WebSocket (0: a free port)")
     tls_cert: str = setting("", "PEM certificate chain: serve the session protocol over TLS")
     tls_key: str = setting("", "PEM private key of tls_cert")
     max_frame_bytes: int = setting(1024 * 1024, "largest session frame, in bytes")
@@ -153,6 +157,7 @@ class SessionSettings:
 
     def __post_init__(self) -> None:
         _check_port("session_port", self.session_port, allow_zero=True)
+        _check_port("web_port", self.web_port, allow_zero=True)
         for name in (
             "max_frame_bytes",
             "heartbeat_s",

@@ -110,6 +110,7 @@ def bench_register(clients: int, seconds: float, syncs: list[str]) -> list[Resul
             args = [
                 sys.executable, "-m", "dmds.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
                 "--data-dir", str(data), "--sync", sync, "--session-host", "127.0.0.1", "--session-port", "0",
+                "--web-host", "127.0.0.1", "--web-port", "0",
             ]  # fmt: skip
             proc, port = _start(args, r"classic server listening on [^ ]+:(\d+)", base / f"dmds-{sync}.log")
             try:

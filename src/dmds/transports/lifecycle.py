@@ -12,6 +12,7 @@ from dmds.stores.sqlite import SqliteStore
 from dmds.stores.sqlite.store import DB_NAME
 from dmds.transports.classic_server import ClassicServer
 from dmds.transports.session_server import SessionServer
+from dmds.transports.session_ws import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     service = Service(store, settings.delivery, settings.accounts)
     classic = ClassicServer(service, settings.classic, settings.delivery)
     session = SessionServer(service, settings.session, settings.delivery, settings.classic)
+    web = WebServer(session)
     purger = loop.create_task(_purge_every(service, PURGE_EVERY_S))
     try:
         port = await classic.start(settings.server.host, settings.server.port)
@@ -59,11 +61,14 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
             session_port,
             "TLS" if s.tls_cert else "plain TCP: put it behind TLS or set --tls-cert/--tls-key",
         )
+        web_port = await web.start(s.web_host, s.web_port)
+        log.info("dmds session server over WebSocket at ws://%s:%d/session", s.web_host, web_port)
         await stop.wait()
         log.info("stopping")
     finally:
         purger.cancel()
         await classic.close()
+        await web.close()
         await session.close()
         await service.close()
         await store.close()

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from dmds.core.model import ItemKind, OutboxItem
 from dmds.core.service import Service
@@ -69,7 +69,7 @@ class SessionServer:
         self.settings = settings
         self.delivery = delivery
         self.max_text_bytes = limits.max_text_bytes
-        self.connections: set[_SessionProtocol] = set()
+        self.connections: set[SessionConnection] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -79,7 +79,7 @@ class SessionServer:
             tls_context(self.settings.tls_cert, self.settings.tls_key) if self.settings.tls_cert else None
         )
         self._server = await loop.create_server(
-            lambda: _SessionProtocol(self), host, port, ssl=context, backlog=1024
+            lambda: _TcpProtocol(self), host, port, ssl=context, backlog=1024
         )
         self._sweeper = loop.create_task(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])
@@ -103,10 +103,24 @@ class SessionServer:
             await self._server.wait_closed()
 
 
-class _SessionProtocol(asyncio.Protocol):
+class Link(Protocol):
+    """What a session connection needs from its transport. An asyncio.Transport is one; the
+    WebSocket binding (`session_ws.py`) adapts a WebSocket to it."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class SessionConnection:
+    """One client's session, whatever carries it: codec state, login, and the user's Endpoint."""
+
     confirms = True
 
-    def __init__(self, server: SessionServer) -> None:
+    def __init__(self, server: SessionServer, *, framed: bool = True) -> None:
         self.server = server
         self.service = server.service
         self.loop = asyncio.get_running_loop()
@@ -116,9 +130,10 @@ class _SessionProtocol(asyncio.Protocol):
             max_frame_bytes=s.max_frame_bytes,
             heartbeat_s=s.heartbeat_s,
             idle_timeout_s=s.idle_timeout_s,
+            framed=framed,
             now=self.loop.time(),
         )
-        self.transport: asyncio.Transport | None = None
+        self.transport: Link | None = None
         self.peer = "?"
         self.alias: str | None = None
         self.token = ""
@@ -128,33 +143,26 @@ class _SessionProtocol(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused = False
 
-    # -- asyncio callbacks --------------------------------------------------------------------------
+    # -- the link's events ---------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if peer else "?"
+    def opened(self, link: Link, peer: str) -> bool:
+        """The link is up; False if it must be refused (too many sessions)."""
+        self.transport, self.peer = link, peer
         if len(self.server.connections) >= self.server.settings.max_sessions:
             log.warning(
-                "session connections at max_sessions (%d); refusing %s",
-                len(self.server.connections),
-                self.peer,
+                "session connections at max_sessions (%d); refusing %s", len(self.server.connections), peer
             )
-            self.transport.abort()
-            return
+            link.abort()
+            return False
         self.server.connections.add(self)
-        self.transport.set_write_buffer_limits(high=self.server.settings.max_outgoing_bytes)
+        return True
 
-    def data_received(self, data: bytes) -> None:
+    def received(self, data: bytes) -> None:
+        """Bytes (TCP) or one message (WebSocket); b"" at EOF."""
         self.codec.receive_data(data, self.loop.time())
         self._drain()
 
-    def eof_received(self) -> bool:
-        self.codec.receive_data(b"", self.loop.time())
-        self._drain()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def lost(self) -> None:
         self.server.connections.discard(self)
         self.codec.close()
         if self.subscribed:
@@ -164,7 +172,7 @@ class _SessionProtocol(asyncio.Protocol):
             # Only this connection's presence: a newer login of the same user stays.
             self._spawn(self.service.disconnect(alias, endpoint=self))
 
-    def pause_writing(self) -> None:
+    def too_slow(self) -> None:
         # The client reads slower than we write, past max_outgoing_bytes: cut it off. What it did
         # not acknowledge stays stored for its next login.
         log.info("session %s (%s) does not read its frames; disconnecting", self.alias, self.peer)
@@ -399,3 +407,30 @@ def _attachment(info: Any) -> f.Attachment | None:
     if info is None:
         return None
     return f.Attachment(info.attachment_id, info.name, info.media_type, info.size)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    """The TCP (and TLS) binding: the asyncio transport is the session's link."""
+
+    def __init__(self, server: SessionServer) -> None:
+        self.session = SessionConnection(server)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but implement it.
+        link = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if self.session.opened(link, str(peer[0]) if peer else "?"):
+            link.set_write_buffer_limits(high=self.session.server.settings.max_outgoing_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        self.session.received(data)
+
+    def eof_received(self) -> bool:
+        self.session.received(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.lost()
+
+    def pause_writing(self) -> None:
+        self.session.too_slow()

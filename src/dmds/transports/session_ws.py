@@ -1,0 +1,147 @@
+"""The session protocol over WebSocket, for browsers: the same frames, one per binary message.
+
+A Starlette app (the web client will be served from it too) with one WebSocket route, `/session`.
+Each WebSocket gets a `SessionConnection` with the codec in unframed mode, so everything after the
+bytes (login, delivery, receipts, limits) is the TCP server's code. `_WsLink` adapts the WebSocket to
+the `Link` the session needs: writes go through a queue drained by one sender task, whose backlog
+is bounded by max_outgoing_bytes like the TCP transport's buffer.
+
+The app runs on uvicorn inside `dmds serve`'s event loop, so browser, session and classic users share
+one core. `dmds serve` owns the process's signals; the embedded uvicorn server does not install its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from dmds.transports.session_server import SessionConnection, SessionServer
+
+log = logging.getLogger(__name__)
+
+#: WebSocket close code when the server closes a session (RFC 6455: "normal closure").
+NORMAL_CLOSURE = 1000
+#: Close code for a text message, which the session protocol never uses (RFC 6455: "unsupported data").
+UNSUPPORTED_DATA = 1003
+
+
+class _WsLink:
+    def __init__(self, ws: WebSocket, session: SessionConnection, max_outgoing_bytes: int) -> None:
+        self.ws = ws
+        self.session = session
+        self.max_outgoing_bytes = max_outgoing_bytes
+        self.queued = 0
+        self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.readable = asyncio.Event()
+        self.readable.set()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.queued += len(data)
+        if self.queued > self.max_outgoing_bytes:
+            self.session.too_slow()
+            return
+        self.outgoing.put_nowait(data)
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.outgoing.put_nowait(None)  # after what is queued
+
+    def abort(self) -> None:
+        self.closing = True
+        while not self.outgoing.empty():
+            self.outgoing.get_nowait()
+        self.outgoing.put_nowait(None)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.readable.clear()
+
+    def resume_reading(self) -> None:
+        self.readable.set()
+
+    async def send_loop(self) -> None:
+        while (data := await self.outgoing.get()) is not None:
+            await self.ws.send_bytes(data)
+            self.queued -= len(data)
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.ws.close(NORMAL_CLOSURE)
+
+
+def build_app(server: SessionServer) -> Starlette:
+    async def session_endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        session = SessionConnection(server, framed=False)
+        link = _WsLink(ws, session, server.settings.max_outgoing_bytes)
+        peer = ws.client.host if ws.client else "?"
+        if not session.opened(link, peer):
+            await ws.close(NORMAL_CLOSURE)
+            return
+        sender = asyncio.get_running_loop().create_task(link.send_loop())
+        try:
+            while not link.closing:
+                await link.readable.wait()
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    log.info("session websocket from %s sent text; closing", peer)
+                    await ws.close(UNSUPPORTED_DATA)
+                    break
+                session.received(data)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            session.lost()
+            link.close()  # what is queued (an Error saying why) still goes out, then the close
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError, OSError):
+                await asyncio.wait_for(sender, 5)
+
+    return Starlette(routes=[WebSocketRoute("/session", session_endpoint)])
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # `dmds serve` owns the signals and stops this server itself
+
+
+class WebServer:
+    """uvicorn serving `build_app` inside the running event loop."""
+
+    def __init__(self, server: SessionServer) -> None:
+        self._app = build_app(server)
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        sock = socket.create_server((host, port), reuse_port=False)
+        bound = int(sock.getsockname()[1])
+        config = uvicorn.Config(self._app, lifespan="off", log_level="warning", ws="websockets-sansio")
+        self._server = _EmbeddedServer(config)
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
+        # uvicorn offers a flag, not an event, for "listening"
+        while not self._server.started and not self._task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        if self._task.done():
+            self._task.result()  # raise why it did not start
+        return bound
+
+    async def close(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await asyncio.wait_for(self._task, 10)
