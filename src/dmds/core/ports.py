@@ -71,8 +71,8 @@ class Store(Protocol):
     async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
         """Messages `owner` read: read_at set (once), a READ receipt stored for each sender."""
 
-    async def remove_item(self, seq: int) -> None:
-        """A receipt was pushed: forget it."""
+    async def remove_items(self, seqs: list[int]) -> None:
+        """Receipts were pushed: forget them."""
 
     async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
         """The conversation of `alias` and `peer`, newest first, sent before `before` (0: now)."""

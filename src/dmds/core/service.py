@@ -83,6 +83,11 @@ class Service:
         self._buckets: dict[str, TokenBucket] = {}
         self._watchers: set[PresenceWatcher] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        # Store work that follows pushes and acks, gathered over one loop pass and done in one
+        # call: under load, thousands of acks cost a few store jobs, not one task each.
+        self._forget: list[int] = []
+        self._settling: dict[tuple[str, ItemKind], list[int]] = {}
+        self._flush_scheduled = False
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -265,9 +270,29 @@ class Service:
     def _pushed(self, courier: Courier, item: OutboxItem) -> None:
         if item.kind is ItemKind.MESSAGE:
             if not courier.endpoint.confirms:  # classic: written is delivered
-                self._spawn(self._settle(item.owner, [item.message_id], ItemKind.DELIVERED))
+                self.settle_soon(item.owner, [item.message_id], ItemKind.DELIVERED)
         else:
-            self._spawn(self._store.remove_item(item.seq))
+            self._forget.append(item.seq)
+            self._schedule_flush()
+
+    def settle_soon(self, owner: str, message_ids: list[int], kind: ItemKind = ItemKind.DELIVERED) -> None:
+        """Mark messages delivered (or read) in the next batch: what a client's Ack or MarkRead does."""
+        self._settling.setdefault((owner, kind), []).extend(message_ids)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._forget:
+            seqs, self._forget = self._forget, []
+            self._spawn(self._store.remove_items(seqs))
+        settling, self._settling = self._settling, {}
+        for (owner, kind), ids in settling.items():
+            self._spawn(self._settle(owner, ids, kind))
 
     async def acknowledge(self, alias: str, message_ids: list[int]) -> None:
         """The client of `alias` confirms these messages arrived: they are delivered now."""

@@ -213,8 +213,8 @@ class SessionConnection:
             pass  # receiving it already counted as activity
         elif isinstance(frame, f.Ack | f.MarkRead):
             if self.alias is not None and frame.message_ids:
-                op = self.service.acknowledge if isinstance(frame, f.Ack) else self.service.mark_read
-                self._spawn(op(self.alias, list(frame.message_ids)))
+                kind = ItemKind.DELIVERED if isinstance(frame, f.Ack) else ItemKind.READ
+                self.service.settle_soon(self.alias, list(frame.message_ids), kind)
         else:
             self._spawn(self._request(frame))
 

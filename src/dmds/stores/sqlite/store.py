@@ -321,18 +321,14 @@ class SqliteStore:
                 raise UnknownUser(sender)
             sender_id = row[0]
             if key is not None:
-                found = conn.execute(
-                    f"{_ITEM_SELECT} WHERE m.sender_id = ? AND m.client_key = ? AND o.kind = ?",
-                    (sender_id, key, ItemKind.MESSAGE),
-                ).fetchone()
-                if found is not None:
-                    return _item(found), False
+                # A resend: answer the first message's id and store nothing (the unique index
+                # on (sender_id, client_key) makes this one lookup).
                 done = conn.execute(
                     "SELECT recipient_alias, message_id, sent_at FROM messages"
                     " WHERE sender_id = ? AND client_key = ?",
                     (sender_id, key),
                 ).fetchone()
-                if done is not None:  # already delivered: answer the same id, push nothing
+                if done is not None:
                     return OutboxItem(
                         0, done[0], ItemKind.MESSAGE, done[1], sender, text, key, done[2]
                     ), False
@@ -408,9 +404,11 @@ class SqliteStore:
     async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
         return await self._call(lambda conn: _settle_messages(conn, owner, message_ids, now, ItemKind.READ))
 
-    async def remove_item(self, seq: int) -> None:
+    async def remove_items(self, seqs: list[int]) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM outbox WHERE seq = ? AND kind != ?", (seq, ItemKind.MESSAGE))
+            conn.executemany(
+                "DELETE FROM outbox WHERE seq = ? AND kind != ?", [(seq, ItemKind.MESSAGE) for seq in seqs]
+            )
 
         await self._call(job)
 
@@ -545,31 +543,36 @@ def _settle_messages(
     """Mark messages of `owner` delivered or read, and queue the receipts for their senders."""
     column = "delivered_at" if receipt is ItemKind.DELIVERED else "read_at"
     receipts = []
+    settled = 0
+    freed = 0
+    owner_id = None
     for message_id in message_ids:
         row = conn.execute(
             f"UPDATE messages SET {column} = ?, delivered_at = coalesce(delivered_at, ?)"
             " WHERE recipient_id = (SELECT id FROM users WHERE alias = ?) AND message_id = ?"
             f" AND {column} IS NULL"
-            " RETURNING id, recipient_id, sender_id, recipient_alias, client_key, size",
+            " RETURNING id, recipient_id, sender_id, sender_alias, recipient_alias, client_key, size",
             (now, now, owner, message_id),
         ).fetchone()
         if row is None:
             continue  # unknown, or already marked: a repeated Ack changes nothing
-        ref, owner_id, sender_id, recipient, key, size = row
+        ref, owner_id, sender_id, sender, recipient, key, size = row
         # The outbox copy goes once the message has reached the client (read implies delivered).
         if conn.execute("DELETE FROM outbox WHERE ref = ? AND kind = ?", (ref, ItemKind.MESSAGE)).rowcount:
-            conn.execute(
-                "UPDATE users SET stored_messages = stored_messages - 1, stored_bytes = stored_bytes - ?"
-                " WHERE id = ?",
-                (size, owner_id),
-            )
+            settled += 1
+            freed += size
         if sender_id is None:
             continue  # the sender unregistered: nobody to tell
         cur = conn.execute(
             "INSERT INTO outbox (owner_id, kind, message_id, ref) VALUES (?, ?, ?, ?)",
             (sender_id, receipt, message_id, ref),
         )
-        sender = conn.execute("SELECT alias FROM users WHERE id = ?", (sender_id,)).fetchone()[0]
         assert cur.lastrowid is not None
         receipts.append(OutboxItem(cur.lastrowid, sender, receipt, message_id, recipient, "", key or "", now))
+    if settled:  # one update of the counters for the whole batch of acks
+        conn.execute(
+            "UPDATE users SET stored_messages = stored_messages - ?, stored_bytes = stored_bytes - ?"
+            " WHERE id = ?",
+            (settled, freed, owner_id),
+        )
     return receipts
