@@ -357,7 +357,8 @@ class SqliteStore:
             owner_id, message_id = row
             ref = conn.execute(
                 "INSERT INTO messages (recipient_id, recipient_alias, message_id, sender_id, sender_alias,"
-                " client_key, text, attachment_id, size, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " client_key, pair, text, attachment_id, size, sent_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     owner_id,
                     recipient,
@@ -365,6 +366,7 @@ class SqliteStore:
                     sender_id,
                     sender,
                     key,
+                    _pair(sender, recipient),
                     text,
                     attachment or None,
                     size,
@@ -417,10 +419,9 @@ class SqliteStore:
             until = before if before > 0 else float("inf")
             rows = conn.execute(
                 "SELECT sender_alias, recipient_alias, message_id, text, sent_at, delivered_at, read_at,"
-                " attachment_id FROM messages WHERE sent_at < ? AND ("
-                " (recipient_alias = ? AND sender_alias = ?) OR (sender_alias = ? AND recipient_alias = ?))"
+                " attachment_id FROM messages WHERE pair = ? AND sent_at < ?"
                 " ORDER BY sent_at DESC, id DESC LIMIT ?",
-                (until, alias, peer, alias, peer, limit),
+                (_pair(alias, peer), until, limit),
             ).fetchall()
             return [
                 StoredMessage(s, r, mid, text, sent, dlv, rd, _attachment_info(conn, att) if att else None)
@@ -528,6 +529,10 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
         sent_at or 0.0,
         info,
     )
+
+
+def _pair(a: str, b: str) -> str:
+    return f"{a}\0{b}" if a < b else f"{b}\0{a}"
 
 
 def _attachment_info(conn: sqlite3.Connection, attachment_id: int) -> AttachmentInfo | None:
