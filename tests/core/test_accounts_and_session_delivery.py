@@ -74,7 +74,7 @@ async def test_login_tokens_and_rate_limits(service: Service, clock: Clock) -> N
         await service.register("Short", "short", "01/02/2000", "abc")
     token, expires = await service.login("juan", PASSWORD, "10.0.0.1")
     assert expires == clock.now + CHEAP.token_ttl_s
-    assert await service.resume(token) == "juan"
+    assert await service.resume(token) == ("juan", expires)
     with pytest.raises(BadCredentials):
         await service.login("ghost", PASSWORD, "10.0.0.1")  # same error as a wrong password
     for _ in range(3):
@@ -258,3 +258,21 @@ async def test_stored_bytes_limit(tmp_path: Path, clock: Clock) -> None:
     finally:
         await svc.close()
         await store.close()
+
+
+async def test_a_reregistered_alias_does_not_inherit_history(service: Service) -> None:
+    await account(service, "juan")
+    await account(service, "maria")
+    await service.send("juan", "maria", "private")
+    await service.unregister("juan")
+    await account(service, "juan")  # somebody else, same alias
+    assert await service.history("juan", "maria", 0, 10) == []
+    assert [m.text for m in await service.history("maria", "juan", 0, 10)] == ["private"]
+
+
+async def test_texts_with_nul_and_long_aliases_are_refused(service: Service) -> None:
+    await account(service, "juan")
+    with pytest.raises(InvalidField):
+        await service.send("juan", "juan", "a\0b")
+    with pytest.raises(InvalidField):
+        await service.register("Long", "x" * 65, "01/02/2000", PASSWORD)

@@ -243,3 +243,26 @@ async def test_sigkill_loses_no_accepted_session_message(server_factory: ServerF
     maria = await account(again.session_port, "maria", register=False)
     for n in accepted:
         assert (await maria.expect(f.Message, message_id=n)).text == f"m{n - 1}"
+
+
+async def test_frames_queued_before_a_protocol_error_still_go_out(server: ServerProcess) -> None:
+    peer = await Peer.open(server.session_port, hello=False)
+    hello = peer.codec.send(f.Hello(version=f.VERSION), 0)
+    peer.write_raw(hello + b"\x00\x00\x00\x01\xc1")  # Hello, then garbage, in one segment
+    assert isinstance(await peer.expect(f.Welcome), f.Welcome)
+    assert (await peer.expect(f.Error)).code is ErrorCode.BAD_FRAME
+    await peer.wait_closed()
+    assert "Traceback" not in server.log()
+
+
+async def test_history_pages_fit_in_a_frame(server_factory: ServerFactory) -> None:
+    server = server_factory("--max-frame-bytes", "200000")
+    juan = await account(server.session_port, "juan")
+    await (await account(server.session_port, "maria")).close()
+    for n in range(6):
+        await juan.request(f.Send, to="maria", key=f"k{n}", text=str(n) * 60000)
+    page = await juan.request(f.History, peer="maria", limit=6)
+    assert 1 <= len(page.entries) < 6  # the rest waits for the next page
+    assert page.more
+    rest = await juan.request(f.History, peer="maria", before=page.entries[-1].sent_at, limit=6)
+    assert len(page.entries) + len(rest.entries) == 6

@@ -73,3 +73,22 @@ async def test_malformed_websocket_frame_gets_an_error_and_a_close(server: Serve
         with pytest.raises(ConnectionClosed):
             async with asyncio.timeout(10):
                 await ws.recv()
+
+
+async def test_a_burst_of_answers_is_one_websocket_message_per_frame(server: ServerProcess) -> None:
+    async with connect(f"ws://127.0.0.1:{server.web_port}/session") as ws:
+        peer = WsPeer(ws)
+        await peer.send(f.Hello(version=f.VERSION))
+        await peer.next()
+        await peer.request(
+            f.Register, alias="burst", full_name="B", birth_date="01/02/2000", password="secret password"
+        )
+        await peer.request(f.Login, alias="burst", password="secret password")
+        for n in range(1, 21):  # written back to back: the answers leave in one loop pass
+            await peer.send(f.Send(id=100 + n, to="burst", key=f"k{n}", text=str(n)))
+        seen: set[int] = set()
+        while len(seen) < 20:
+            frame = await peer.next()  # each WebSocket message decodes to exactly one frame
+            if isinstance(frame, f.Accepted):
+                seen.add(frame.message_id)
+        assert seen == set(range(1, 21))

@@ -78,11 +78,12 @@ class Accounts:
         await self._store.create_session(alias, token_hash(token), now, expires_at)
         return token, expires_at
 
-    async def resume(self, token: str, now: float) -> str:
-        alias = await self._store.session_user(token_hash(token), now)
-        if alias is None:
+    async def resume(self, token: str, now: float) -> tuple[str, float]:
+        """(alias, expires_at) of a valid token; BadToken otherwise."""
+        found = await self._store.session_user(token_hash(token), now)
+        if found is None:
             raise BadToken("unknown or expired session token")
-        return alias
+        return found
 
     async def close_session(self, alias: str, token: str) -> None:
         await self._store.revoke_sessions(alias, token_hash(token))

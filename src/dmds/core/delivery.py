@@ -100,6 +100,12 @@ class Courier:
             except DeliveryFailed as exc:
                 self._on_failed(self, exc)
                 return
+            except Exception as exc:
+                # A bug must not leave the user "connected" with nobody delivering: treat it as a
+                # failed push (the item stays stored) and say so loudly.
+                log.exception("pushing item %d to %s failed", item.seq, self.alias)
+                self._on_failed(self, DeliveryFailed(str(exc)))
+                return
             self._cursor = item.seq
             self._on_pushed(self, item)
 

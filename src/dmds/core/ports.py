@@ -32,8 +32,8 @@ class Store(Protocol):
 
     async def create_session(self, alias: str, token_hash: bytes, now: float, expires_at: float) -> None: ...
 
-    async def session_user(self, token_hash: bytes, now: float) -> str | None:
-        """The alias a live session token belongs to, or None (unknown, revoked or expired)."""
+    async def session_user(self, token_hash: bytes, now: float) -> tuple[str, float] | None:
+        """(alias, expires_at) of a live session token, or None (unknown, revoked or expired)."""
 
     async def revoke_sessions(self, alias: str, token_hash: bytes | None = None) -> None:
         """Revoke one session of `alias` (token_hash), or all of them (None)."""

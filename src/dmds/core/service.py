@@ -42,9 +42,16 @@ log = logging.getLogger(__name__)
 _DATE = re.compile(r"(\d\d)/(\d\d)/(\d\d\d\d)", re.ASCII)
 
 
+#: Longest alias, in characters: at most 256 UTF-8 bytes, the classic protocol's default field
+#: limit, so every user can be addressed from both protocols.
+MAX_ALIAS_CHARS = 64
+
+
 def check_alias(alias: str) -> None:
     if not alias:
         raise InvalidField("alias is empty")
+    if len(alias) > MAX_ALIAS_CHARS:
+        raise InvalidField(f"alias longer than {MAX_ALIAS_CHARS} characters")
     # Aliases are typed in commands and shown in lists: no spaces, no control characters.
     # isprintable() is False for every control and separator character except " ".
     if not alias.isprintable() or " " in alias:
@@ -133,8 +140,8 @@ class Service:
         await self.accounts.authenticate(alias, password, address, now)
         return await self.accounts.open_session(alias, now)
 
-    async def resume(self, token: str) -> str:
-        """The alias a session token belongs to; BadToken if it is not valid."""
+    async def resume(self, token: str) -> tuple[str, float]:
+        """(alias, expires_at) of a session token; BadToken if it is not valid."""
         return await self.accounts.resume(token, self._clock())
 
     async def logout(self, alias: str, token: str) -> None:
@@ -144,7 +151,9 @@ class Service:
         await self.accounts.authenticate(alias, old, address, self._clock())
         self.accounts.check_password(new)
         await self._store.set_password(alias, await self.accounts.hash(new))
-        await self._store.revoke_sessions(alias)  # every other device logs in again
+        # Every token of the user is revoked, this connection's too: other devices log in again,
+        # and this one stays logged in until it disconnects.
+        await self._store.revoke_sessions(alias)
 
     async def delete_account(self, alias: str, password: str, address: str) -> None:
         await self.accounts.authenticate(alias, password, address, self._clock())
@@ -241,6 +250,10 @@ class Service:
     ) -> OutboxItem:
         """Store a message and return it once it is committed; delivery follows. A resend with a
         key already used returns the first message and delivers nothing more."""
+        if "\0" in text:
+            # The classic protocol ends fields with NUL: such a text could never be pushed to a
+            # classic user.
+            raise InvalidField("text contains a NUL character")
         courier = self._couriers.get(sender)
         if courier is None:
             if await self._store.user(sender) is None:

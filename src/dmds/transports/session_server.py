@@ -30,6 +30,8 @@ import ssl
 from collections.abc import Coroutine
 from typing import Any, Protocol, cast
 
+import msgspec
+
 from dmds.core.model import ItemKind, OutboxItem
 from dmds.core.service import Service
 from dmds.errors import AlreadyConnected, DeliveryFailed, DmdsError, InvalidField, NotConnected, RateLimited
@@ -247,15 +249,16 @@ class SessionConnection:
             if len(frame.text.encode()) > self.server.max_text_bytes:
                 raise InvalidField(f"text longer than {self.server.max_text_bytes} bytes")
             item = await svc.send(alias, frame.to, frame.text, key=frame.key, attachment=frame.attachment)
-            return f.Accepted(re=rid, to=frame.to, key=frame.key, message_id=item.message_id)
+            # item.owner: for a resent key, the recipient of the first message with that key
+            return f.Accepted(re=rid, to=item.owner, key=frame.key, message_id=item.message_id)
         if isinstance(frame, f.Subscribe):
             self.subscribed = True
             return f.Presence(re=rid, online=svc.subscribe(self))
         if isinstance(frame, f.History):
             entries = await svc.history(alias, frame.peer, frame.before, frame.limit)
-            return f.HistoryPage(
-                re=rid,
-                entries=[
+            return _history_page(
+                rid,
+                [
                     f.HistoryEntry(
                         sender=e.sender,
                         recipient=e.recipient,
@@ -268,7 +271,8 @@ class SessionConnection:
                     )
                     for e in entries
                 ],
-                more=len(entries) == frame.limit,
+                full=len(entries) == frame.limit,
+                max_bytes=self.server.settings.max_frame_bytes,
             )
         if isinstance(frame, f.UploadStart):
             upload = await svc.start_upload(alias, frame.name, frame.media_type, frame.size)
@@ -304,8 +308,8 @@ class SessionConnection:
             raise AlreadyConnected("already logged in on this connection")
         svc = self.service
         if frame.token:
-            alias, token = await svc.resume(frame.token), frame.token
-            expires = 0.0
+            alias, expires = await svc.resume(frame.token)
+            token = frame.token
         else:
             token, expires = await svc.login(frame.alias, frame.password, self.peer)
             alias = frame.alias
@@ -349,7 +353,12 @@ class SessionConnection:
         out, self._out = self._out, []
         if self.transport is None or self.transport.is_closing() or not out:
             return
-        self.transport.write(self.codec.send_many(out, self.loop.time()))
+        now = self.loop.time()
+        if self.codec.framed:
+            self.transport.write(self.codec.send_many(out, now))
+        else:  # WebSocket: one message per frame
+            for frame in out:
+                self.transport.write(self.codec.send(frame, now))
 
     def close(self, code: ErrorCode, message: str) -> None:
         """Say why in an Error frame, then close."""
@@ -401,6 +410,21 @@ class SessionConnection:
 
     def presence_changed(self, alias: str, online: bool) -> None:
         self.queue(f.PresenceChanged(alias=alias, online=online))
+
+
+#: Room in a frame for everything but the entries of a history page.
+_PAGE_OVERHEAD = 64
+
+
+def _history_page(rid: int, entries: list[f.HistoryEntry], *, full: bool, max_bytes: int) -> f.HistoryPage:
+    """A page that fits in one frame: entries that would pass max_frame_bytes wait for the next page."""
+    size, kept = _PAGE_OVERHEAD, list[f.HistoryEntry]()
+    for entry in entries:
+        size += len(msgspec.msgpack.encode(entry))
+        if size > max_bytes and kept:
+            return f.HistoryPage(re=rid, entries=kept, more=True)
+        kept.append(entry)
+    return f.HistoryPage(re=rid, entries=kept, more=full)
 
 
 def _attachment(info: Any) -> f.Attachment | None:

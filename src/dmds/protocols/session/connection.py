@@ -188,9 +188,10 @@ class Connection:
     # -- output -------------------------------------------------------------------------------------
 
     def send(self, frame: frames.Frame, now: float) -> bytes:
-        """The bytes of `frame` (with its length prefix when framed)."""
-        if self.state is State.CLOSED and not isinstance(frame, frames.Error):
-            raise LocalProtocolError(f"connection closed; cannot send {type(frame).__name__}")
+        """The bytes of `frame` (with its length prefix when framed).
+
+        Still allowed once CLOSED: what the transport had decided to send before the peer broke
+        the protocol goes out ahead of the Error that says why, then the transport closes."""
         if self.state is State.HANDSHAKE:
             expected = frames.Hello if self.role is Role.CLIENT else frames.Welcome
             if not isinstance(frame, expected | frames.Error):
@@ -202,8 +203,15 @@ class Connection:
         return _PREFIX.pack(len(payload)) + payload if self._framed else payload
 
     def send_many(self, batch: list[frames.Frame], now: float) -> bytes:
-        """Several frames as one buffer: one write for a burst (the transport's fast path)."""
+        """Several frames as one buffer: one write for a burst (the transport's fast path). Framed
+        mode only: unframed, each frame must be its own WebSocket message."""
+        if not self._framed:
+            raise LocalProtocolError("send_many needs the length prefix; send frames one by one")
         return b"".join(self.send(frame, now) for frame in batch)
+
+    @property
+    def framed(self) -> bool:
+        return self._framed
 
     def close(self) -> None:
         self.state = State.CLOSED

@@ -20,9 +20,12 @@ from dmds.protocols.session.codes import ErrorCode
 #: The protocol version this code speaks (Hello.version / Welcome.version).
 VERSION = 1
 
-Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# 64 characters: at most 256 UTF-8 bytes, the classic protocol's default field limit, so that every
+# user can be addressed from both protocols.
+Alias = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
-RequestId = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
+# From 1: `re` 0 on an Error means "about the connection, not a request".
+RequestId = Annotated[int, msgspec.Meta(ge=1, lt=2**32)]
 # 2**53: ids stay exact in a browser's JavaScript numbers.
 MessageId = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]

@@ -275,14 +275,14 @@ class SqliteStore:
 
         await self._call(job)
 
-    async def session_user(self, token_hash: bytes, now: float) -> str | None:
-        def job(conn: sqlite3.Connection) -> str | None:
+    async def session_user(self, token_hash: bytes, now: float) -> tuple[str, float] | None:
+        def job(conn: sqlite3.Connection) -> tuple[str, float] | None:
             row = conn.execute(
-                "SELECT u.alias FROM sessions s JOIN users u ON u.id = s.user_id"
+                "SELECT u.alias, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id"
                 " WHERE s.token_hash = ? AND s.expires_at > ?",
                 (token_hash, now),
             ).fetchone()
-            return None if row is None else str(row[0])
+            return None if row is None else (str(row[0]), float(row[1]))
 
         return await self._call(job)
 
@@ -417,11 +417,17 @@ class SqliteStore:
     async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
         def job(conn: sqlite3.Connection) -> list[StoredMessage]:
             until = before if before > 0 else float("inf")
+            me = conn.execute("SELECT id FROM users WHERE alias = ?", (alias,)).fetchone()
+            if me is None:
+                return []
             rows = conn.execute(
                 "SELECT sender_alias, recipient_alias, message_id, text, sent_at, delivered_at, read_at,"
                 " attachment_id FROM messages WHERE pair = ? AND sent_at < ?"
+                # Only this user's own messages: a re-registered alias must not read what the
+                # deleted user of the same name sent (what they received went with their account).
+                " AND (recipient_id = ? OR sender_id = ?)"
                 " ORDER BY sent_at DESC, id DESC LIMIT ?",
-                (_pair(alias, peer), until, limit),
+                (_pair(alias, peer), until, me[0], me[0], limit),
             ).fetchall()
             return [
                 StoredMessage(s, r, mid, text, sent, dlv, rd, _attachment_info(conn, att) if att else None)
@@ -438,8 +444,8 @@ class SqliteStore:
                 (delivered_before,),
             )
             conn.execute(
-                "DELETE FROM attachments WHERE complete = 1 AND id NOT IN"
-                " (SELECT attachment_id FROM messages WHERE attachment_id IS NOT NULL) AND created_at < ?",
+                "DELETE FROM attachments WHERE created_at < ? AND (complete = 0 OR id NOT IN"
+                " (SELECT attachment_id FROM messages WHERE attachment_id IS NOT NULL))",
                 (delivered_before,),
             )
             return cur.rowcount
