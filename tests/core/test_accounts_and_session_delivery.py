@@ -276,3 +276,14 @@ async def test_texts_with_nul_and_long_aliases_are_refused(service: Service) -> 
         await service.send("juan", "juan", "a\0b")
     with pytest.raises(InvalidField):
         await service.register("Long", "x" * 65, "01/02/2000", PASSWORD)
+
+
+async def test_read_without_ack_gives_both_receipts(service: Service) -> None:
+    juan = await account(service, "juan")
+    maria = await account(service, "maria")
+    await service.send("juan", "maria", "hola")
+    await maria.wait_for(1)
+    await service.mark_read("maria", [1])
+    await juan.wait_for(2)
+    assert juan.receipts(ItemKind.DELIVERED) == [1]
+    assert juan.receipts(ItemKind.READ) == [1]

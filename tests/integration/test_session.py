@@ -266,3 +266,13 @@ async def test_history_pages_fit_in_a_frame(server_factory: ServerFactory) -> No
     assert page.more
     rest = await juan.request(f.History, peer="maria", before=page.entries[-1].sent_at, limit=6)
     assert len(page.entries) + len(rest.entries) == 6
+
+
+async def test_login_may_follow_hello_without_waiting(server: ServerProcess) -> None:
+    await (await account(server.session_port, "juan")).close()
+    peer = await Peer.open(server.session_port, hello=False)
+    hello = peer.codec.send(f.Hello(version=f.VERSION), 0)
+    peer.codec.state = peer.codec.state.OPEN
+    login = peer.codec.send(f.Login(id=1, alias="juan", password="secret password"), 0)
+    peer.write_raw(hello + login)  # one segment
+    assert isinstance(await peer.expect(f.LoggedIn), f.LoggedIn)

@@ -40,6 +40,12 @@ class Accounts:
         self._by_alias = FailureLimiter(settings.login_failures, settings.login_window_s)
         # An address may try a few aliases: more room than per alias, still a brake on spraying.
         self._by_address = FailureLimiter(settings.login_failures * 4, settings.login_window_s)
+        self._registrations = FailureLimiter(settings.login_failures * 4, settings.login_window_s)
+
+    def registering(self, address: str, now: float) -> None:
+        """Count a registration with a password from `address`; RateLimited past the limit."""
+        self._registrations.check(address, now)
+        self._registrations.failed(address, now)
 
     def check_password(self, password: str) -> None:
         if len(password) < self.settings.min_password_length:

@@ -112,7 +112,12 @@ class Service:
     # -- accounts -----------------------------------------------------------------------------------
 
     async def register(
-        self, full_name: str, alias: str, birth_date: str, password: str | None = None
+        self,
+        full_name: str,
+        alias: str,
+        birth_date: str,
+        password: str | None = None,
+        address: str = "",
     ) -> None:
         check_alias(alias)
         if not full_name.strip():
@@ -121,6 +126,8 @@ class Service:
         password_hash = None
         if password is not None:
             self.accounts.check_password(password)
+            # Each costs an argon2 hash: limited per address like wrong passwords.
+            self.accounts.registering(address, self._clock())
             password_hash = await self.accounts.hash(password)
         await self._store.register(
             User(alias=alias, full_name=full_name, birth_date=birth_date), password_hash
@@ -317,10 +324,11 @@ class Service:
     async def _settle(self, owner: str, message_ids: list[int], kind: ItemKind) -> None:
         now = self._clock()
         try:
-            if kind is ItemKind.DELIVERED:
-                receipts = await self._store.mark_delivered(owner, message_ids, now)
-            else:
-                receipts = await self._store.mark_read(owner, message_ids, now)
+            # Read implies delivered: a client that marks read without acking still gives its
+            # sender both receipts (mark_delivered skips what is delivered already).
+            receipts = await self._store.mark_delivered(owner, message_ids, now)
+            if kind is ItemKind.READ:
+                receipts += await self._store.mark_read(owner, message_ids, now)
         except Exception:
             # The messages stay stored and are pushed again on the next connect: a duplicate,
             # never a loss.

@@ -238,7 +238,7 @@ class SessionConnection:
         svc = self.service
         rid = frame.id
         if isinstance(frame, f.Register):
-            await svc.register(frame.full_name, frame.alias, frame.birth_date, frame.password)
+            await svc.register(frame.full_name, frame.alias, frame.birth_date, frame.password, self.peer)
             return f.Ok(re=rid)
         if isinstance(frame, f.Login):
             return await self._login(frame)
@@ -297,7 +297,7 @@ class SessionConnection:
             return f.Ok(re=rid)
         if isinstance(frame, f.DeleteAccount):
             await svc.delete_account(alias, frame.password, self.peer)
-            self.alias = None
+            await self._leave()
             return f.Ok(re=rid)
         raise InvalidField(
             f"unexpected frame {type(frame).__name__}"
@@ -319,6 +319,9 @@ class SessionConnection:
         return f.LoggedIn(re=frame.id, alias=alias, token=token, expires_at=expires)
 
     async def _leave(self) -> None:
+        if self.subscribed:  # presence is for logged-in users
+            self.subscribed = False
+            self.service.unsubscribe(self)
         if self.alias is not None:
             alias, self.alias = self.alias, None
             await self.service.disconnect(alias, endpoint=self)

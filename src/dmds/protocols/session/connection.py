@@ -173,8 +173,7 @@ class Connection:
             if frame.version != frames.VERSION:
                 speaks = f"version {frame.version}; this side speaks {frames.VERSION}"
                 self._fail(ErrorCode.UNSUPPORTED_VERSION, speaks)
-            if self.role is Role.SERVER:
-                return frame  # OPEN once the server sends Welcome
+            # OPEN as soon as a valid Hello arrives: a client may pipeline its Login behind it.
             self.state = State.OPEN
             return frame
         if isinstance(frame, frames.Hello | frames.Welcome):
@@ -196,8 +195,6 @@ class Connection:
             expected = frames.Hello if self.role is Role.CLIENT else frames.Welcome
             if not isinstance(frame, expected | frames.Error):
                 raise LocalProtocolError(f"{type(frame).__name__} before {expected.__name__}")
-            if self.role is Role.SERVER and isinstance(frame, frames.Welcome):
-                self.state = State.OPEN
         self._last_sent = now
         payload = _ENCODER.encode(frame)
         return _PREFIX.pack(len(payload)) + payload if self._framed else payload
