@@ -275,4 +275,5 @@ async def test_login_may_follow_hello_without_waiting(server: ServerProcess) -> 
     peer.codec.state = peer.codec.state.OPEN
     login = peer.codec.send(f.Login(id=1, alias="juan", password="secret password"), 0)
     peer.write_raw(hello + login)  # one segment
+    peer.codec.state = peer.codec.state.HANDSHAKE  # our side still expects the Welcome
     assert isinstance(await peer.expect(f.LoggedIn), f.LoggedIn)
