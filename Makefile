@@ -7,7 +7,7 @@ DATA_DIR ?= dmds-data
 PORT ?= 7000
 WS_PORT ?= 5000
 
-.PHONY: run test install lint typecheck pytest clean
+.PHONY: run test install lint typecheck pytest system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,29 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The desktop client's tests run Qt offscreen, which needs a few system libraries (EGL, GL,
+# xkbcommon, fontconfig, freetype, D-Bus, GLib, X11) and a font. `system-deps` asks Qt whether it
+# starts; only if it does not (or no font is found), and only as root with apt-get, it installs the
+# Debian packages below. Otherwise it says what is missing and the GUI tests will fail. Quick and
+# idempotent: one Qt start-up when everything is there.
+QT_DEBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libfreetype6 libdbus-1-3 libglib2.0-0 libx11-6 \
+	fontconfig fonts-dejavu-core
+QT_PROBE ?= QT_QPA_PLATFORM=offscreen $(BIN)/python -c \
+	'from PySide6.QtWidgets import QApplication; QApplication([])' >/dev/null 2>&1 \
+	&& fc-list 2>/dev/null | grep -q .
+
+system-deps: $(STAMP)
+	@if $(QT_PROBE); then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "system-deps: Qt cannot start offscreen (or no font): installing $(QT_DEBS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(QT_DEBS) >/dev/null; \
+	else \
+		echo "system-deps: Qt cannot start offscreen (or no font); as root, install:" \
+			"$(QT_DEBS)" >&2; \
+	fi
+
+pytest: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
+import shiboken6
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from dmds.gui.settings import APPLICATION, ORGANISATION, open_settings
@@ -25,4 +28,17 @@ def run_gui(
     QApplication.setApplicationName(APPLICATION)
     window = MainWindow(open_settings(), server=server, port=port, ws_url=ws_url, listen_host=listen_host)
     window.show()
-    return app.exec()
+    # Ctrl-C in the terminal closes the window (with its clean DISCONNECT). Python runs signal
+    # handlers only between bytecodes, so a timer lets it look while Qt's loop waits.
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: window.close())
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+    try:
+        return app.exec()
+    finally:
+        wake.stop()
+        signal.signal(signal.SIGINT, previous)
+        # Delete the window while the QApplication still exists: left to the interpreter's exit, it
+        # may be destroyed after the application, which crashes.
+        shiboken6.delete(window)

@@ -29,6 +29,7 @@ __all__ = ["DATE_FORMAT", "AliasDialog", "RegisterDialog", "SettingsDialog", "al
 DATE_FORMAT: Final = "dd/MM/yyyy"
 OLDEST_BIRTH_DATE: Final = QDate(1900, 1, 1)
 _ERROR_STYLE: Final = "color: #b00020;"
+MIN_WIDTH: Final = 380
 
 
 def alias_problem(alias: str) -> str:
@@ -48,6 +49,7 @@ class _ValidatedDialog(QDialog):
     def __init__(self, title: str, parent: QWidget | None) -> None:
         super().__init__(parent)
         self.setWindowTitle(title)
+        self.setMinimumWidth(MIN_WIDTH)
         self.form = QFormLayout()
         self.error_label = QLabel()
         self.error_label.setStyleSheet(_ERROR_STYLE)
@@ -92,6 +94,7 @@ class RegisterDialog(_ValidatedDialog):
 
     def __init__(self, parent: QWidget | None = None, *, alias: str = "", today: QDate | None = None) -> None:
         super().__init__("Register a user", parent)
+        self.set_intro("A new user of the service. The alias is the name others send messages to.")
         self._today = today or QDate.currentDate()
         self.full_name = QLineEdit()
         self.full_name.setPlaceholderText("e.g. Juan Pérez")

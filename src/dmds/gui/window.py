@@ -20,7 +20,7 @@ import html
 from datetime import datetime
 from typing import Final
 
-from PySide6.QtCore import QSettings, QStringListModel, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, QStringListModel, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QFont
 from PySide6.QtWidgets import (
     QCompleter,
@@ -65,6 +65,9 @@ CONNECTED_USERS_REFRESH_MS: Final = 3000
 STATUS_MS: Final = 8000
 #: Log lines kept per log.
 LOG_LINES: Final = 5000
+#: At most this long (seconds) the window waits, as it closes, for the network thread to end.
+CLOSE_TIMEOUT_S: Final = 1.0
+GEOMETRY_KEY: Final = "window/geometry"
 ATTACH_TOOLTIP: Final = "Attachments come with the session protocol; the classic protocol has none."
 DELIVERED_MARK: Final = "✓"
 
@@ -167,6 +170,7 @@ class MainWindow(QMainWindow):
         self.connected_aliases: list[str] = []
         self._busy: set[str] = set()
         self._users_in_flight = False
+        self._poll_failure = ""  # the last failure of the automatic refresh, said once
         self._current_peer: str | None = None
         self._quitting = False
         self._close_now = False
@@ -180,6 +184,9 @@ class MainWindow(QMainWindow):
         self.refresh_timer.timeout.connect(self._refresh_users)
 
         self._build()
+        geometry = settings.value(GEOMETRY_KEY)
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
         self._update_actions()
         self._update_status()
 
@@ -227,7 +234,7 @@ class MainWindow(QMainWindow):
         # Left: contacts (one conversation each) and the connected users.
         self.contacts = QListWidget()
         self.contacts.currentItemChanged.connect(self._contact_chosen)
-        self.users_label = QLabel("Connected users")
+        self.users_label = QLabel("Connected users (connect to see them)")
         self.users_label.setObjectName("heading")
         self.users_list = QListWidget()
         self.users_list.itemActivated.connect(self._user_chosen)
@@ -249,6 +256,9 @@ class MainWindow(QMainWindow):
         self.conversation_view = QTextBrowser()
         self.conversation_view.setObjectName("conversation")
         self.conversation_view.setOpenLinks(False)
+        self.conversation_view.setPlaceholderText(
+            "Choose a conversation on the left, double-click a connected user, or type an alias in Dest."
+        )
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
@@ -399,6 +409,7 @@ class MainWindow(QMainWindow):
         dialog = RegisterDialog(self)
         dialog.accepted.connect(lambda: self._register(*dialog.values()))
         self.register_dialog = dialog
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
         return dialog
 
@@ -417,6 +428,7 @@ class MainWindow(QMainWindow):
         )
         dialog.accepted.connect(lambda: self._unregister(dialog.value()))
         self.alias_dialog = dialog
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
         return dialog
 
@@ -435,6 +447,7 @@ class MainWindow(QMainWindow):
         )
         dialog.accepted.connect(lambda: self.connect_user(dialog.value()))
         self.alias_dialog = dialog
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
         return dialog
 
@@ -458,6 +471,7 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.settings.server, self.settings.port, self.settings.ws_url, self)
         dialog.accepted.connect(lambda: self.apply_settings(*dialog.values()))
         self.settings_dialog = dialog
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.open()
         return dialog
 
@@ -554,6 +568,7 @@ class MainWindow(QMainWindow):
         )
         box.accepted.connect(lambda: self.connect_user(alias, take_over=True))
         self.takeover_box = box
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()
 
     def _connection_changed(self, change: ConnectionChanged) -> None:
@@ -581,32 +596,42 @@ class MainWindow(QMainWindow):
 
     def _send_done(self, done: SendDone) -> None:
         if done.code == OK:
-            message = self.conversations.accepted(done.local_id, done.message_id, done.text)
+            self.conversations.accepted(done.local_id, done.message_id, done.text)
             self.log_server(f"SEND OK - MESSAGE {done.message_id}")
-            if message.status is Status.DELIVERED:
-                self.log_server(f"SEND MESSAGE {done.message_id} OK")
         else:
             error = done.error if done.code is None else failure_text("SEND", done.code)
             self.conversations.failed(done.local_id, error)
             reason = done.error if done.code is None else describe("SEND", done.code)
             self.log_server(f"SEND FAIL: {reason}")
-            self.show_notice(f"Message to {done.dest} not sent: {error}")
+            if self.reachable:  # otherwise the notice says the server does not answer, which is why
+                self.show_notice(f"Message to {done.dest} not sent: {error}")
         self._conversation_changed(done.dest)
 
     def _users_listed(self, listed: UsersListed) -> None:
         self._users_in_flight = False
         if listed.code == OK:
+            self._poll_failure = ""
             self._set_connected_users(list(listed.aliases))
             if listed.manual:
                 joined = ", ".join(listed.aliases)
                 self.log_server(f"CONNECTED USERS ({len(listed.aliases)} users connected) OK - {joined}")
-        elif listed.manual or listed.code is not None:
-            reason = listed.error if listed.code is None else describe("CONNECTEDUSERS", listed.code)
+            return
+        reason = listed.error if listed.code is None else describe("CONNECTEDUSERS", listed.code)
+        if listed.manual:
             self.log_server(f"CONNECTED USERS FAIL: {reason}")
-            if listed.manual:
-                self.show_notice(f"CONNECTED USERS failed: {reason}")
+            self.show_notice(f"CONNECTED USERS failed: {reason}")
+        elif listed.code is not None and reason != self._poll_failure:
+            # The refresh repeats every few seconds: say a failure once, not at every refresh. (When
+            # the server does not answer at all, the reachability notice says so instead.)
+            self._poll_failure = reason
+            self.log_server(f"CONNECTED USERS FAIL: {reason}")
+            self.show_notice(
+                f"The connected users cannot be listed: {failure_text('CONNECTEDUSERS', listed.code)}"
+            )
 
     def _set_connected_users(self, aliases: list[str]) -> None:
+        if aliases == self.connected_aliases and self.users_list.count() == len(aliases):
+            return  # the usual refresh: nothing changed, nothing to redraw
         self.connected_aliases = aliases
         self.users_list.clear()
         for alias in aliases:
@@ -618,6 +643,7 @@ class MainWindow(QMainWindow):
         else:
             self.users_label.setText(f"Connected users: {len(aliases)}")
         self._refresh_contacts()
+        self._render_conversation()  # its title says whether the peer is connected
 
     def _message_arrived(self, pushed: MessageArrived) -> None:
         self.log_server(f"MESSAGE {pushed.message_id} FROM {pushed.sender}: {pushed.text}")
@@ -739,15 +765,12 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """QUIT or the window's close button: DISCONNECT first (without blocking), then close."""
-        if self._close_now or not self.worker.alive:
+        if self._close_now or self.alias is None or not self.worker.alive:
             self._finish()
             event.accept()
             return
         event.ignore()
         if self._quitting:
-            return
-        if self.alias is None:
-            self._close_when_done()
             return
         self._quitting = True
         self.log_client(f"DISCONNECT {self.alias}")
@@ -759,13 +782,17 @@ class MainWindow(QMainWindow):
     def _close_when_done(self) -> None:
         if not self._close_now:
             self._close_now = True
-            self.close()
+            # Not from inside a close event (a nested close() is ignored): from the event loop.
+            QTimer.singleShot(0, self.close)
 
     def _finish(self) -> None:
         self.refresh_timer.stop()
         self.settings.save(self._store)
-        # Already disconnected, or the DISCONNECT failed or timed out: nothing more to tell the server.
-        self.worker.stop(disconnect=False)
+        self._store.setValue(GEOMETRY_KEY, self.saveGeometry())
+        self._store.sync()
+        # After the DISCONNECT of closeEvent (done, failed or timed out) there is nothing more to tell
+        # the server; otherwise a CONNECT may have just succeeded: DISCONNECT it, briefly.
+        self.worker.stop(disconnect=not self._quitting, timeout_s=CLOSE_TIMEOUT_S)
 
     def shutdown(self) -> None:
         """Close at once: DISCONNECT if connected (waiting for it, briefly), stop the worker, close."""

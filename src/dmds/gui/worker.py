@@ -18,6 +18,7 @@ connected alias, whether the server answers) from the events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine
@@ -159,6 +160,7 @@ class SessionWorker(QObject):
         self._normaliser_up: bool | None = None  # unknown until the first SEND
         self._reachable = True
         self._loop = asyncio.new_event_loop()
+        self._send_lock = asyncio.Lock()  # bound to the loop on first use, in the loop's thread
         self._thread = threading.Thread(target=self._run, name="dmds-gui-network", daemon=True)
         self._stopped = False
         self._thread.start()
@@ -166,11 +168,24 @@ class SessionWorker(QObject):
     # -- the loop thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+        loop = self._loop
+        asyncio.set_event_loop(loop)
         try:
-            self._loop.run_forever()
+            loop.run_forever()
         finally:
-            self._loop.close()
+            # As asyncio.run ends: cancel what is left (a request stuck on a server that does not
+            # answer), let it unwind, close the listener, then close the loop.
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.run_until_complete(self._session.close(disconnect=False))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception:  # nothing more can be done about it at the end
+                log.debug("worker loop did not end cleanly", exc_info=True)
+            finally:
+                loop.close()
 
     def _submit(self, coro: Coroutine[Any, Any, None]) -> Future[None] | None:
         if self._stopped or self._loop.is_closed():
@@ -180,7 +195,9 @@ class SessionWorker(QObject):
 
     def _emit(self, event: WorkerEvent) -> None:
         if not self._stopped:
-            self.report.emit(event)
+            # RuntimeError: the window (and this QObject with it) is gone; nobody is left to tell.
+            with contextlib.suppress(RuntimeError):
+                self.report.emit(event)
 
     def _new_session(self, host: str, port: int) -> ClassicSession:
         return ClassicSession(
@@ -212,14 +229,6 @@ class SessionWorker(QObject):
             self._emit(ConnectionChanged(None, reason))
 
     # -- operations (called in the GUI thread) -----------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return self._session.host
-
-    @property
-    def port(self) -> int:
-        return self._session.port
 
     def configure(self, host: str, port: int, ws_url: str) -> None:
         """Use another server or normaliser from now on (only while not connected)."""
@@ -303,12 +312,16 @@ class SessionWorker(QObject):
         self._submit(self._send(local_id, dest, text))
 
     async def _send(self, local_id: int, dest: str, text: str) -> None:
-        text = await self._normalise(text)
-        try:
-            code, message_id = await self._session.send(dest, text)
-        except ClassicClientError as exc:
-            self._emit(SendDone(local_id, dest, text, None, error=self._server_failed(exc)))
-            return
+        # One SEND at a time, in the order they were asked for (the lock's waiters are served first
+        # come, first served): the server numbers a recipient's messages in the order it accepts
+        # them, and two messages typed one after the other must keep their order.
+        async with self._send_lock:
+            text = await self._normalise(text)
+            try:
+                code, message_id = await self._session.send(dest, text)
+            except ClassicClientError as exc:
+                self._emit(SendDone(local_id, dest, text, None, error=self._server_failed(exc)))
+                return
         self._server_answered()
         self._emit(SendDone(local_id, dest, text, code, message_id))
 
@@ -358,7 +371,7 @@ class SessionWorker(QObject):
                 future.result(timeout_s)
             except Exception:  # a timeout, or a failure we can do nothing about at the end
                 log.debug("session did not close cleanly", exc_info=True)
-        if not self._loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop is closed already
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout_s)
 
@@ -369,11 +382,6 @@ class SessionWorker(QObject):
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self._session.close(disconnect=disconnect)
-
-    @property
-    def connected_alias(self) -> str | None:
-        """The connected alias as the loop last saw it (for information; may be a moment old)."""
-        return self._session.alias
 
     @property
     def alive(self) -> bool:
