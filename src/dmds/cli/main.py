@@ -58,10 +58,26 @@ def _ws(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    from dmds.cli.shell import run_client
+    from dmds.cli.shell import run_client, run_session_client
 
     _setup_logging(args.log_level)
-    return run_client(args.server, args.port, args.ws, listen_host=args.listen_host)
+    default_port = 7001 if args.session else 7000
+    port: int = default_port if args.port is None else args.port
+    if not args.session:
+        if args.tls or args.ca_file:
+            print("dmds client: --tls and --ca-file need --session", file=sys.stderr)
+            return 2
+        return run_client(args.server, port, args.ws, listen_host=args.listen_host)
+    context = None
+    if args.tls or args.ca_file:
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=args.ca_file)
+        except OSError as exc:  # the CA file is missing or not PEM
+            print(f"dmds client: cannot use --ca-file {args.ca_file}: {exc}", file=sys.stderr)
+            return 2
+    return run_session_client(args.server, port, args.ws, ssl_context=context)
 
 
 def _gui(args: argparse.Namespace) -> int:
@@ -102,9 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     ws.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
     ws.set_defaults(func=_ws)
 
-    client = sub.add_parser("client", help="interactive command-line client (classic protocol)")
+    client = sub.add_parser(
+        "client", help="interactive command-line client (classic protocol, or session with --session)"
+    )
     client.add_argument("-s", "--server", default="127.0.0.1", help="server host (default: 127.0.0.1)")
-    client.add_argument("-p", "--port", type=int, default=7000, help="server port (default: 7000)")
+    client.add_argument(
+        "-p", "--port", type=int, default=None, help="server port (default: 7000; 7001 with --session)"
+    )
+    client.add_argument(
+        "--session",
+        action="store_true",
+        help="speak the session protocol (passwords, receipts, presence, history) instead of classic",
+    )
+    client.add_argument(
+        "--tls", action="store_true", help="with --session: TLS, verified against the system's CAs"
+    )
+    client.add_argument(
+        "--ca-file", default=None, help="with --session: TLS, verified against this PEM file of CAs"
+    )
     client.add_argument(
         "--ws",
         default="http://127.0.0.1:5000/?wsdl",
