@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from dmds.bench import servers
 
 
 @dataclass(frozen=True)
@@ -71,52 +70,23 @@ def drive_register(name: str, port: int, clients: int, seconds: float) -> Result
     return Result(name, sum(t[0] for t in totals), sum(t[1] for t in totals), elapsed)
 
 
-def _start(args: list[str], pattern: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    handle = log.open("wb")
-    proc = subprocess.Popen(args, stdout=handle, stderr=handle, stdin=subprocess.DEVNULL)
-    handle.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        match = re.search(pattern, log.read_text(errors="replace"))
-        if match:
-            return proc, int(match.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"could not start {args}: {log.read_text(errors='replace')}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def bench_register(clients: int, seconds: float, syncs: list[str]) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dmds-bench-") as tmp:
         base = Path(tmp)
-        proc, port = _start([sys.executable, "-m", "dmds.bench.baseline"], r"^(\d+)$", base / "baseline.log")
+        proc, port = servers.start(
+            [sys.executable, "-m", "dmds.bench.baseline"], r"^(\d+)$", base / "baseline.log"
+        )
         try:
             results.append(drive_register("baseline (uvloop, answers at once)", port, clients, seconds))
         finally:
-            _stop(proc)
+            servers.stop(proc)
         for sync in syncs:
-            data = base / f"data-{sync}"
-            args = [
-                sys.executable, "-m", "dmds.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
-                "--data-dir", str(data), "--sync", sync, "--session-host", "127.0.0.1", "--session-port", "0",
-                "--web-host", "127.0.0.1", "--web-port", "0",
-            ]  # fmt: skip
-            proc, port = _start(args, r"classic server listening on [^ ]+:(\d+)", base / f"dmds-{sync}.log")
+            server = servers.Dmds.start(base / f"data-{sync}", sync)
             try:
-                results.append(drive_register(f"dmds serve --sync {sync}", port, clients, seconds))
+                results.append(drive_register(f"dmds serve --sync {sync}", server.port, clients, seconds))
             finally:
-                _stop(proc)
+                server.stop()
     return results
 
 

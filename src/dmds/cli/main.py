@@ -95,6 +95,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_session(args: argparse.Namespace) -> int:
+    from dmds.bench import session
+
+    results = session.bench_send(args.messages, args.window, args.sync or ["full", "normal"])
+    print(session.report(results, args.window))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmds", description="dmds, the Distributed Message Delivery Service"
@@ -181,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--sync", action="append", choices=["full", "normal"], help="dmds sync modes to run (default: both)"
     )
     register.set_defaults(func=_bench)
+    send = scenarios.add_parser(
+        "session-send", help="session protocol: one pair, pipelined sends, until every receipt is back"
+    )
+    send.add_argument("--messages", type=int, default=20000, help="messages to send (default: 20000)")
+    send.add_argument("--window", type=int, default=500, help="unanswered sends at most (default: 500)")
+    send.add_argument(
+        "--sync", action="append", choices=["full", "normal"], help="dmds sync modes to run (default: both)"
+    )
+    send.set_defaults(func=_bench_session)
     return parser
 
 
