@@ -66,7 +66,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, WordCompleter
@@ -175,8 +175,12 @@ class TextNormaliser(Protocol):
 
 
 class _BaseShell:
-    """What the classic and the session shells share: output, the normaliser, the aliases seen, and
-    the wait for pushes still arriving before leaving."""
+    """What the classic and the session shells share: output, the normaliser, the aliases seen,
+    usage and help from each shell's tables, and the wait for pushes still arriving before leaving."""
+
+    #: command -> its usage line, and command -> what it does (each shell sets its own)
+    USAGE_LINES: ClassVar[dict[str, str]] = {}
+    HELP_LINES: ClassVar[dict[str, str]] = {}
 
     def __init__(self, ws_url: str, *, out: Callable[[str], None], normaliser: TextNormaliser | None) -> None:
         self._normaliser = normaliser or Normaliser(ws_url)
@@ -191,6 +195,21 @@ class _BaseShell:
 
     def say(self, text: str) -> None:
         self._out(PREFIX + text)
+
+    def _usage(self, command: str) -> None:
+        self.say(f"usage: {self.USAGE_LINES[command]}")
+
+    async def _help(self, rest: str, args: list[str]) -> None:
+        if args:
+            self._usage("HELP")
+            return
+        self.say("commands (the command word may be in any case):")
+        width = max(len(u) for u in self.USAGE_LINES.values())
+        for command, usage in self.USAGE_LINES.items():
+            self._out(f"   {usage:<{width}}  {self.HELP_LINES[command]}")
+
+    async def _quit(self, rest: str, args: list[str]) -> None:  # handled in _execute
+        pass
 
     async def _normalise(self, text: str) -> str:
         try:
@@ -230,8 +249,8 @@ class Shell(_BaseShell):
         super().__init__(ws_url, out=out, normaliser=normaliser)
         self.session = ClassicSession(server, port, listen_host=listen_host, on_push=self._on_push)
 
-    def _usage(self, command: str) -> None:
-        self.say(f"usage: {USAGE[command]}")
+    USAGE_LINES = USAGE
+    HELP_LINES = _HELP
 
     def _on_push(self, push: Push) -> None:
         self._last_activity = time.monotonic()
@@ -356,18 +375,6 @@ class Shell(_BaseShell):
         listed = ", ".join(_printable(a) for a in aliases)
         self.say(f"CONNECTED USERS ({len(aliases)} users connected) OK - {listed}")
 
-    async def _help(self, rest: str, args: list[str]) -> None:
-        if args:
-            self._usage("HELP")
-            return
-        self.say("commands (the command word may be in any case):")
-        width = max(len(u) for u in USAGE.values())
-        for command, usage in USAGE.items():
-            self._out(f"   {usage:<{width}}  {_HELP[command]}")
-
-    async def _quit(self, rest: str, args: list[str]) -> None:  # handled in _execute
-        pass
-
     _HANDLERS: Final[dict[str, Callable[[Shell, str, list[str]], Awaitable[None]]]] = {
         "REGISTER": _register,
         "UNREGISTER": _unregister,
@@ -375,8 +382,8 @@ class Shell(_BaseShell):
         "DISCONNECT": _disconnect,
         "SEND": _send,
         "CONNECTEDUSERS": _connected_users,
-        "HELP": _help,
-        "QUIT": _quit,
+        "HELP": _BaseShell._help,
+        "QUIT": _BaseShell._quit,
     }
 
     def _result(self, operation: str, code: int) -> None:
@@ -496,8 +503,8 @@ class SessionShell(_BaseShell):
         client = self.client
         return client.alias if client is not None and not client.closed else None
 
-    def _usage(self, command: str) -> None:
-        self.say(f"usage: {SESSION_USAGE[command]}")
+    USAGE_LINES = SESSION_USAGE
+    HELP_LINES = _SESSION_HELP
 
     # -- pushes ---------------------------------------------------------------------------------------
 
@@ -727,18 +734,6 @@ class SessionShell(_BaseShell):
                 f" {_printable(entry.text)}{extra} ({state})"
             )
 
-    async def _help(self, rest: str, args: list[str]) -> None:
-        if args:
-            self._usage("HELP")
-            return
-        self.say("commands (the command word may be in any case):")
-        width = max(len(u) for u in SESSION_USAGE.values())
-        for command, usage in SESSION_USAGE.items():
-            self._out(f"   {usage:<{width}}  {_SESSION_HELP[command]}")
-
-    async def _quit(self, rest: str, args: list[str]) -> None:  # handled in _execute
-        pass
-
     _HANDLERS: Final[dict[str, Callable[[SessionShell, str, list[str]], Awaitable[None]]]] = {
         "REGISTER": _register,
         "LOGIN": _login,
@@ -747,8 +742,8 @@ class SessionShell(_BaseShell):
         "READ": _read,
         "CONNECTEDUSERS": _connected_users,
         "HISTORY": _history,
-        "HELP": _help,
-        "QUIT": _quit,
+        "HELP": _BaseShell._help,
+        "QUIT": _BaseShell._quit,
     }
 
     async def drain_pushes(self) -> None:
