@@ -148,6 +148,7 @@ class SessionSettings:
     max_frame_bytes: int = setting(1024 * 1024, "largest session frame, in bytes")
     heartbeat_s: float = setting(30.0, "seconds of silence after which a Ping is sent")
     idle_timeout_s: float = setting(90.0, "seconds without a frame from the client before it is disconnected")
+    handshake_timeout_s: float = setting(10.0, "seconds a new connection has to send its Hello")
     # A client that stops reading costs at most this much memory before it is cut off; its
     # undelivered messages stay stored.
     max_outgoing_bytes: int = setting(

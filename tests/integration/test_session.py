@@ -277,3 +277,10 @@ async def test_login_may_follow_hello_without_waiting(server: ServerProcess) -> 
     peer.write_raw(hello + login)  # one segment
     peer.codec.state = peer.codec.state.HANDSHAKE  # our side still expects the Welcome
     assert isinstance(await peer.expect(f.LoggedIn), f.LoggedIn)
+
+
+async def test_a_connection_that_never_says_hello_is_closed(server_factory: ServerFactory) -> None:
+    server = server_factory("--handshake-timeout-s", "0.5")
+    peer = await Peer.open(server.session_port, hello=False)
+    assert (await peer.expect(f.Error, timeout_s=5)).code is ErrorCode.IDLE_TIMEOUT
+    await peer.wait_closed()

@@ -137,6 +137,7 @@ class SessionConnection:
         )
         self.transport: Link | None = None
         self.peer = "?"
+        self.opened_at = self.loop.time()
         self.alias: str | None = None
         self.token = ""
         self.subscribed = False
@@ -372,6 +373,14 @@ class SessionConnection:
             self.transport.close()
 
     def tick(self, now: float) -> None:
+        if (
+            self.codec.state is State.HANDSHAKE
+            and now - self.opened_at > self.server.settings.handshake_timeout_s
+        ):
+            # A connection that never says Hello holds a slot for nothing: shorter than idleness.
+            log.info("session from %s: no Hello within handshake_timeout_s; closing", self.peer)
+            self.close(ErrorCode.IDLE_TIMEOUT, "no hello")
+            return
         due = self.codec.get_timer()
         if due is None or now < due:
             return

@@ -217,3 +217,10 @@ def test_any_bytes_give_frames_or_a_protocol_error(data: bytes, step: int) -> No
     except RemoteProtocolError as exc:
         code = exc.code
     assert code is None or isinstance(code, ErrorCode)
+
+
+def test_a_client_reads_an_error_instead_of_welcome() -> None:
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    client.send(f.Hello(version=f.VERSION), 0)
+    client.receive_data(server.send(f.Error(code=ErrorCode.UNSUPPORTED_VERSION, message="no"), 0), 0)
+    assert drain(client) == [f.Error(code=ErrorCode.UNSUPPORTED_VERSION, message="no")]

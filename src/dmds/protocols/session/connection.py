@@ -167,6 +167,8 @@ class Connection:
 
     def _check(self, frame: Any) -> Any:
         if self.state is State.HANDSHAKE:
+            if self.role is Role.CLIENT and isinstance(frame, frames.Error):
+                return frame  # the server refuses the connection (version, full, no Hello in time)
             first = frames.Hello if self.role is Role.SERVER else frames.Welcome
             if not isinstance(frame, first):
                 self._fail(ErrorCode.BAD_FRAME, f"expected {first.__name__}, got {type(frame).__name__}")
