@@ -284,3 +284,14 @@ async def test_a_connection_that_never_says_hello_is_closed(server_factory: Serv
     peer = await Peer.open(server.session_port, hello=False)
     assert (await peer.expect(f.Error, timeout_s=5)).code is ErrorCode.IDLE_TIMEOUT
     await peer.wait_closed()
+
+
+async def test_an_expired_token_is_refused(server_factory: ServerFactory) -> None:
+    server = server_factory("--token-ttl-s", "0.5")
+    juan = await account(server.session_port, "juan")
+    await juan.close()
+    await asyncio.sleep(1.0)
+    again = await Peer.open(server.session_port)
+    answer = await again.request(f.Login, token=juan.token)
+    assert answer.code is ErrorCode.BAD_TOKEN
+    assert isinstance(await again.request(f.Login, alias="juan", password="secret password"), f.LoggedIn)
