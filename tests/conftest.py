@@ -15,6 +15,14 @@ from typing import Protocol
 
 import pytest
 
+#: `python -c` shim that starts `dmds` asking the kernel for SIGKILL when the test run dies
+#: (prctl PR_SET_PDEATHSIG = 1), so that no server outlives an aborted run. Set in the child itself:
+#: a preexec_fn is unsafe in a process with threads.
+_DMDS = (
+    "import ctypes, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "from dmds.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
+
 #: Short timeouts so that tests of stalls and dead listeners finish quickly.
 FAST = ("--request-timeout-s", "2", "--connect-timeout-s", "1", "--push-timeout-s", "2")
 _LISTENING = re.compile(r"classic server listening on [^ ]+:(\d+)")
@@ -38,7 +46,7 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 20.0) -> ServerProcess:
         args = [
-            sys.executable, "-m", "dmds.cli.main", "serve",
+            sys.executable, "-c", _DMDS, "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir),
             "--session-host", "127.0.0.1", "--session-port", "0",
             "--web-host", "127.0.0.1", "--web-port", "0", *CHEAP_ARGON2, *self.extra,
