@@ -16,6 +16,7 @@ import pytest
 from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
+from dmds.gui.settings import Mode
 from dmds.gui.window import MainWindow
 from dmds.soap.service import SoapServer, make_server
 
@@ -42,12 +43,16 @@ class WindowFactory(Protocol):
         ws_url: str = ...,
         settings_file: Path | None = ...,
         server: str | None = ...,
+        session: bool = ...,
     ) -> MainWindow: ...
 
 
 @pytest.fixture
 def windows(qtbot: QtBot, tmp_path: Path) -> Iterator[WindowFactory]:
-    """Makes shown MainWindows, each with its own settings file unless given one; shuts them down after."""
+    """Makes shown MainWindows, each with its own settings file unless given one; shuts them down after.
+
+    `port` is the port of the protocol: the classic one, or with `session` the session one.
+    """
     made: list[MainWindow] = []
 
     def make(
@@ -56,6 +61,7 @@ def windows(qtbot: QtBot, tmp_path: Path) -> Iterator[WindowFactory]:
         ws_url: str = NO_WS,
         settings_file: Path | None = None,
         server: str | None = HOST,
+        session: bool = False,
     ) -> MainWindow:
         path = settings_file or tmp_path / f"window{len(made)}.ini"
         window = MainWindow(
@@ -66,6 +72,7 @@ def windows(qtbot: QtBot, tmp_path: Path) -> Iterator[WindowFactory]:
             listen_host=HOST,
             timeout_s=TIMEOUT_S,
             refresh_ms=REFRESH_MS,
+            mode=Mode.SESSION if session else None,
         )
         qtbot.addWidget(window)
         window.show()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QDate, QEvent, Qt
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QKeyEvent, QTextCursor
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QLineEdit, QPlainTextEdit, QPushButton
+from PySide6.QtWidgets import QAbstractButton, QApplication, QLineEdit, QPlainTextEdit, QTextBrowser
 from pytestqt.qtbot import QtBot
 
 from dmds.gui.window import MainWindow
 
 WAIT_MS = 10_000
+#: The password of the session-mode users of the tests.
+PASSWORD = "correct horse battery"
 
 
-def click(qtbot: QtBot, button: QPushButton) -> None:
+def click(qtbot: QtBot, button: QAbstractButton) -> None:
     assert button.isEnabled(), f"{button.text()} is disabled"
     QTest.mouseClick(button, Qt.MouseButton.LeftButton)
 
@@ -100,3 +102,89 @@ def open_conversation(qtbot: QtBot, window: MainWindow, peer: str) -> None:
     qtbot.waitUntil(lambda: peer in contact_names(window), timeout=WAIT_MS)
     window.contacts.setCurrentRow(contact_names(window).index(peer))
     assert window.dest_edit.text() == peer
+
+
+# -- session mode ------------------------------------------------------------------------------------
+
+
+def register_with_password(
+    qtbot: QtBot,
+    window: MainWindow,
+    alias: str,
+    full_name: str = "Juan Pérez",
+    *,
+    password: str = PASSWORD,
+    expect: str = "REGISTER OK",
+) -> None:
+    """REGISTER in session mode: the dialog asks for the password twice."""
+    before = len(log_lines(window.server_log))
+    click(qtbot, window.register_button)
+    dialog = window.register_dialog
+    assert dialog is not None
+    qtbot.waitUntil(dialog.isVisible)
+    assert dialog.password.isVisible()
+    type_text(qtbot, dialog.full_name, full_name)
+    retype(qtbot, dialog.alias, alias)
+    dialog.birth_date.setDate(QDate(2000, 2, 1))
+    type_text(qtbot, dialog.password, password)
+    type_text(qtbot, dialog.confirmation, password)
+    click(qtbot, dialog.ok_button)
+    qtbot.waitUntil(lambda: f"s> {expect}" in log_lines(window.server_log)[before:], timeout=WAIT_MS)
+
+
+def log_in_attempt(qtbot: QtBot, window: MainWindow, alias: str, password: str = PASSWORD) -> None:
+    """LOG IN: fill the alias and password dialog and press Enter in the password field."""
+    click(qtbot, window.connect_button)
+    dialog = window.login_dialog
+    assert dialog is not None
+    qtbot.waitUntil(dialog.isVisible)
+    retype(qtbot, dialog.alias, alias)
+    type_text(qtbot, dialog.password, password)
+    QTest.keyClick(dialog.password, Qt.Key.Key_Return)
+
+
+def log_in(qtbot: QtBot, window: MainWindow, alias: str, password: str = PASSWORD) -> None:
+    log_in_attempt(qtbot, window, alias, password)
+    qtbot.waitUntil(lambda: window.alias == alias, timeout=WAIT_MS)
+
+
+def log_out(qtbot: QtBot, window: MainWindow) -> None:
+    click(qtbot, window.disconnect_button)
+    qtbot.waitUntil(lambda: window.alias is None, timeout=WAIT_MS)
+
+
+def link_targets(view: QTextBrowser) -> list[str]:
+    """The hrefs of the links shown in `view`, in order."""
+    targets: list[str] = []
+    block = view.document().begin()
+    while block.isValid():
+        iterator = block.begin()
+        while not iterator.atEnd():
+            href = iterator.fragment().charFormat().anchorHref()
+            if href and href not in targets:
+                targets.append(href)
+            iterator += 1
+        block = block.next()
+    return targets
+
+
+def click_link(qtbot: QtBot, view: QTextBrowser, href: str) -> None:
+    """Click, with the mouse, the link to `href` shown in `view`."""
+    block = view.document().begin()
+    while block.isValid():
+        iterator = block.begin()
+        while not iterator.atEnd():
+            fragment = iterator.fragment()
+            if fragment.charFormat().anchorHref() == href:
+                cursor = QTextCursor(view.document())
+                cursor.setPosition(fragment.position() + min(1, fragment.length() - 1))
+                view.setTextCursor(cursor)
+                view.ensureCursorVisible()
+                where = view.cursorRect(cursor).center()
+                QTest.mouseClick(
+                    view.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, where
+                )
+                return
+            iterator += 1
+        block = block.next()
+    raise AssertionError(f"no link to {href} in {link_targets(view)}")

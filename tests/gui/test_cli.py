@@ -56,5 +56,5 @@ def test_gui_help() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "dmds.cli.main", "gui", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for flag in ("--server", "--port", "--ws"):
+    for flag in ("--server", "--port", "--ws", "--session", "--classic"):
         assert flag in out

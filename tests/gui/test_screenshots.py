@@ -19,7 +19,19 @@ from dmds.gui.window import MainWindow
 from dmds.soap.service import SoapServer
 from tests.conftest import ServerProcess
 from tests.gui.conftest import WindowFactory
-from tests.gui.helpers import WAIT_MS, connect, disconnect, open_conversation, register, send, type_text
+from tests.gui.helpers import (
+    WAIT_MS,
+    click,
+    connect,
+    disconnect,
+    log_in,
+    open_conversation,
+    register,
+    register_with_password,
+    retype,
+    send,
+    type_text,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,6 +94,52 @@ def test_screenshots(qtbot: QtBot, server: ServerProcess, soap: SoapServer, wind
     _save(juan.grab(), "gui-conversation.png")
 
     _save(_side_by_side(juan.grab(), maria.grab()), "gui-two-clients.png")
+
+
+def _sent_statuses(window: MainWindow, peer: str) -> list[Status]:
+    return [m.status for m in window.conversations.messages(peer) if m.status is not Status.RECEIVED]
+
+
+def test_session_screenshot(
+    qtbot: QtBot, server: ServerProcess, soap: SoapServer, windows: WindowFactory, tmp_path: Path
+) -> None:
+    """Session mode: a conversation with a received attachment, a read and a delivered message."""
+    juan = windows(server.session_port, ws_url=soap.wsdl_url, session=True)
+    maria = windows(server.session_port, ws_url=soap.wsdl_url, session=True)
+    ruth = windows(server.session_port, ws_url=soap.wsdl_url, session=True)
+    juan.resize(*SIZE)
+    for window, alias, name in (
+        (juan, "juan123", "Juan Pérez"),
+        (maria, "maria123", "María López"),
+        (ruth, "ruth123", "Ruth Gil"),
+    ):
+        register_with_password(qtbot, window, alias, name)
+        log_in(qtbot, window, alias)
+    qtbot.waitUntil(lambda: len(juan.connected_aliases) == 3, timeout=WAIT_MS)
+
+    # María sends Juan her notes; his window opens the conversation, so both are read at once.
+    notes = tmp_path / "apuntes-tema-3.pdf"
+    notes.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 96)
+    retype(qtbot, maria.dest_edit, "juan123")
+    retype(qtbot, maria.attach_edit, str(notes))
+    retype(qtbot, maria.message_edit, "Hola Juan,   te paso los apuntes del tema 3")
+    click(qtbot, maria.sendattach_button)
+    qtbot.waitUntil(lambda: _sent_statuses(maria, "juan123") == [Status.READ], timeout=WAIT_MS)
+    send(qtbot, juan, "maria123", "¡Gracias! Los miro esta tarde")
+    qtbot.waitUntil(lambda: _sent_statuses(juan, "maria123") == [Status.READ], timeout=WAIT_MS)
+
+    # Then María looks at Ruth's conversation: Juan's next message is delivered, not read.
+    send(qtbot, ruth, "maria123", "¿Vienes el sábado?")
+    open_conversation(qtbot, maria, "ruth123")
+    send(qtbot, juan, "maria123", "¿Quedamos mañana a las 10 en la biblioteca?")
+    qtbot.waitUntil(
+        lambda: _sent_statuses(juan, "maria123") == [Status.READ, Status.DELIVERED], timeout=WAIT_MS
+    )
+    qtbot.waitUntil(lambda: len(juan.connected_aliases) == 3, timeout=WAIT_MS)
+    juan.message_edit.setText("Te mando el horario")
+    juan.attach_edit.setText("/home/juan/horario.pdf")
+    juan.clear_notice()
+    _save(juan.grab(), "gui-session.png")
 
 
 def _side_by_side(left: QPixmap, right: QPixmap, gap: int = 16) -> QPixmap:

@@ -84,7 +84,8 @@ def _gui(args: argparse.Namespace) -> int:
     from dmds.gui import run_gui
 
     _setup_logging(args.log_level)
-    return run_gui(args.server, args.port, args.ws, listen_host=args.listen_host)
+    mode = "session" if args.session else "classic" if args.classic else None
+    return run_gui(args.server, args.port, args.ws, listen_host=args.listen_host, mode=mode)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -161,12 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     gui = sub.add_parser(
         "gui",
-        help="desktop client (Qt), classic protocol",
-        description="The desktop client. Server, port and normaliser URL not given here are the ones "
-        "remembered from the last run (127.0.0.1, 7000 and http://127.0.0.1:5000/?wsdl the first time).",
+        help="desktop client (Qt), classic protocol or session protocol (--session)",
+        description="The desktop client. Protocol, server, port and normaliser URL not given here are "
+        "the ones remembered from the last run (the classic protocol, 127.0.0.1, 7000 (7001 for the "
+        "session protocol) and http://127.0.0.1:5000/?wsdl the first time).",
     )
+    protocol = gui.add_mutually_exclusive_group()
+    protocol.add_argument(
+        "--session",
+        action="store_true",
+        help="speak the session protocol: passwords, delivered and read receipts, presence, attachments",
+    )
+    protocol.add_argument("--classic", action="store_true", help="speak the classic protocol")
     gui.add_argument("-s", "--server", default=None, help="server host (default: as last time)")
-    gui.add_argument("-p", "--port", type=int, default=None, help="server port (default: as last time)")
+    gui.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        default=None,
+        help="port of the protocol in use (default: as last time; first 7000 classic, 7001 session)",
+    )
     gui.add_argument("--ws", default=None, help="WSDL URL of the SOAP normaliser (default: as last time)")
     gui.add_argument(
         "--listen-host",

@@ -1,4 +1,5 @@
-"""What the desktop client remembers between runs (QSettings): server, port, normaliser URL, last alias.
+"""What the desktop client remembers between runs (QSettings): the protocol (classic or session),
+server, the port of each protocol, normaliser URL, last alias. Never a password.
 
 `open_settings` returns the application's QSettings (``~/.config/dmds/dmds-gui.conf`` on Linux);
 tests hand the window a QSettings of their own, in a temporary directory.
@@ -6,6 +7,7 @@ tests hand the window a QSettings of their own, in a temporary directory.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Final
 
@@ -13,41 +15,67 @@ from PySide6.QtCore import QSettings
 
 from dmds.soap.normaliser import DEFAULT_WSDL_URL
 
-__all__ = ["APPLICATION", "ORGANISATION", "GuiSettings", "open_settings"]
+__all__ = ["APPLICATION", "ORGANISATION", "GuiSettings", "Mode", "open_settings"]
 
 ORGANISATION: Final = "dmds"
 APPLICATION: Final = "dmds-gui"
 DEFAULT_SERVER: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7000
+DEFAULT_SESSION_PORT: Final = 7001
+
+
+class Mode(enum.StrEnum):
+    """Which protocol the window speaks."""
+
+    CLASSIC = "classic"  # the original protocol: CONNECT, a push listener, no passwords
+    SESSION = "session"  # one connection, passwords, receipts, presence, attachments
+
+
+def _port(store: QSettings, key: str, default: int) -> int:
+    try:
+        port = int(str(store.value(key, default)))
+    except ValueError:
+        return default
+    return port if 0 < port < 65536 else default
 
 
 @dataclass
 class GuiSettings:
     server: str = DEFAULT_SERVER
+    #: the classic protocol's port
     port: int = DEFAULT_PORT
     ws_url: str = DEFAULT_WSDL_URL
     last_alias: str = ""
+    mode: Mode = Mode.CLASSIC
+    session_port: int = DEFAULT_SESSION_PORT
+
+    @property
+    def active_port(self) -> int:
+        """The port of the protocol in use."""
+        return self.session_port if self.mode is Mode.SESSION else self.port
 
     @classmethod
     def load(cls, store: QSettings) -> GuiSettings:
         """The remembered settings; defaults for what is missing or unreadable."""
         defaults = cls()
         try:
-            port = int(str(store.value("server/port", defaults.port)))
+            mode = Mode(str(store.value("server/mode", defaults.mode.value)))
         except ValueError:
-            port = defaults.port
-        if not 0 < port < 65536:
-            port = defaults.port
+            mode = defaults.mode
         return cls(
             server=str(store.value("server/host", defaults.server)) or defaults.server,
-            port=port,
+            port=_port(store, "server/port", defaults.port),
             ws_url=str(store.value("normaliser/url", defaults.ws_url)) or defaults.ws_url,
             last_alias=str(store.value("user/last_alias", "")),
+            mode=mode,
+            session_port=_port(store, "server/session_port", defaults.session_port),
         )
 
     def save(self, store: QSettings) -> None:
         store.setValue("server/host", self.server)
         store.setValue("server/port", self.port)
+        store.setValue("server/mode", self.mode.value)
+        store.setValue("server/session_port", self.session_port)
         store.setValue("normaliser/url", self.ws_url)
         store.setValue("user/last_alias", self.last_alias)
         store.sync()
