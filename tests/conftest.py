@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+
+from dmds.soap.service import SoapServer, make_server
 
 #: `python -c` shim that starts `dmds` asking the kernel for SIGKILL when the test run dies
 #: (prctl PR_SET_PDEATHSIG = 1), so that no server outlives an aborted run. Set in the child itself:
@@ -111,3 +114,15 @@ def server(server_factory: ServerFactory) -> ServerProcess:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture
+def soap() -> Iterator[SoapServer]:
+    """The SOAP normaliser on a free loopback port, in a thread."""
+    srv = make_server("127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    thread.join(timeout=5)
+    srv.server_close()

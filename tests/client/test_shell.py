@@ -19,7 +19,7 @@ import pytest
 
 from dmds.cli.shell import Shell, _TolerantFileHistory
 from dmds.soap.normaliser import NormaliserUnavailable
-from dmds.soap.service import SoapServer, make_server
+from dmds.soap.service import SoapServer
 from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
@@ -151,17 +151,6 @@ def shells() -> Iterator[Callable[..., ShellProcess]]:
     yield make
     for shell in started:
         shell.kill()
-
-
-@pytest.fixture
-def soap() -> Iterator[SoapServer]:
-    srv = make_server(HOST, 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    thread.join(timeout=5)
-    srv.server_close()
 
 
 def _messages(lines: list[str]) -> list[str]:

@@ -7,7 +7,6 @@ import os
 # Before anything creates the QApplication: no display is needed (or used) by the tests.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +17,6 @@ from pytestqt.qtbot import QtBot
 
 from dmds.gui.settings import Mode
 from dmds.gui.window import MainWindow
-from dmds.soap.service import SoapServer, make_server
 
 HOST = "127.0.0.1"
 NO_WS = "http://127.0.0.1:1/?wsdl"  # nothing listens on port 1: the normaliser is unavailable
@@ -82,15 +80,3 @@ def windows(qtbot: QtBot, tmp_path: Path) -> Iterator[WindowFactory]:
     yield make
     for window in made:
         window.shutdown()
-
-
-@pytest.fixture
-def soap() -> Iterator[SoapServer]:
-    """The SOAP normaliser on a free port, in a thread."""
-    srv = make_server(HOST, 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    thread.join(timeout=5)
-    srv.server_close()
