@@ -66,7 +66,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, WordCompleter
@@ -211,6 +211,40 @@ class _BaseShell:
     async def _quit(self, rest: str, args: list[str]) -> None:  # handled in _execute
         pass
 
+    #: command -> handler, and the exceptions that mean "this command failed" (each shell sets its own)
+    _HANDLERS: ClassVar[dict[str, Callable[[Any, str, list[str]], Awaitable[None]]]] = {}
+    FAILURES: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def _failure_text(self, exc: Exception) -> str:
+        return str(exc)
+
+    async def _execute(self, line: str) -> bool:
+        """Run one command; False at QUIT."""
+        parts = line.split(None, 1)
+        if not parts:
+            return True
+        command = parts[0].upper()
+        rest = parts[1] if len(parts) > 1 else ""
+        args = rest.split()
+        handler = self._HANDLERS.get(command)
+        if handler is None:
+            commands = ", ".join(self.USAGE_LINES)
+            self.say(f"unknown command {_printable(parts[0])!r}; commands: {commands} (HELP explains)")
+            return True
+        if command == "QUIT":
+            if args:
+                self._usage(command)
+                return True
+            return False
+        name = "CONNECTED USERS" if command == "CONNECTEDUSERS" else command
+        try:
+            await handler(self, rest, args)
+        except self.FAILURES as exc:
+            self.say(f"{name} FAIL: {self._failure_text(exc)}")
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C at a question
+            self.say(f"{name} cancelled")
+        return True
+
     async def _normalise(self, text: str) -> str:
         try:
             normalised = await self._normaliser.anormalise(text)
@@ -267,30 +301,8 @@ class Shell(_BaseShell):
         finally:
             self._last_activity = time.monotonic()
 
-    async def _execute(self, line: str) -> bool:
-        parts = line.split(None, 1)
-        if not parts:
-            return True
-        command = parts[0].upper()
-        rest = parts[1] if len(parts) > 1 else ""
-        args = rest.split()
-        handler = self._HANDLERS.get(command)
-        if handler is None:
-            self.say(
-                f"unknown command {_printable(parts[0])!r}; commands: {', '.join(USAGE)} (HELP explains)"
-            )
-            return True
-        if command == "QUIT":
-            if args:
-                self._usage(command)
-                return True
-            return False
-        try:
-            await handler(self, rest, args)
-        except ClassicClientError as exc:
-            name = "CONNECTED USERS" if command == "CONNECTEDUSERS" else command
-            self.say(f"{name} FAIL: {exc}")
-        return True
+    #: what a failed command of this shell raises
+    FAILURES = (ClassicClientError,)
 
     async def _register(self, rest: str, args: list[str]) -> None:
         fields = rest.split(None, 2)
@@ -375,7 +387,7 @@ class Shell(_BaseShell):
         listed = ", ".join(_printable(a) for a in aliases)
         self.say(f"CONNECTED USERS ({len(aliases)} users connected) OK - {listed}")
 
-    _HANDLERS: Final[dict[str, Callable[[Shell, str, list[str]], Awaitable[None]]]] = {
+    _HANDLERS: ClassVar[dict[str, Callable[[Any, str, list[str]], Awaitable[None]]]] = {
         "REGISTER": _register,
         "UNREGISTER": _unregister,
         "CONNECT": _connect,
@@ -557,41 +569,12 @@ class SessionShell(_BaseShell):
                 self.say(text)
             self._last_activity = time.monotonic()
 
-    async def _execute(self, line: str) -> bool:
-        parts = line.split(None, 1)
-        if not parts:
-            return True
-        command = parts[0].upper()
-        rest = parts[1] if len(parts) > 1 else ""
-        args = rest.split()
-        handler = self._HANDLERS.get(command)
-        if handler is None:
-            self.say(
-                f"unknown command {_printable(parts[0])!r}; commands: {', '.join(SESSION_USAGE)}"
-                " (HELP explains)"
-            )
-            return True
-        if command == "QUIT":
-            if args:
-                self._usage(command)
-                return True
-            return False
-        name = "CONNECTED USERS" if command == "CONNECTEDUSERS" else command
-        try:
-            await handler(self, rest, args)
-        except SessionError as exc:
-            self.say(f"{name} FAIL: {exc}")
-        except _Failure as exc:
-            self.say(f"{name} FAIL: {exc}")
-        except ConnectionLost as exc:
-            self.say(f"{name} FAIL: connection lost ({exc})")
-        except SessionClientError as exc:
-            self.say(f"{name} FAIL: {exc}")
-        except ValueError as exc:  # a limit of the server's (text too long) or a field's bounds
-            self.say(f"{name} FAIL: {exc}")
-        except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C at a question
-            self.say(f"{name} cancelled")
-        return True
+    #: what a failed command of this shell raises (ValueError: a limit of the server's, such as text
+    #: too long, or a field's bounds)
+    FAILURES = (SessionClientError, _Failure, ValueError)
+
+    def _failure_text(self, exc: Exception) -> str:
+        return f"connection lost ({exc})" if isinstance(exc, ConnectionLost) else str(exc)
 
     async def _connection(self) -> SessionClient:
         """The client, connected (now if needed)."""
@@ -734,7 +717,7 @@ class SessionShell(_BaseShell):
                 f" {_printable(entry.text)}{extra} ({state})"
             )
 
-    _HANDLERS: Final[dict[str, Callable[[SessionShell, str, list[str]], Awaitable[None]]]] = {
+    _HANDLERS: ClassVar[dict[str, Callable[[Any, str, list[str]], Awaitable[None]]]] = {
         "REGISTER": _register,
         "LOGIN": _login,
         "LOGOUT": _logout,
