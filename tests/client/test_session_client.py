@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -438,3 +441,25 @@ def test_blocking_client_round_trip(server: ServerProcess) -> None:
             juan.send("nobody", "hola")
     with pytest.raises(ConnectionRefusedError):
         Client(HOST, 1)
+
+
+async def test_a_failed_request_does_not_keep_its_caller_alive(connect: Connect) -> None:
+    # Regression: the failure's traceback held the frames that held the future that held the
+    # failure, so callers lived on until the cyclic GC ran, in whatever thread (Qt objects too).
+    client = await connect()
+
+    class Caller:
+        async def go(self) -> None:
+            with contextlib.suppress(SessionError):
+                await client.login("nobody", "wrong password")
+
+    caller = Caller()
+    ref = weakref.ref(caller)
+    gc.disable()
+    try:
+        await caller.go()
+        await asyncio.sleep(0.05)
+        del caller
+        assert ref() is None
+    finally:
+        gc.enable()

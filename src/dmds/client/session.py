@@ -754,14 +754,20 @@ class SessionClient:
         self._pending[frame.id] = request
         if self._ready and link is not None:
             self._write(request, link)
-        return await self._await(request)
+        try:
+            return await self._await(request)
+        finally:
+            del request  # see _await
 
     async def _call_on(self, link: _Link, frame: Any) -> f.Frame:
         """Send a request on `link` even though it is not ready (restoring a session on it)."""
         request = _Request(frame, self._loop.create_future())
         self._pending[frame.id] = request
         self._write(request, link)
-        return await self._await(request)
+        try:
+            return await self._await(request)
+        finally:
+            del request  # see _await
 
     async def _await(self, request: _Request) -> f.Frame:
         try:
@@ -771,6 +777,10 @@ class SessionClient:
             # Send is not sent again).
             if self._pending.get(request.frame.id) is request:
                 del self._pending[request.frame.id]
+            # A failure's traceback holds these frames; were they to hold the future that holds the
+            # failure, the caller's frames would live on in a cycle until the cyclic GC runs (in any
+            # thread: a problem for Qt callers).
+            del request
 
     def _write(self, request: _Request, link: _Link) -> None:
         request.sent_on = link
