@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+import trustme
 
 from dmds.soap.service import SoapServer, make_server
 
@@ -126,3 +128,24 @@ def soap() -> Iterator[SoapServer]:
     srv.shutdown()
     thread.join(timeout=5)
     srv.server_close()
+
+
+@dataclass
+class TlsServer:
+    """A server speaking the session protocol over TLS, and a client context that trusts it."""
+
+    server: ServerProcess
+    context: ssl.SSLContext
+
+
+@pytest.fixture
+def tls_server(server_factory: ServerFactory, tmp_path: Path) -> TlsServer:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    server = server_factory("--tls-cert", str(cert_path), "--tls-key", str(key_path))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return TlsServer(server, context)

@@ -10,11 +10,9 @@ import os
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pytest
-import trustme
 
 from dmds.client.blocking import Client
 from dmds.client.session import (
@@ -32,7 +30,7 @@ from dmds.client.session import (
     SessionError,
 )
 from dmds.protocols.session.codes import ErrorCode
-from tests.conftest import ServerFactory, ServerProcess
+from tests.conftest import ServerFactory, ServerProcess, TlsServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -268,15 +266,8 @@ async def test_heartbeats_keep_an_idle_connection_open(server_factory: ServerFac
         await client.close()
 
 
-async def test_tls_verifies_the_server(server_factory: ServerFactory, tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    server = server_factory("--tls-cert", str(cert_path), "--tls-key", str(key_path))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+async def test_tls_verifies_the_server(tls_server: TlsServer) -> None:
+    server, context = tls_server.server, tls_server.context
     client = await SessionClient.connect(HOST, server.session_port, ssl=context, server_hostname="localhost")
     try:
         await client.register("tls", "T", "01/02/2000", PASSWORD)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from pathlib import Path
 
 import pytest
-import trustme
 
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
 from tests import wire
-from tests.conftest import ServerFactory, ServerProcess
+from tests.conftest import ServerFactory, ServerProcess, TlsServer
 from tests.integration.listener import Listener, exchange, message, receipt
 from tests.integration.session_wire import Peer, account
 
@@ -209,15 +207,8 @@ async def test_a_client_that_never_reads_is_cut_off_and_keeps_its_messages(
     assert (await again.expect(f.Message, message_id=1)).text == big
 
 
-async def test_tls(server_factory: ServerFactory, tmp_path: Path) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    server = server_factory("--tls-cert", str(cert_path), "--tls-key", str(key_path))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+async def test_tls(tls_server: TlsServer) -> None:
+    server, context = tls_server.server, tls_server.context
     peer = await Peer.open(server.session_port, tls=context)
     assert isinstance(
         await peer.request(

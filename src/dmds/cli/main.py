@@ -104,6 +104,24 @@ def _bench_session(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    """What `dmds client` and `dmds gui` both take beyond the server's address."""
+    parser.add_argument(
+        "--listen-host",
+        default="0.0.0.0",
+        help="address of the push listener opened on CONNECT (default: 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)"
+    )
+
+
+def _add_sync_choice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sync", action="append", choices=["full", "normal"], help="dmds sync modes to run (default: both)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmds", description="dmds, the Distributed Message Delivery Service"
@@ -150,14 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://127.0.0.1:5000/?wsdl",
         help="WSDL URL of the SOAP normaliser (default: http://127.0.0.1:5000/?wsdl)",
     )
-    client.add_argument(
-        "--listen-host",
-        default="0.0.0.0",
-        help="address of the push listener opened on CONNECT (default: 0.0.0.0)",
-    )
-    client.add_argument(
-        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)"
-    )
+    _add_client_options(client)
     client.set_defaults(func=_client)
 
     gui = sub.add_parser(
@@ -183,14 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the protocol in use (default: as last time; first 7000 classic, 7001 session)",
     )
     gui.add_argument("--ws", default=None, help="WSDL URL of the SOAP normaliser (default: as last time)")
-    gui.add_argument(
-        "--listen-host",
-        default="0.0.0.0",
-        help="address of the push listener opened on CONNECT (default: 0.0.0.0)",
-    )
-    gui.add_argument(
-        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)"
-    )
+    _add_client_options(gui)
     gui.set_defaults(func=_gui)
 
     bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
@@ -200,18 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     register.add_argument("--clients", type=int, default=8, help="client processes (default: 8)")
     register.add_argument("--seconds", type=float, default=5.0, help="seconds per server (default: 5)")
-    register.add_argument(
-        "--sync", action="append", choices=["full", "normal"], help="dmds sync modes to run (default: both)"
-    )
+    _add_sync_choice(register)
     register.set_defaults(func=_bench)
     send = scenarios.add_parser(
         "session-send", help="session protocol: one pair, pipelined sends, until every receipt is back"
     )
     send.add_argument("--messages", type=int, default=20000, help="messages to send (default: 20000)")
     send.add_argument("--window", type=int, default=500, help="unanswered sends at most (default: 500)")
-    send.add_argument(
-        "--sync", action="append", choices=["full", "normal"], help="dmds sync modes to run (default: both)"
-    )
+    _add_sync_choice(send)
     send.set_defaults(func=_bench_session)
     return parser
 
