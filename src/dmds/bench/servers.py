@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +79,37 @@ class Dmds:
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+@dataclass
+class Target:
+    """Where a workload sends its load: a server the bench started (its pid known) or a running one."""
+
+    host: str
+    classic_port: int | None
+    session_port: int | None
+    pid: int | None  # None for a server the bench did not start: its CPU is not reported
+    data_dir: Path | None
+
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.pid) if self.pid is not None else None
+
+
+@contextmanager
+def target(args: argparse.Namespace, sync: str, *extra: str) -> Iterator[Target]:
+    """The server under test: `--host`/`--port` if given, else a `dmds serve` on a temporary data dir.
+
+    With `--host`, `--port` is the port of the protocol under test (`args.protocol`, classic if the
+    workload has none)."""
+    if args.host is not None:
+        port = args.port if args.port is not None else 7000
+        session = getattr(args, "protocol", "classic") == "session"
+        yield Target(args.host, None if session else port, port if session else None, None, None)
+        return
+    with tempfile.TemporaryDirectory(prefix="dmds-bench-", dir=args.data_dir) as tmp:
+        data_dir = Path(tmp) / "data"
+        server = Dmds.start(data_dir, sync, *extra)
+        try:
+            yield Target("127.0.0.1", server.port, server.session_port, server.proc.pid, data_dir)
+        finally:
+            server.stop()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dmds import __version__, settings
+from dmds.bench import cli as bench_cli
 from dmds.errors import StoreError
 
 
@@ -88,22 +89,6 @@ def _gui(args: argparse.Namespace) -> int:
     return run_gui(args.server, args.port, args.ws, listen_host=args.listen_host, mode=mode)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from dmds.bench import classic
-
-    results = classic.bench_register(args.clients, args.seconds, args.sync or ["full", "normal"])
-    print(classic.report(results, args.clients, args.seconds))
-    return 0
-
-
-def _bench_session(args: argparse.Namespace) -> int:
-    from dmds.bench import session
-
-    results = session.bench_send(args.messages, args.window, args.sync or ["full", "normal"])
-    print(session.report(results, args.window))
-    return 0
-
-
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     """What `dmds client` and `dmds gui` both take beyond the server's address."""
     parser.add_argument(
@@ -113,12 +98,6 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default: WARNING)"
-    )
-
-
-def _add_sync_choice(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sync", action="append", choices=["full", "normal"], help="dmds sync modes to run (default: both)"
     )
 
 
@@ -199,20 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
     scenarios = bench.add_subparsers(dest="scenario", required=True)
-    register = scenarios.add_parser(
-        "register", help="classic REGISTER rate: trivial uvloop server vs dmds, side by side"
-    )
-    register.add_argument("--clients", type=int, default=8, help="client processes (default: 8)")
-    register.add_argument("--seconds", type=float, default=5.0, help="seconds per server (default: 5)")
-    _add_sync_choice(register)
-    register.set_defaults(func=_bench)
-    send = scenarios.add_parser(
-        "session-send", help="session protocol: one pair, pipelined sends, until every receipt is back"
-    )
-    send.add_argument("--messages", type=int, default=20000, help="messages to send (default: 20000)")
-    send.add_argument("--window", type=int, default=500, help="unanswered sends at most (default: 500)")
-    _add_sync_choice(send)
-    send.set_defaults(func=_bench_session)
+    bench_cli.add_parsers(scenarios)
     return parser
 
 

@@ -1,0 +1,162 @@
+"""`dmds bench`: the sub-commands, their options, and the dispatch to each workload's module.
+
+Every workload runs against a server it starts itself on a temporary data dir (the default), or
+against a running one (`--host`/`--port`). Each is bounded in count and in time, shows a progress
+bar, checks what it measures, and writes JSON (`--json`) that `dmds bench report` turns into a
+markdown table and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dmds.bench import common
+
+
+def _handler(module: str | None, function: str) -> Callable[[argparse.Namespace], int]:
+    """Import the workload only when it runs: `dmds --help` stays fast. Without a module, the one
+    named by `--protocol` (`classic` or `session`)."""
+
+    def run(args: argparse.Namespace) -> int:
+        name = module if module is not None else args.protocol
+        target: Callable[[argparse.Namespace], Any] = getattr(
+            importlib.import_module(f"dmds.bench.{name}"), function
+        )
+        outcome = target(args)
+        if isinstance(outcome, common.Result):
+            return common.finish(outcome, args.json)
+        return int(outcome)
+
+    return run
+
+
+def _common(parser: argparse.ArgumentParser, *, runs: int = 1, sync: bool = True) -> None:
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="bench a running server at this address (default: start one on a temporary data dir)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="with --host: the port of the protocol under test"
+    )
+    parser.add_argument("--runs", type=int, default=runs, help=f"repetitions (default: {runs})")
+    parser.add_argument("--json", type=Path, default=None, help="write the result as JSON to this file")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="parent directory of the started server's data dir, where fsync is timed (default: /tmp)",
+    )
+    if sync:
+        parser.add_argument(
+            "--sync",
+            action="append",
+            choices=["full", "normal"],
+            help="sync mode of the started server, may be repeated (default: full)",
+        )
+
+
+def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    register = scenarios.add_parser(
+        "register",
+        help="classic REGISTER rate, N client processes: trivial uvloop server vs dmds, side by side",
+    )
+    register.add_argument("--clients", type=int, default=8, help="client processes (default: 8)")
+    register.add_argument("--seconds", type=float, default=5.0, help="seconds per server (default: 5)")
+    _common(register)
+    register.set_defaults(func=_handler("classic", "run_register"))
+
+    send = scenarios.add_parser(
+        "send",
+        help="N sender/recipient pairs, end to end with receipts (classic: real push listeners; "
+        "session: pipelined sends)",
+    )
+    send.add_argument("--protocol", choices=["classic", "session"], default="session")
+    send.add_argument(
+        "--pairs", type=int, default=None, help="sender/recipient pairs (default: 8 classic, 1 session)"
+    )
+    send.add_argument(
+        "--messages", type=int, default=None, help="messages per pair (default: 1000 classic, 20000 session)"
+    )
+    send.add_argument(
+        "--window", type=int, default=500, help="session: unanswered sends at most per sender (default: 500)"
+    )
+    send.add_argument(
+        "--mqtt",
+        action="store_true",
+        help="session: also run the same workload against Mosquitto, alternating, in the same result",
+    )
+    send.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take (default: 300)")
+    _common(send)
+    send.set_defaults(func=_handler(None, "run_send"))
+
+    queue = scenarios.add_parser(
+        "queue", help="store N messages for an offline user, then connect and time the drain"
+    )
+    queue.add_argument("--protocol", choices=["classic", "session"], default="session")
+    queue.add_argument("--messages", type=int, default=10000, help="messages queued (default: 10000)")
+    queue.add_argument(
+        "--mqtt",
+        action="store_true",
+        help="session: also run the same workload against Mosquitto, alternating, in the same result",
+    )
+    queue.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take (default: 300)")
+    _common(queue)
+    queue.set_defaults(func=_handler(None, "run_queue"))
+
+    connections = scenarios.add_parser(
+        "connections", help="hold N idle logged-in session connections; server memory per connection"
+    )
+    connections.add_argument("--count", type=int, default=15000, help="connections to hold (default: 15000)")
+    connections.add_argument(
+        "--hold", type=float, default=5.0, help="seconds to hold them before measuring (default: 5)"
+    )
+    _common(connections)
+    connections.set_defaults(func=_handler("connections", "run"))
+
+    mqtt = scenarios.add_parser(
+        "mqtt", help="the send and queue workloads against an MQTT broker (QoS 1, persistent sessions)"
+    )
+    mqtt.add_argument("workload", choices=["send", "queue"])
+    mqtt.add_argument("--messages", type=int, default=20000, help="messages (default: 20000)")
+    mqtt.add_argument(
+        "--window", type=int, default=500, help="unacknowledged publishes at most (default: 500)"
+    )
+    mqtt.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take (default: 300)")
+    _common(mqtt, sync=False)
+    mqtt.set_defaults(func=_handler("mqtt", "run"))
+
+    chaos = scenarios.add_parser(
+        "chaos",
+        help="reliability: SIGKILL loop under load, fuzzing (atheris), flood; counts every loss",
+    )
+    chaos.add_argument(
+        "--part",
+        action="append",
+        choices=["kill", "fuzz", "flood"],
+        help="what to run, may be repeated (default: all three)",
+    )
+    chaos.add_argument("--kills", type=int, default=20, help="kill loop: SIGKILLs (default: 20)")
+    chaos.add_argument(
+        "--fuzz-runs", type=int, default=200000, help="fuzz: inputs per target (default: 200000)"
+    )
+    chaos.add_argument(
+        "--flood-connections",
+        type=int,
+        default=3000,
+        help="flood: hostile connections (default: 3000)",
+    )
+    chaos.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock)")
+    chaos.add_argument("--json", type=Path, default=None, help="write the counts as JSON to this file")
+    chaos.set_defaults(func=_handler("chaos", "run"))
+
+    report = scenarios.add_parser("report", help="turn JSON results into a markdown table and a PNG chart")
+    report.add_argument("results", nargs="+", type=Path, help="JSON files written by --json")
+    report.add_argument(
+        "--out", type=Path, default=Path("bench-report"), help="directory for report.md and report.png"
+    )
+    report.set_defaults(func=_handler("report", "run"))
