@@ -42,6 +42,12 @@ QT_PROBE ?= QT_QPA_PLATFORM=offscreen $(BIN)/python -c \
 	'from PySide6.QtWidgets import QApplication; QApplication([])' >/dev/null 2>&1 \
 	&& fc-list 2>/dev/null | grep -q .
 
+# `dmds bench mqtt` and its tests start their own Mosquitto (the MQTT broker dmds is compared with),
+# so `system-deps` also installs the Debian package when the broker is missing, the same way. The
+# package's own service, if the machine starts it, listens on localhost:1883 and is not used.
+MOSQUITTO ?= /usr/sbin/mosquitto
+MQTT_DEBS := mosquitto
+
 system-deps: $(STAMP)
 	@if $(QT_PROBE); then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -51,6 +57,14 @@ system-deps: $(STAMP)
 	else \
 		echo "system-deps: Qt cannot start offscreen (or no font); as root, install:" \
 			"$(QT_DEBS)" >&2; \
+	fi
+	@if [ -x $(MOSQUITTO) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "system-deps: $(MOSQUITTO) is missing: installing $(MQTT_DEBS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(MQTT_DEBS) >/dev/null; \
+	else \
+		echo "system-deps: $(MOSQUITTO) is missing; as root, install: $(MQTT_DEBS)" >&2; \
 	fi
 
 pytest: $(STAMP) system-deps
