@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
-from dmds.bench import classic, session
+import argparse
+from pathlib import Path
+
+from dmds.bench import classic, common, session
+from dmds.cli.main import build_parser
 
 
-def test_register_bench_runs() -> None:
-    results = classic.bench_register(clients=2, seconds=0.5, syncs=["normal"])
-    assert [r.name for r in results] == ["baseline (uvloop, answers at once)", "dmds serve --sync normal"]
-    assert all(r.requests > 0 and r.errors == 0 for r in results)
-    assert "ratio" in classic.report(results, 2, 0.5)
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_register_bench_runs(tmp_path: Path) -> None:
+    out = tmp_path / "register.json"
+    args = _args("register", "--clients", "2", "--seconds", "0.5", "--sync", "normal", "--json", str(out))
+    assert args.func(args) == 0
+    result = common.load(out)
+    assert [r.system for r in result.runs] == ["baseline (uvloop, answers at once)", "dmds --sync normal"]
+    assert all(r.count > 0 and r.errors == 0 for r in result.runs)
+    assert result.runs[1].extra["ratio"] > 0
+    assert result.runs[1].server_cpu_s is not None
+    assert result.runs[1].generator_cpu_s is not None
+
+
+def test_classic_send_bench_runs(tmp_path: Path) -> None:
+    args = _args(
+        "send", "--protocol", "classic", "--pairs", "2", "--messages", "30", "--timeout", "60",
+        "--json", str(tmp_path / "send.json"),
+    )  # fmt: skip
+    result = classic.run_send(args)
+    (run,) = result.runs
+    assert run.errors == 0, run.extra["problems"]
+    assert run.count == 60
+    assert run.extra["receipts"] == 60
+    assert run.latency_ms is not None
+    assert common.finish(result, args.json) == 0
+
+
+def test_classic_queue_bench_runs(tmp_path: Path) -> None:
+    args = _args(
+        "queue", "--protocol", "classic", "--messages", "200", "--timeout", "60",
+        "--json", str(tmp_path / "queue.json"),
+    )  # fmt: skip
+    result = classic.run_queue(args)
+    (run,) = result.runs
+    assert run.errors == 0, run.extra["problems"]
+    assert run.count == 200
+    assert run.extra["receipts"] == 200
+    assert common.finish(result, args.json) == 0
 
 
 def test_session_send_bench_runs() -> None:

@@ -196,3 +196,11 @@ def finish(result: Result, json_path: Path | None) -> int:
 
 def load(path: Path) -> Result:
     return Result.from_json(json.loads(path.read_text()))
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit (children inherit it); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

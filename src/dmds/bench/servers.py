@@ -113,3 +113,50 @@ def target(args: argparse.Namespace, sync: str, *extra: str) -> Iterator[Target]
             yield Target("127.0.0.1", server.port, server.session_port, server.proc.pid, data_dir)
         finally:
             server.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS, Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time of a process's main thread alone: for dmds, its event loop (the store's committer
+    and the password hashing run on other threads)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores of the machine spent busy so far (Linux /proc/stat): compared with the
+    server's and the generator's, it shows what the kernel (loopback TCP in softirq) and other
+    processes took."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is already in user
+
+
+class Meter:
+    """CPU over a phase: the server's (all threads, and its event loop alone) and the whole machine's."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self._start = self._now()
+
+    def _now(self) -> tuple[float | None, float | None, float]:
+        if self.pid is None:
+            return None, None, machine_busy_seconds()
+        return cpu_seconds(self.pid), main_thread_cpu_seconds(self.pid), machine_busy_seconds()
+
+    def restart(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> tuple[float | None, dict[str, float | None]]:
+        """(server CPU seconds, extras: its loop thread's CPU and the machine's busy CPU seconds)."""
+        (cpu0, loop0, busy0), (cpu1, loop1, busy1) = self._start, self._now()
+        server = cpu1 - cpu0 if cpu1 is not None and cpu0 is not None else None
+        loop = loop1 - loop0 if loop1 is not None and loop0 is not None else None
+        return server, {"server_loop_cpu_s": loop, "machine_busy_cpu_s": busy1 - busy0}
