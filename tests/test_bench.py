@@ -51,8 +51,3 @@ def test_classic_queue_bench_runs(tmp_path: Path) -> None:
     assert run.extra["receipts"] == 200
     assert common.finish(result, args.json) == 0
 
-
-def test_session_send_bench_runs() -> None:
-    results = session.bench_send(messages=300, window=50, syncs=["full"])
-    assert results[0].messages == 300
-    assert "msg/s" in session.report(results, 50)

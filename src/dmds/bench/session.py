@@ -9,34 +9,20 @@ stays small next to the server's; the server's CPU time is reported to show whic
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import uvloop
 
-from dmds.bench import servers
+from dmds.bench import common, servers
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.connection import CLOSED_EVENT, Connection, Role
 
 PASSWORD = "bench password"  # noqa: S105 - the throwaway accounts of a benchmark
-#: Seconds a run may take before it is abandoned.
-RUN_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True)
-class SendResult:
-    sync: str
-    messages: int
-    seconds: float
-    server_cpu_s: float
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds
 
 
 class _Peer(asyncio.Protocol):
@@ -69,22 +55,40 @@ class _Peer(asyncio.Protocol):
         return answer
 
 
-async def _peer(port: int, alias: str) -> _Peer:
-    _, peer = await asyncio.get_running_loop().create_connection(_Peer, "127.0.0.1", port)
+async def _connect(host: str, port: int) -> _Peer:
+    _, peer = await asyncio.get_running_loop().create_connection(_Peer, host, port)
     await peer.ask(f.Hello(version=f.VERSION, client="dmds-bench"))
-    await peer.ask(
-        f.Register(id=1, alias=alias, full_name="Bench", birth_date="01/01/2000", password=PASSWORD)
-    )
-    await peer.ask(f.Login(id=2, alias=alias, password=PASSWORD))
     return peer
 
 
-async def _one_pair(port: int, messages: int, window: int) -> float:
-    sender, recipient = await _peer(port, "sender"), await _peer(port, "recipient")
+async def _peer(host: str, port: int, alias: str) -> tuple[_Peer, str]:
+    """A new user, logged in: (its connection, its resume token)."""
+    peer = await _connect(host, port)
+    await peer.ask(
+        f.Register(id=1, alias=alias, full_name="Bench", birth_date="01/01/2000", password=PASSWORD)
+    )
+    welcome = await peer.ask(f.Login(id=2, alias=alias, password=PASSWORD))
+    return peer, welcome.token
+
+
+def _close(peer: _Peer) -> None:
+    if peer.transport is not None:
+        peer.transport.close()
+
+
+async def _one_pair(
+    host: str, port: int, *, messages: int, window: int, tick: Callable[[int], None]
+) -> tuple[float, list[float]]:
+    """Returns (seconds, latencies): the run lasts until every Delivered receipt is back; a latency
+    is from the Send written to the Message read by the recipient."""
+    run = uuid.uuid4().hex[:8]
+    (sender, _), (recipient, _) = await _peer(host, port, f"s{run}"), await _peer(host, port, f"r{run}")
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     slots = asyncio.Semaphore(window)
     received: list[int] = []
+    sent_at: list[float] = [0.0] * (messages + 1)
+    latencies: list[float] = []
     delivered: set[int] = set()
     acks: list[int] = []
     problems: list[str] = []
@@ -93,11 +97,15 @@ async def _one_pair(port: int, messages: int, window: int) -> float:
         ids = acks.copy()
         acks.clear()
         recipient.send(f.Ack(message_ids=ids))
+        tick(len(ids))
 
     def on_recipient(frame: Any) -> None:
         if isinstance(frame, f.Message):
-            if frame.text != f"message {frame.message_id}":
+            n = len(received) + 1
+            if frame.text != f"message {n}":
                 problems.append(f"message {frame.message_id} came with text {frame.text!r}")
+            else:
+                latencies.append(time.perf_counter() - sent_at[n])
             received.append(frame.message_id)
             if not acks:
                 loop.call_soon(flush_acks)
@@ -114,14 +122,100 @@ async def _one_pair(port: int, messages: int, window: int) -> float:
                 done.set_result(None)
         elif isinstance(frame, f.Error):
             problems.append(f"error {frame.code.name}: {frame.message}")
+            if not done.done():
+                done.set_exception(RuntimeError(f"error {frame.code.name}: {frame.message}"))
 
     recipient.on_frame, sender.on_frame = on_recipient, on_sender
     start = time.perf_counter()
+    try:
+        for n in range(1, messages + 1):
+            await slots.acquire()
+            sent_at[n] = time.perf_counter()
+            sender.send(f.Send(id=n + 10, to=f"r{run}", key=f"k{n}", text=f"message {n}"))
+        await done
+        elapsed = time.perf_counter() - start
+    finally:
+        _close(sender)
+        _close(recipient)
+    first_ids = received[:1]
+    if (
+        received != list(range(first_ids[0] if first_ids else 1, len(received) + 1))
+        or len(received) != messages
+    ):
+        problems.append("messages missing, duplicated or out of order")
+    if problems:
+        raise RuntimeError("; ".join(problems[:5]))
+    return elapsed, latencies
+
+
+async def _queue(
+    host: str, port: int, *, messages: int, window: int, tick: Callable[[int], None], mark: Callable[[], None]
+) -> float:
+    """Store `messages` for an offline recipient, then time from its connect to the last message."""
+    run = uuid.uuid4().hex[:8]
+    recipient, token = await _peer(host, port, f"r{run}")
+    _close(recipient)  # not a Logout: the token stays valid
+    await asyncio.sleep(0.05)  # let the server see it go
+    sender, _ = await _peer(host, port, f"s{run}")
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(window)
+    accepted: asyncio.Future[None] = loop.create_future()
+    count = 0
+
+    def on_sender(frame: Any) -> None:
+        nonlocal count
+        if isinstance(frame, f.Accepted):
+            slots.release()
+            count += 1
+            if count == messages and not accepted.done():
+                accepted.set_result(None)
+        elif isinstance(frame, f.Error) and not accepted.done():
+            accepted.set_exception(RuntimeError(f"error {frame.code.name}: {frame.message}"))
+
+    sender.on_frame = on_sender
     for n in range(1, messages + 1):
         await slots.acquire()
-        sender.send(f.Send(id=n + 10, to="recipient", key=f"k{n}", text=f"message {n}"))
-    await asyncio.wait_for(done, RUN_TIMEOUT_S)
-    elapsed = time.perf_counter() - start
+        sender.send(f.Send(id=n + 10, to=f"r{run}", key=f"k{n}", text=f"message {n}"))
+    await accepted
+    _close(sender)
+
+    drained: asyncio.Future[None] = loop.create_future()
+    received: list[int] = []
+    acks: list[int] = []
+    problems: list[str] = []
+    peer: _Peer | None = None
+
+    def flush_acks() -> None:
+        ids = acks.copy()
+        acks.clear()
+        if peer is not None:
+            peer.send(f.Ack(message_ids=ids))
+        tick(len(ids))
+
+    def on_frame(frame: Any) -> None:
+        if isinstance(frame, f.Message):
+            if frame.text != f"message {frame.message_id}":
+                problems.append(f"message {frame.message_id} came with text {frame.text!r}")
+            received.append(frame.message_id)
+            if not acks:
+                loop.call_soon(flush_acks)
+            acks.append(frame.message_id)
+            if len(received) == messages and not drained.done():
+                drained.set_result(None)
+        elif isinstance(frame, f.Error) and not drained.done():
+            drained.set_exception(RuntimeError(f"error {frame.code.name}: {frame.message}"))
+
+    mark()  # CPU is counted from here: the drain, not the filling
+    start = time.perf_counter()
+    _, peer = await loop.create_connection(_Peer, host, port)
+    peer.on_frame = on_frame
+    peer.send(f.Hello(version=f.VERSION, client="dmds-bench"))
+    peer.send(f.Login(id=1, token=token))  # Login may follow Hello at once
+    try:
+        await drained
+        elapsed = time.perf_counter() - start
+    finally:
+        _close(peer)
     if received != list(range(1, messages + 1)):
         problems.append("messages missing, duplicated or out of order")
     if problems:
@@ -129,33 +223,108 @@ async def _one_pair(port: int, messages: int, window: int) -> float:
     return elapsed
 
 
-def bench_send(messages: int, window: int, syncs: list[str]) -> list[SendResult]:
-    results = []
-    with tempfile.TemporaryDirectory(prefix="dmds-bench-") as tmp:
-        for sync in syncs:
-            server = servers.Dmds.start(
-                Path(tmp) / f"session-{sync}", sync, "--max-send-rate", "0", "--argon2-time-cost", "1",
-                "--argon2-memory-kib", "1024",
-            )  # fmt: skip
-            try:
-                cpu = servers.cpu_seconds(server.proc.pid)
-                seconds = uvloop.run(_one_pair(server.session_port, messages, window))
-                cpu = servers.cpu_seconds(server.proc.pid) - cpu
-            finally:
-                server.stop()
-            results.append(SendResult(sync, messages, seconds, cpu))
-    return results
+#: What a started server needs for a benchmark: no send-rate limit, cheap password hashing (the
+#: accounts are throwaway), room for the queue.
+SERVER_FLAGS = ("--max-send-rate", "0", "--argon2-time-cost", "1", "--argon2-memory-kib", "1024")
 
 
-def report(results: list[SendResult], window: int) -> str:
-    lines = [
-        f"session SEND, one pair, window {window}, until every Delivered receipt is back (checked: all "
-        "delivered once, in order)",
-        f"{'server':28} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'server CPU':>11}",
-    ]
-    for r in results:
-        lines.append(
-            f"{'dmds serve --sync ' + r.sync:28} {r.messages:9d} {r.seconds:8.2f} {r.rate:8.0f}"
-            f" {r.server_cpu_s / r.seconds:10.0%}"
-        )
-    return "\n".join(lines)
+def _measure(  # noqa: PLR0917 - one call site per workload
+    target: servers.Target,
+    system: str,
+    total: int,
+    description: str,
+    work: Callable[..., Any],
+    timeout: float,
+) -> common.Run:
+    cpu, gen = target.cpu(), common.own_cpu_seconds()
+
+    def mark() -> None:
+        nonlocal cpu, gen
+        cpu, gen = target.cpu(), common.own_cpu_seconds()
+
+    latencies: list[float] = []
+    with common.progress(description, total) as bar:
+        task = bar.task_ids[0]
+        outcome = uvloop.run(asyncio.wait_for(work(lambda n: bar.advance(task, n), mark), timeout))
+    seconds = outcome[0] if isinstance(outcome, tuple) else outcome
+    if isinstance(outcome, tuple):
+        latencies = outcome[1]
+    after = target.cpu()
+    return common.Run(
+        system=system,
+        count=total,
+        seconds=seconds,
+        server_cpu_s=None if cpu is None or after is None else after - cpu,
+        generator_cpu_s=common.own_cpu_seconds() - gen,
+        latency_ms=common.percentiles(latencies),
+    )
+
+
+def _system(args: argparse.Namespace, sync: str) -> str:
+    return f"dmds --sync {sync}" if args.host is None else f"dmds at {args.host}:{args.port}"
+
+
+def run_send(args: argparse.Namespace) -> common.Result:
+    messages = args.messages or 20000
+    if (args.pairs or 1) != 1:
+        raise SystemExit("the session send workload is one pair (--pairs 1)")
+    runs: list[common.Run] = []
+    fsync = None
+    for _ in range(args.runs):
+        for sync in args.sync or ["full"]:
+            with servers.target(args, sync, *SERVER_FLAGS) as target:
+                fsync = fsync or (common.fsync_ms(target.data_dir) if target.data_dir else None)
+
+                def work(tick: Callable[[int], None], _: object, t: servers.Target = target) -> Any:
+                    assert t.session_port is not None
+                    return _one_pair(t.host, t.session_port, messages=messages, window=args.window, tick=tick)
+
+                label = f"session send {sync}"
+                runs.append(_measure(target, _system(args, sync), messages, label, work, args.timeout))
+        if args.mqtt:
+            from dmds.bench import mqtt  # noqa: PLC0415 - only with --mqtt
+
+            with mqtt.mosquitto() as broker:
+                runs.append(mqtt.send_once(broker, messages, args.window, args.timeout))
+    return common.Result(
+        workload="send",
+        params={"protocol": "session", "pairs": 1, "messages": messages, "window": args.window},
+        runs=runs,
+        checked="every message delivered exactly once, in order, with its text; one Delivered receipt "
+        "each; acknowledged (Accepted) only after its commit",
+        fsync_ms=fsync,
+    )
+
+
+def run_queue(args: argparse.Namespace) -> common.Result:
+    runs: list[common.Run] = []
+    fsync = None
+    for _ in range(args.runs):
+        for sync in args.sync or ["full"]:
+            extra = (*SERVER_FLAGS, "--max-stored-messages", str(max(10000, args.messages)))
+            with servers.target(args, sync, *extra) as target:
+                fsync = fsync or (common.fsync_ms(target.data_dir) if target.data_dir else None)
+
+                def work(
+                    tick: Callable[[int], None], mark: Callable[[], None], t: servers.Target = target
+                ) -> Any:
+                    assert t.session_port is not None
+                    return _queue(
+                        t.host, t.session_port, messages=args.messages, window=500, tick=tick, mark=mark
+                    )
+
+                label = f"session queue {sync}"
+                runs.append(_measure(target, _system(args, sync), args.messages, label, work, args.timeout))
+        if args.mqtt:
+            from dmds.bench import mqtt  # noqa: PLC0415 - only with --mqtt
+
+            with mqtt.mosquitto() as broker:
+                runs.append(mqtt.queue_once(broker, args.messages, args.timeout))
+    return common.Result(
+        workload="queue",
+        params={"protocol": "session", "messages": args.messages},
+        runs=runs,
+        checked="every stored message delivered exactly once after login, in order, with its text; "
+        "timed from the TCP connect to the last message",
+        fsync_ms=fsync,
+    )

@@ -12,15 +12,17 @@ concurrently and a slow listener delays only its own user.
 A courier learns of items two ways:
 - `offer(item)`: the service hands it each item committed while the user is connected, so the hot
   path needs no store read;
-- a reload from the store (`pending(after_seq=cursor)`): when the courier starts (items stored while
-  the user was offline), and after its in-memory queue overflowed (`max_pending` is a bound on memory,
-  not on what is kept: the overflow stays in the store and is read back later).
+- pages read from the store (`pending(after_seq=loaded_to)`): the items stored while the user was
+  offline, and whatever was not queued in memory (`max_pending` bounds memory, not what is kept).
 
-The two can overlap (an item committed just before a reload is read and offered too); `cursor`, the
-seq of the last item pushed, and merging by seq make each item pushed once and in order. All store
-calls go through one ordered queue, and the service registers the courier before it starts its first
-reload, so no item committed after that reload can be missed: it is offered.
+`loaded_to` is the highest seq the queue reflects; `more` says the store may hold items above it
+that are not queued. While `more` is set, offers are not queued (they would overtake the stored
+items below them): they are read back in order with the next page. An offer made while a page is
+being read may be missing from that page (read before the item's commit), so it keeps `more` set
+for one more page. The next page is read while the current one is still being pushed (when the
+queue is half empty), so a long offline queue drains without waiting for the store between pages.
 
+`cursor`, the seq of the last item pushed, makes each item pushed at most once per connection.
 A push that fails ends the courier; the service then treats the user as disconnected. What was not
 pushed is still stored, and is delivered on the next CONNECT.
 """
@@ -28,6 +30,7 @@ pushed is still stored, and is delivered on the next CONNECT.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -60,7 +63,10 @@ class Courier:
         self._on_failed = on_failed
         self._queue: deque[OutboxItem] = deque()
         self._cursor = 0
-        self._reload = True
+        self._loaded_to = 0
+        self._more = True  # nothing read yet: the store may hold items stored while offline
+        self._missed = False
+        self._loading: asyncio.Future[list[OutboxItem]] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -68,27 +74,50 @@ class Courier:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"courier:{self.alias}")
 
     async def stop(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     def offer(self, item: OutboxItem) -> None:
         if item.seq <= self._cursor:
+            return  # pushed already
+        if item.seq <= self._loaded_to:
+            # Read with a page already, or an offer overtaken by a later one (offers come in commit
+            # order, which is seq order, but nothing here relies on it).
+            if all(i.seq != item.seq for i in self._queue):
+                bisect.insort(self._queue, item, key=lambda i: i.seq)
             return
-        if len(self._queue) >= self._max_pending:
-            # The items are safe in the store: drop the copies and read them back when caught up.
-            self._queue.clear()
-            self._reload = True
+        if self._more or self._loading is not None:
+            self._missed = True  # in the store: read back in order with a page
+        elif len(self._queue) >= self._max_pending:
+            self._more = True  # safe in the store: read back when the queue has room
+            self._wake.set()
         else:
             self._queue.append(item)
-        self._wake.set()
+            self._loaded_to = item.seq
+            self._wake.set()
 
     async def _run(self) -> None:
+        half = max(1, self._max_pending // 2)
         while True:
+            if self._more and self._loading is None and len(self._queue) <= half:
+                self._loading = asyncio.ensure_future(
+                    self._store.pending(self.alias, self._loaded_to, self._max_pending)
+                )
+                self._loading.add_done_callback(lambda _: self._wake.set())
+                self._missed = False
+            if self._loading is not None and self._loading.done():
+                try:
+                    self._page(self._loading.result())
+                except Exception as exc:
+                    # Nobody would deliver to a user still shown connected: end it like a failed push.
+                    log.exception("reading the outbox of %s failed", self.alias)
+                    self._on_failed(self, DeliveryFailed(str(exc)))
+                    return
+                continue
             if not self._queue:
-                if self._reload:
-                    await self._load()
-                    continue
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -109,11 +138,11 @@ class Courier:
             self._cursor = item.seq
             self._on_pushed(self, item)
 
-    async def _load(self) -> None:
-        self._reload = False
-        items = await self._store.pending(self.alias, self._cursor, self._max_pending)
-        if len(items) == self._max_pending:
-            self._reload = True  # there may be more behind these
-        merged = {i.seq: i for i in items}
-        merged.update((i.seq, i) for i in self._queue)
-        self._queue = deque(merged[seq] for seq in sorted(merged) if seq > self._cursor)
+    def _page(self, items: list[OutboxItem]) -> None:
+        self._loading = None
+        self._queue.extend(i for i in items if i.seq > self._loaded_to)
+        if items:
+            self._loaded_to = max(self._loaded_to, items[-1].seq)
+        # A full page: there may be more behind it. An offer during the read: it may be missing.
+        self._more = len(items) == self._max_pending or self._missed
+        self._missed = False

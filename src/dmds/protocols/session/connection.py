@@ -103,6 +103,7 @@ class Connection:
         self._payloads: deque[bytes] = deque()  # unframed mode: whole payloads waiting
         self._last_received = now
         self._last_sent = now
+        self._hello_sent = False
         self._pings = 0
 
     # -- input --------------------------------------------------------------------------------------
@@ -193,10 +194,12 @@ class Connection:
 
         Still allowed once CLOSED: what the transport had decided to send before the peer broke
         the protocol goes out ahead of the Error that says why, then the transport closes."""
-        if self.state is State.HANDSHAKE:
+        if self.state is State.HANDSHAKE and not self._hello_sent:
             expected = frames.Hello if self.role is Role.CLIENT else frames.Welcome
             if not isinstance(frame, expected | frames.Error):
                 raise LocalProtocolError(f"{type(frame).__name__} before {expected.__name__}")
+            # A client may follow its Hello at once with a Login (no round trip to wait for).
+            self._hello_sent = self.role is Role.CLIENT and isinstance(frame, frames.Hello)
         self._last_sent = now
         payload = _ENCODER.encode(frame)
         return _PREFIX.pack(len(payload)) + payload if self._framed else payload

@@ -39,6 +39,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,12 +59,17 @@ from dmds.settings import StoreSettings, SyncMode
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
+#: (job, its future, whether it only defers its writes to the batch: see `_Writes`)
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
 _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 DB_NAME = "dmds.sqlite3"
 #: With --sync normal, commits between two checkpoints (run on the committer thread). With --sync full
 #: SQLite's own automatic checkpoint runs in the COMMIT, which is already on that thread.
 CHECKPOINT_EVERY = 500
+#: Users whose message counters are kept in memory; past it the cache starts again empty.
+MAX_CACHED_ACCOUNTS = 100_000
+#: Ids per statement in `IN (...)` lists (SQLite allows 32766 parameters).
+MAX_IDS = 500
 
 
 def _connect(path: Path, sync: SyncMode) -> sqlite3.Connection:
@@ -97,6 +103,38 @@ def _migrate(conn: sqlite3.Connection) -> None:
             log.info("store schema migrated to version %d", number)
 
 
+@dataclass(slots=True)
+class _Account:
+    """A user's row as the message path needs it, cached: this process alone writes the database
+    (exclusive locking mode), so the copy stays exact as long as every change goes through it."""
+
+    id: int
+    last_message_id: int
+    stored_messages: int
+    stored_bytes: int
+
+
+class _Writes:
+    """The rows the message path's jobs of one batch write, inserted with one executemany per table
+    before the batch's COMMIT (or before any other job runs, so that reads see them).
+
+    A statement costs the store several microseconds of Python and C glue; a row of an executemany
+    a fraction of that. Message and outbox ids are allocated here from counters (explicit keys), so
+    that no job needs the row's `lastrowid` back."""
+
+    __slots__ = ("dirty", "keys", "messages", "outbox")
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Any, ...]] = []
+        self.outbox: list[tuple[Any, ...]] = []
+        self.dirty: dict[int, _Account] = {}
+        # keys used in this batch and not yet inserted: (sender_id, key) -> (recipient, id, sent_at)
+        self.keys: dict[tuple[int, str], tuple[str, int, float]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.outbox or self.dirty)
+
+
 class SqliteStore:
     """`dmds.core.ports.Store` on SQLite. Create with `await SqliteStore.open(data_dir, settings)`."""
 
@@ -115,6 +153,10 @@ class SqliteStore:
         self._commits: queue.SimpleQueue[tuple[str, list[_Result]] | None] = queue.SimpleQueue()
         self._inline_commit = settings.sync is SyncMode.NORMAL
         self._commits_since_checkpoint = 0
+        self._accounts: dict[str, _Account] = {}
+        self._writes = _Writes()
+        self._next_ref = 0  # next messages.id; 0: read it from the database first
+        self._next_seq = 0  # next outbox.seq, likewise
         self._committer = threading.Thread(target=self._commit_loop, name="dmds-sqlite-commit", daemon=True)
         self._committer.start()
 
@@ -137,11 +179,11 @@ class SqliteStore:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         return cls(conn, settings, asyncio.get_running_loop())
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _call(self, fn: Callable[[sqlite3.Connection], T], defers: bool = False) -> T:
         if self._closed:
             raise StoreError("store is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.append((fn, fut))
+        self._jobs.append((fn, fut, defers))
         if not self._busy:
             self._busy = True
             # call_soon, not now: jobs submitted in the same loop pass join this batch.
@@ -155,13 +197,17 @@ class SqliteStore:
         try:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
-            for fn, fut in batch:
+            for fn, fut, defers in batch:
+                if not defers and self._writes:
+                    self._write_deferred(conn)
                 try:
                     value = fn(conn)
                 except DmdsError as exc:
                     results.append((fut, None, exc))  # raised before the job wrote anything
                 else:
                     results.append((fut, value, None))
+            if self._writes:
+                self._write_deferred(conn)
             if conn.total_changes == before or self._inline_commit:
                 # Nothing written, or --sync normal: COMMIT only appends to the WAL in the OS page
                 # cache, with no fsync to wait for, so a hand-over to the thread would cost more.
@@ -174,9 +220,50 @@ class SqliteStore:
             # it is kept and every request of the batch fails (nothing is acknowledged).
             if not isinstance(exc, sqlite3.Error):
                 log.exception("store job failed")
-            self._batch_done([(fut, None, None) for _, fut in batch], exc)
+            self._batch_done([(fut, None, None) for _, fut, _ in batch], exc)
             return
         self._commits.put(("COMMIT", results))
+
+    def _write_deferred(self, conn: sqlite3.Connection) -> None:
+        writes, self._writes = self._writes, _Writes()
+        if writes.messages:
+            conn.executemany(
+                "INSERT INTO messages (id, recipient_id, recipient_alias, message_id, sender_id,"
+                " sender_alias, client_key, pair, text, attachment_id, size, sent_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                writes.messages,
+            )
+        if writes.outbox:
+            conn.executemany(
+                "INSERT INTO outbox (seq, owner_id, kind, message_id, sender_alias, sender_id, ref)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                writes.outbox,
+            )
+        if writes.dirty:
+            conn.executemany(
+                "UPDATE users SET last_message_id = ?, stored_messages = ?, stored_bytes = ? WHERE id = ?",
+                [(a.last_message_id, a.stored_messages, a.stored_bytes, a.id) for a in writes.dirty.values()],
+            )
+
+    def _account(self, conn: sqlite3.Connection, alias: str) -> _Account | None:
+        account = self._accounts.get(alias)
+        if account is None:
+            row = conn.execute(
+                "SELECT id, last_message_id, stored_messages, stored_bytes FROM users WHERE alias = ?",
+                (alias,),
+            ).fetchone()
+            if row is None:
+                return None
+            if len(self._accounts) >= MAX_CACHED_ACCOUNTS:
+                self._accounts.clear()  # rare; everything is reloaded on demand
+            account = self._accounts[alias] = _Account(*row)
+        return account
+
+    def _ids(self, conn: sqlite3.Connection) -> None:
+        """Load the id counters (once: afterwards they only go up, even past a rolled-back batch, so
+        no seq a courier has passed is handed out again)."""
+        self._next_ref = (conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
+        self._next_seq = (conn.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0) + 1
 
     def _batch_done(
         self, results: list[_Result], error: BaseException | None, committed: bool = False
@@ -192,6 +279,10 @@ class SqliteStore:
                     self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.exception("rollback failed")
+            # The caches may hold what was rolled back: read them afresh. The id counters stay:
+            # the ids they gave the rolled-back rows are simply never used.
+            self._accounts.clear()
+            self._writes = _Writes()
             failure = StoreError(f"store failure: {error}")
             results = [(fut, None, failure) for fut, _, _ in results]
         for fut, value, exc in results:
@@ -245,6 +336,7 @@ class SqliteStore:
         def job(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM users WHERE alias = ?", (alias,)).rowcount == 0:
                 raise UnknownUser(alias)
+            self._accounts.pop(alias, None)
 
         await self._call(job)
 
@@ -316,76 +408,69 @@ class SqliteStore:
         attachment: int = 0,
     ) -> tuple[OutboxItem, bool]:
         def job(conn: sqlite3.Connection) -> tuple[OutboxItem, bool]:
-            row = conn.execute("SELECT id FROM users WHERE alias = ?", (sender,)).fetchone()
-            if row is None:
+            # Every check comes before the first change to the caches or to `writes`: a refused
+            # message leaves nothing behind (see the module's theory of operation).
+            me = self._account(conn, sender)
+            if me is None:
                 raise UnknownUser(sender)
-            sender_id = row[0]
+            writes = self._writes
             if key is not None:
                 # A resend: answer the first message's id and store nothing (the unique index
                 # on (sender_id, client_key) makes this one lookup).
-                done = conn.execute(
-                    "SELECT recipient_alias, message_id, sent_at FROM messages"
-                    " WHERE sender_id = ? AND client_key = ?",
-                    (sender_id, key),
-                ).fetchone()
+                done = (
+                    writes.keys.get((me.id, key))
+                    or conn.execute(
+                        "SELECT recipient_alias, message_id, sent_at FROM messages"
+                        " WHERE sender_id = ? AND client_key = ?",
+                        (me.id, key),
+                    ).fetchone()
+                )
                 if done is not None:
                     return OutboxItem(
                         0, done[0], ItemKind.MESSAGE, done[1], sender, text, key, done[2]
                     ), False
             size = len(text.encode())
+            info = None
             if attachment:
+                self._write_deferred(conn)  # attachments are rare: keep the simple path
                 found = conn.execute(
                     "SELECT size FROM attachments WHERE id = ? AND owner_id = ? AND complete = 1",
-                    (attachment, sender_id),
+                    (attachment, me.id),
                 ).fetchone()
                 if found is None:
                     raise UnknownAttachment(f"attachment {attachment}")
                 size += found[0]
-            # The limits are part of the UPDATE so that a refused message writes nothing.
-            row = conn.execute(
-                "UPDATE users SET last_message_id = last_message_id + 1,"
-                " stored_messages = stored_messages + 1, stored_bytes = stored_bytes + ?"
-                " WHERE alias = ? AND stored_messages < ? AND stored_bytes + ? <= ?"
-                " RETURNING id, last_message_id",
-                (size, recipient, max_stored, size, max_stored_bytes),
-            ).fetchone()
-            if row is None:
-                if conn.execute("SELECT 1 FROM users WHERE alias = ?", (recipient,)).fetchone():
-                    waiting = f"{max_stored} undelivered messages or {max_stored_bytes} bytes"
-                    raise LimitExceeded(f"{recipient} has {waiting} waiting")
+                info = _attachment_info(conn, attachment)
+            writes = self._writes  # anew: the attachment's path may have written the earlier rows
+            to = self._account(conn, recipient)
+            if to is None:
                 raise UnknownUser(recipient)
-            owner_id, message_id = row
-            ref = conn.execute(
-                "INSERT INTO messages (recipient_id, recipient_alias, message_id, sender_id, sender_alias,"
-                " client_key, pair, text, attachment_id, size, sent_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            if to.stored_messages >= max_stored or to.stored_bytes + size > max_stored_bytes:
+                waiting = f"{max_stored} undelivered messages or {max_stored_bytes} bytes"
+                raise LimitExceeded(f"{recipient} has {waiting} waiting")
+            if not self._next_seq:
+                self._ids(conn)
+            ref, seq = self._next_ref, self._next_seq
+            self._next_ref, self._next_seq = ref + 1, seq + 1
+            to.last_message_id += 1
+            to.stored_messages += 1
+            to.stored_bytes += size
+            writes.dirty[to.id] = to
+            message_id = to.last_message_id
+            writes.messages.append(
                 (
-                    owner_id,
-                    recipient,
-                    message_id,
-                    sender_id,
-                    sender,
-                    key,
-                    _pair(sender, recipient),
-                    text,
-                    attachment or None,
-                    size,
-                    now,
-                ),
-            ).lastrowid
-            cur = conn.execute(
-                "INSERT INTO outbox (owner_id, kind, message_id, sender_alias, sender_id, ref)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (owner_id, ItemKind.MESSAGE, message_id, sender, sender_id, ref),
-            )
-            assert cur.lastrowid is not None
-            info = _attachment_info(conn, attachment) if attachment else None
-            item = OutboxItem(
-                cur.lastrowid, recipient, ItemKind.MESSAGE, message_id, sender, text, key or "", now, info
-            )
-            return item, True
+                    ref, to.id, recipient, message_id, me.id, sender, key,
+                    _pair(sender, recipient), text, attachment or None, size, now,
+                )
+            )  # fmt: skip
+            writes.outbox.append((seq, to.id, ItemKind.MESSAGE, message_id, sender, me.id, ref))
+            if key is not None:
+                writes.keys[(me.id, key)] = (recipient, message_id, now)
+            return OutboxItem(
+                seq, recipient, ItemKind.MESSAGE, message_id, sender, text, key or "", now, info
+            ), True
 
-        return await self._call(job)
+        return await self._call(job, defers=True)
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         def job(conn: sqlite3.Connection) -> list[OutboxItem]:
@@ -400,17 +485,74 @@ class SqliteStore:
 
     async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
         return await self._call(
-            lambda conn: _settle_messages(conn, owner, message_ids, now, ItemKind.DELIVERED)
+            lambda conn: self._settle(conn, owner, message_ids, now, ItemKind.DELIVERED), defers=True
         )
 
     async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
-        return await self._call(lambda conn: _settle_messages(conn, owner, message_ids, now, ItemKind.READ))
+        return await self._call(
+            lambda conn: self._settle(conn, owner, message_ids, now, ItemKind.READ), defers=True
+        )
+
+    def _settle(
+        self, conn: sqlite3.Connection, owner: str, message_ids: list[int], now: float, receipt: ItemKind
+    ) -> list[OutboxItem]:
+        """Mark messages of `owner` delivered or read, and queue the receipts for their senders.
+
+        One UPDATE ... RETURNING and one DELETE per `MAX_IDS` ids rather than statements per message;
+        the receipts join the batch's deferred outbox rows."""
+        me = self._account(conn, owner)
+        if me is None or not message_ids:
+            return []
+        if self._writes:
+            self._write_deferred(conn)  # the messages acked must be rows (they always are: committed)
+        if not self._next_seq:
+            self._ids(conn)
+        column = "delivered_at" if receipt is ItemKind.DELIVERED else "read_at"
+        settled: list[tuple[Any, ...]] = []
+        freed: dict[int, int] = {}
+        for start in range(0, len(message_ids), MAX_IDS):
+            chunk = message_ids[start : start + MAX_IDS]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"UPDATE messages SET {column} = ?, delivered_at = coalesce(delivered_at, ?)"
+                f" WHERE recipient_id = ? AND message_id IN ({marks}) AND {column} IS NULL"
+                " RETURNING id, message_id, sender_id, sender_alias, recipient_alias, client_key, size",
+                (now, now, me.id, *chunk),
+            ).fetchall()
+            if not rows:
+                continue  # unknown, or already marked: a repeated Ack changes nothing
+            settled.extend(rows)
+            refs = [row[0] for row in rows]
+            sizes = {row[0]: row[6] for row in rows}
+            # The outbox copy goes once the message has reached the client (read implies delivered).
+            for (ref,) in conn.execute(
+                f"DELETE FROM outbox WHERE kind = ? AND ref IN ({','.join('?' * len(refs))}) RETURNING ref",
+                (ItemKind.MESSAGE, *refs),
+            ).fetchall():
+                freed[ref] = sizes[ref]
+        if freed:
+            me.stored_messages -= len(freed)
+            me.stored_bytes -= sum(freed.values())
+            self._writes.dirty[me.id] = me
+        receipts = []
+        outbox = self._writes.outbox
+        for _ref, message_id, sender_id, sender, recipient, key, _size in sorted(settled, key=lambda r: r[1]):
+            if sender_id is None:
+                continue  # the sender unregistered: nobody to tell
+            seq = self._next_seq
+            self._next_seq += 1
+            outbox.append((seq, sender_id, receipt, message_id, "", None, _ref))
+            receipts.append(OutboxItem(seq, sender, receipt, message_id, recipient, "", key or "", now))
+        return receipts
 
     async def remove_items(self, seqs: list[int]) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "DELETE FROM outbox WHERE seq = ? AND kind != ?", [(seq, ItemKind.MESSAGE) for seq in seqs]
-            )
+            for start in range(0, len(seqs), MAX_IDS):
+                chunk = seqs[start : start + MAX_IDS]
+                conn.execute(
+                    f"DELETE FROM outbox WHERE kind != ? AND seq IN ({','.join('?' * len(chunk))})",
+                    (ItemKind.MESSAGE, *chunk),
+                )
 
         await self._call(job)
 
@@ -546,44 +688,3 @@ def _attachment_info(conn: sqlite3.Connection, attachment_id: int) -> Attachment
         "SELECT name, media_type, size FROM attachments WHERE id = ? AND complete = 1", (attachment_id,)
     ).fetchone()
     return None if row is None else AttachmentInfo(attachment_id, *row)
-
-
-def _settle_messages(
-    conn: sqlite3.Connection, owner: str, message_ids: list[int], now: float, receipt: ItemKind
-) -> list[OutboxItem]:
-    """Mark messages of `owner` delivered or read, and queue the receipts for their senders."""
-    column = "delivered_at" if receipt is ItemKind.DELIVERED else "read_at"
-    receipts = []
-    settled = 0
-    freed = 0
-    owner_id = None
-    for message_id in message_ids:
-        row = conn.execute(
-            f"UPDATE messages SET {column} = ?, delivered_at = coalesce(delivered_at, ?)"
-            " WHERE recipient_id = (SELECT id FROM users WHERE alias = ?) AND message_id = ?"
-            f" AND {column} IS NULL"
-            " RETURNING id, recipient_id, sender_id, sender_alias, recipient_alias, client_key, size",
-            (now, now, owner, message_id),
-        ).fetchone()
-        if row is None:
-            continue  # unknown, or already marked: a repeated Ack changes nothing
-        ref, owner_id, sender_id, sender, recipient, key, size = row
-        # The outbox copy goes once the message has reached the client (read implies delivered).
-        if conn.execute("DELETE FROM outbox WHERE ref = ? AND kind = ?", (ref, ItemKind.MESSAGE)).rowcount:
-            settled += 1
-            freed += size
-        if sender_id is None:
-            continue  # the sender unregistered: nobody to tell
-        cur = conn.execute(
-            "INSERT INTO outbox (owner_id, kind, message_id, ref) VALUES (?, ?, ?, ?)",
-            (sender_id, receipt, message_id, ref),
-        )
-        assert cur.lastrowid is not None
-        receipts.append(OutboxItem(cur.lastrowid, sender, receipt, message_id, recipient, "", key or "", now))
-    if settled:  # one update of the counters for the whole batch of acks
-        conn.execute(
-            "UPDATE users SET stored_messages = stored_messages - ?, stored_bytes = stored_bytes - ?"
-            " WHERE id = ?",
-            (settled, freed, owner_id),
-        )
-    return receipts

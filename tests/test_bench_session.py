@@ -1,0 +1,55 @@
+"""The session-protocol benchmarks, run tiny: they work and check what they measure (never a timed
+assertion)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dmds.cli.main import build_parser
+from tests.conftest import ServerProcess
+
+
+def test_session_send_bench_checks_every_message_and_receipt(tmp_path: Path) -> None:
+    out = tmp_path / "send.json"
+    args = build_parser().parse_args(
+        ["bench", "send", "--protocol", "session", "--messages", "300", "--window", "50", "--json", str(out)]
+    )
+    assert args.func(args) == 0
+    result = json.loads(out.read_text())
+    assert result["workload"] == "send"
+    [run] = result["runs"]
+    assert run["system"] == "dmds --sync full"
+    assert run["count"] == 300
+    assert run["errors"] == 0
+    assert run["server_cpu_s"] is not None
+    assert run["latency_ms"]["p50"] > 0
+    assert result["fsync_ms"] > 0
+
+
+def test_session_queue_bench_drains_in_order(tmp_path: Path) -> None:
+    out = tmp_path / "queue.json"
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "queue",
+            "--protocol",
+            "session",
+            "--messages",
+            "400",
+            "--sync",
+            "normal",
+            "--json",
+            str(out),
+        ]
+    )
+    assert args.func(args) == 0
+    [run] = json.loads(out.read_text())["runs"]
+    assert (run["system"], run["count"], run["errors"]) == ("dmds --sync normal", 400, 0)
+
+
+def test_session_bench_against_a_running_server(server: ServerProcess) -> None:
+    args = build_parser().parse_args(
+        ["bench", "send", "--host", "127.0.0.1", "--port", str(server.session_port), "--messages", "50"]
+    )
+    assert args.func(args) == 0
