@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dmds.bench import classic, common, session
+from dmds.bench import classic, common
 from dmds.cli.main import build_parser
 
 
@@ -51,3 +51,14 @@ def test_classic_queue_bench_runs(tmp_path: Path) -> None:
     assert run.extra["receipts"] == 200
     assert common.finish(result, args.json) == 0
 
+
+def test_connections_bench_runs(tmp_path: Path) -> None:
+    args = _args("connections", "--count", "50", "--hold", "0.5", "--json", str(tmp_path / "conn.json"))
+    assert args.func(args) == 0
+    (run,) = common.load(tmp_path / "conn.json").runs
+    assert run.errors == 0, run.extra["problems"]
+    assert run.count == 50
+    assert run.extra["logged_in"] == 50
+    assert run.extra["rss_held"] > 0
+    assert "bytes_per_connection" in run.extra
+    assert "bytes_per_connection_after_close" in run.extra
