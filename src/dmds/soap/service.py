@@ -25,6 +25,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+from lxml import etree
 from soapbar import (
     OperationParameter,
     SoapApplication,
@@ -100,12 +101,25 @@ def _empty_body_without_length(app: WSGIApplication) -> WSGIApplication:
     WsgiSoapApp reads up to its size limit when the length is unknown, which on
     wsgiref's raw socket stream blocks until the client closes the connection.
     HTTP/1.1 says such a request has no body, so soapbar then answers with a fault.
+    A malformed MTOM body gets a fault too, rather than an exception out of the app.
     """
 
     def wrapped(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not environ.get("CONTENT_LENGTH"):
             environ["wsgi.input"] = io.BytesIO()
-        return app(environ, start_response)
+        try:
+            return app(environ, start_response)
+        except (ValueError, etree.XMLSyntaxError):
+            # WsgiSoapApp decodes an MTOM (multipart/related) body outside its fault handling, so
+            # a malformed one raised out of the app: a bare 500 and a traceback per request.
+            # Answer it as soapbar answers any malformed body, with a Client fault.
+            content_type = str(environ.get("CONTENT_TYPE", ""))
+            if "multipart/related" not in content_type.lower():
+                raise
+            environ["CONTENT_TYPE"] = "application/soap+xml" if "soap+xml" in content_type else "text/xml"
+            environ["CONTENT_LENGTH"] = "0"
+            environ["wsgi.input"] = io.BytesIO()
+            return app(environ, start_response)
 
     return wrapped
 

@@ -132,7 +132,10 @@ class Connection:
             return None
         try:
             frame = self._decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        # msgspec lets two faults of the input through unwrapped: invalid UTF-8 in a str
+        # (UnicodeDecodeError) and nesting past the recursion limit, in a field it skips
+        # (RecursionError). Both are bad frames too, not bugs.
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError) as exc:
             self._fail(ErrorCode.BAD_FRAME, f"undecodable frame: {exc}")
         return self._check(frame)
 
