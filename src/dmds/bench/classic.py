@@ -47,9 +47,10 @@ from dmds.bench import common, servers
 from dmds.protocols.classic import MessagePush, Push, PushReader, ReceiptPush, RemoteProtocolError
 
 BASELINE = "baseline (uvloop, answers at once)"
-#: Pairs driven by one generator process: two closed loops per process keep each process busy
-#: without more processes than the 2-core machine can schedule.
-PAIRS_PER_PROCESS = 2
+#: Pairs driven by one generator process (its closed loops interleave on one event loop). Eight pairs
+#: in 1, 2, 4 or 8 processes on the 2-core machine: no difference above the noise; 4 per process
+#: keeps the process count at the core count and spares context switches.
+PAIRS_PER_PROCESS = 4
 #: Processes that fill the queue of the offline recipient.
 QUEUE_SENDERS = 4
 #: Seconds the generator processes have to register and connect their users.
