@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-from collections import deque
 from collections.abc import Callable
 
 from dmds.core.model import OutboxItem
@@ -41,9 +40,17 @@ from dmds.errors import DeliveryFailed
 
 log = logging.getLogger(__name__)
 
+#: Pushed items dropped from the front of a courier's list once this many have gone.
+COMPACT_AT = 256
+
 
 class Courier:
     """Pushes one connected user's outbox to their endpoint, in order."""
+
+    __slots__ = (
+        "_cursor", "_failed", "_head", "_loaded_to", "_loading", "_max_pending", "_missed", "_more",
+        "_on_failed", "_on_pushed", "_queue", "_store", "_task", "alias", "endpoint",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -61,24 +68,35 @@ class Courier:
         self._max_pending = max_pending
         self._on_pushed = on_pushed
         self._on_failed = on_failed
-        self._queue: deque[OutboxItem] = deque()
+        # A list and a head index rather than a deque, and a task only while there is work: most
+        # connected users are idle, and an idle courier should cost little more than its object.
+        self._queue: list[OutboxItem] = []
+        self._head = 0
         self._cursor = 0
         self._loaded_to = 0
         self._more = True  # nothing read yet: the store may hold items stored while offline
         self._missed = False
+        self._failed = False
         self._loading: asyncio.Future[list[OutboxItem]] | None = None
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"courier:{self.alias}")
+        self._kick()
 
     async def stop(self) -> None:
+        self._failed = True  # no new task
         if self._loading is not None:
             self._loading.cancel()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def _kick(self) -> None:
+        if self._task is None and not self._failed:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"courier:{self.alias}")
+
+    def _waiting(self) -> int:
+        return len(self._queue) - self._head
 
     def offer(self, item: OutboxItem) -> None:
         if item.seq <= self._cursor:
@@ -86,60 +104,81 @@ class Courier:
         if item.seq <= self._loaded_to:
             # Read with a page already, or an offer overtaken by a later one (offers come in commit
             # order, which is seq order, but nothing here relies on it).
-            if all(i.seq != item.seq for i in self._queue):
-                bisect.insort(self._queue, item, key=lambda i: i.seq)
+            if all(i.seq != item.seq for i in self._queue[self._head :]):
+                bisect.insort(self._queue, item, lo=self._head, key=lambda i: i.seq)
+                self._kick()
             return
         if self._more or self._loading is not None:
             self._missed = True  # in the store: read back in order with a page
-        elif len(self._queue) >= self._max_pending:
+        elif self._waiting() >= self._max_pending:
             self._more = True  # safe in the store: read back when the queue has room
-            self._wake.set()
+            self._kick()
         else:
             self._queue.append(item)
             self._loaded_to = item.seq
-            self._wake.set()
+            self._kick()
 
     async def _run(self) -> None:
+        try:
+            await self._work()
+        finally:
+            self._task = None
+
+    async def _work(self) -> None:
         half = max(1, self._max_pending // 2)
         while True:
-            if self._more and self._loading is None and len(self._queue) <= half:
+            if self._more and self._loading is None and self._waiting() <= half:
                 self._loading = asyncio.ensure_future(
                     self._store.pending(self.alias, self._loaded_to, self._max_pending)
                 )
-                self._loading.add_done_callback(lambda _: self._wake.set())
                 self._missed = False
+            if self._head == len(self._queue):
+                self._queue.clear()
+                self._head = 0
+                if self._loading is None:
+                    return  # idle: the next offer starts a new task
+                await asyncio.wait([self._loading])
             if self._loading is not None and self._loading.done():
                 try:
                     self._page(self._loading.result())
                 except Exception as exc:
                     # Nobody would deliver to a user still shown connected: end it like a failed push.
                     log.exception("reading the outbox of %s failed", self.alias)
-                    self._on_failed(self, DeliveryFailed(str(exc)))
+                    self._fail(DeliveryFailed(str(exc)))
                     return
                 continue
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
+            if self._head == len(self._queue):
                 continue
-            item = self._queue.popleft()
+            item = self._queue[self._head]
+            self._head += 1
+            if self._head >= COMPACT_AT and self._head * 2 >= len(self._queue):
+                del self._queue[: self._head]  # under steady traffic the list may never empty
+                self._head = 0
             if item.seq <= self._cursor:
                 continue
             try:
                 await self.endpoint.deliver(item)
             except DeliveryFailed as exc:
-                self._on_failed(self, exc)
+                self._fail(exc)
                 return
             except Exception as exc:
                 # A bug must not leave the user "connected" with nobody delivering: treat it as a
                 # failed push (the item stays stored) and say so loudly.
                 log.exception("pushing item %d to %s failed", item.seq, self.alias)
-                self._on_failed(self, DeliveryFailed(str(exc)))
+                self._fail(DeliveryFailed(str(exc)))
                 return
             self._cursor = item.seq
             self._on_pushed(self, item)
 
+    def _fail(self, exc: DeliveryFailed) -> None:
+        self._failed = True
+        self._on_failed(self, exc)
+
     def _page(self, items: list[OutboxItem]) -> None:
         self._loading = None
+        if self._head:
+            del self._queue[: self._head]
+            self._head = 0
         self._queue.extend(i for i in items if i.seq > self._loaded_to)
         if items:
             self._loaded_to = max(self._loaded_to, items[-1].seq)

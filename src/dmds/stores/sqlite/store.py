@@ -85,6 +85,8 @@ def _connect(path: Path, sync: SyncMode) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={'FULL' if sync is SyncMode.FULL else 'NORMAL'}")
     if sync is SyncMode.NORMAL:
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the store checkpoints off the loop itself
+    # The hot pages of the message tables and their indexes stay in memory (the default is 2 MiB).
+    conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
     _migrate(conn)
@@ -155,8 +157,8 @@ class SqliteStore:
         self._commits_since_checkpoint = 0
         self._accounts: dict[str, _Account] = {}
         self._writes = _Writes()
-        self._next_ref = 0  # next messages.id; 0: read it from the database first
-        self._next_seq = 0  # next outbox.seq, likewise
+        self._next_ref = self._next_seq = 0
+        self._ids(conn)
         self._committer = threading.Thread(target=self._commit_loop, name="dmds-sqlite-commit", daemon=True)
         self._committer.start()
 
@@ -260,8 +262,9 @@ class SqliteStore:
         return account
 
     def _ids(self, conn: sqlite3.Connection) -> None:
-        """Load the id counters (once: afterwards they only go up, even past a rolled-back batch, so
-        no seq a courier has passed is handed out again)."""
+        """Load the id counters, once, before anything runs: afterwards they only go up, even past
+        deleted rows and rolled-back batches, so no seq a courier has passed is handed out again
+        (read later, after receipts were deleted, max(seq) would hand out a pushed seq anew)."""
         self._next_ref = (conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
         self._next_seq = (conn.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0) + 1
 
@@ -448,8 +451,6 @@ class SqliteStore:
             if to.stored_messages >= max_stored or to.stored_bytes + size > max_stored_bytes:
                 waiting = f"{max_stored} undelivered messages or {max_stored_bytes} bytes"
                 raise LimitExceeded(f"{recipient} has {waiting} waiting")
-            if not self._next_seq:
-                self._ids(conn)
             ref, seq = self._next_ref, self._next_seq
             self._next_ref, self._next_seq = ref + 1, seq + 1
             to.last_message_id += 1
@@ -505,8 +506,6 @@ class SqliteStore:
             return []
         if self._writes:
             self._write_deferred(conn)  # the messages acked must be rows (they always are: committed)
-        if not self._next_seq:
-            self._ids(conn)
         column = "delivered_at" if receipt is ItemKind.DELIVERED else "read_at"
         settled: list[tuple[Any, ...]] = []
         freed: dict[int, int] = {}
