@@ -10,7 +10,6 @@ from dmds.settings import StoreSettings, SyncMode
 from dmds.stores.sqlite import SqliteStore
 
 
-
 async def _store(path: Path) -> SqliteStore:
     return await SqliteStore.open(path, StoreSettings(sync=SyncMode.FULL))
 
@@ -38,10 +37,14 @@ async def test_refused_messages_change_nothing_and_counters_survive_a_restart(tm
     for alias in ("ana", "bob"):
         await store.register(User(alias, alias.title(), "01/02/2000"))
     for n in range(1, 4):
-        item, _ = await store.add_message("ana", "bob", f"m{n}", now=float(n), key=f"k{n}", max_stored=3, max_stored_bytes=1_000_000)
+        item, _ = await store.add_message(
+            "ana", "bob", f"m{n}", now=float(n), key=f"k{n}", max_stored=3, max_stored_bytes=1_000_000
+        )
         assert item.message_id == n
     try:
-        await store.add_message("ana", "bob", "m4", now=4.0, key="k4", max_stored=3, max_stored_bytes=1_000_000)
+        await store.add_message(
+            "ana", "bob", "m4", now=4.0, key="k4", max_stored=3, max_stored_bytes=1_000_000
+        )
         raise AssertionError("the fourth message passed the limit of 3")
     except LimitExceeded:
         pass
@@ -51,9 +54,13 @@ async def test_refused_messages_change_nothing_and_counters_survive_a_restart(tm
     # The cached counters were written with the batch: the limit still holds, the ids go on.
     [_, _, receipt] = await store.mark_delivered("bob", [1, 2, 3, 99], now=5.0)
     assert (receipt.kind, receipt.message_id, receipt.owner) == (ItemKind.DELIVERED, 3, "ana")
-    item, new = await store.add_message("ana", "bob", "m4", now=6.0, key="k4", max_stored=3, max_stored_bytes=1_000_000)
+    item, new = await store.add_message(
+        "ana", "bob", "m4", now=6.0, key="k4", max_stored=3, max_stored_bytes=1_000_000
+    )
     assert (item.message_id, new) == (4, True)
-    again, new = await store.add_message("ana", "bob", "m4", now=7.0, key="k4", max_stored=3, max_stored_bytes=1_000_000)
+    again, new = await store.add_message(
+        "ana", "bob", "m4", now=7.0, key="k4", max_stored=3, max_stored_bytes=1_000_000
+    )
     assert (again.message_id, new) == (4, False)
     assert [i.message_id for i in await store.pending("bob", 0, 10) if i.kind is ItemKind.MESSAGE] == [4]
     await store.close()
