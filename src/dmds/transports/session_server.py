@@ -72,6 +72,7 @@ class SessionServer:
         self.delivery = delivery
         self.max_text_bytes = limits.max_text_bytes
         self.connections: set[SessionConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # requests being served, on every connection
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -121,6 +122,11 @@ class SessionConnection:
     """One client's session, whatever carries it: codec state, login, and the user's Endpoint."""
 
     confirms = True
+    # Slots: one of these per connected client, most of them idle (see `dmds bench connections`).
+    __slots__ = (
+        "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "alias", "codec", "loop",
+        "opened_at", "peer", "server", "service", "subscribed", "token", "transport",
+    )  # fmt: skip
 
     def __init__(self, server: SessionServer, *, framed: bool = True) -> None:
         self.server = server
@@ -143,7 +149,7 @@ class SessionConnection:
         self.subscribed = False
         self._out: list[f.Frame] = []
         self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # requests being served (their tasks are held by the server)
         self._paused = False
 
     # -- the link's events ---------------------------------------------------------------------------
@@ -329,15 +335,17 @@ class SessionConnection:
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
-        self._tasks.add(task)
+        self.server.tasks.add(task)  # the loop keeps only a weak reference
+        self._in_flight += 1
         task.add_done_callback(self._task_done)
-        if len(self._tasks) >= MAX_IN_FLIGHT and not self._paused and self.transport is not None:
+        if self._in_flight >= MAX_IN_FLIGHT and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._paused and len(self._tasks) < MAX_IN_FLIGHT // 2 and self.transport is not None:
+        self.server.tasks.discard(task)
+        self._in_flight -= 1
+        if self._paused and self._in_flight < MAX_IN_FLIGHT // 2 and self.transport is not None:
             self._paused = False
             if not self.transport.is_closing():
                 self.transport.resume_reading()
@@ -447,6 +455,8 @@ def _attachment(info: Any) -> f.Attachment | None:
 
 class _TcpProtocol(asyncio.Protocol):
     """The TCP (and TLS) binding: the asyncio transport is the session's link."""
+
+    __slots__ = ("session",)
 
     def __init__(self, server: SessionServer) -> None:
         self.session = SessionConnection(server)

@@ -79,6 +79,12 @@ _DECODERS: Final[dict[Role, msgspec.msgpack.Decoder[Any]]] = {
 class Connection:
     """One session connection, either end."""
 
+    __slots__ = (
+        "_buf", "_decoder", "_eof", "_framed", "_hello_sent", "_last_received", "_last_sent",
+        "_payloads", "_pings", "_pos", "heartbeat_s", "idle_timeout_s", "max_frame_bytes", "role",
+        "state",
+    )  # fmt: skip
+
     def __init__(
         self,
         role: Role,
