@@ -31,6 +31,11 @@ EXTRA_COLUMNS = {
 }
 
 
+#: The whole machine's busy CPU over a run (`servers.Meter`): beside the server's and the generator's,
+#: it shows what the kernel and other processes took, i.e. how noisy the run was.
+BUSY = "machine_busy_cpu_s"
+
+
 def _median(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -69,7 +74,10 @@ def _table(workload: str, group: list[tuple[Path, common.Result]]) -> list[str]:
     first = statistics.median(r.rate for r in by_system[systems[0]])
     extras = [k for k in EXTRA_COLUMNS if any(k in r.extra for runs in by_system.values() for r in runs)]
     has_latency = any(r.latency_ms for runs in by_system.values() for r in runs)
+    has_busy = any(BUSY in r.extra for runs in by_system.values() for r in runs)
     header = ["system", "runs", "median rate/s (min-max)", "median s", "server CPU", "generator CPU"]
+    if has_busy:
+        header.append("machine busy")
     if has_latency:
         header += ["p50 ms", "p99 ms"]
     header += [EXTRA_COLUMNS[k][0] for k in extras]
@@ -103,6 +111,8 @@ def _table(workload: str, group: list[tuple[Path, common.Result]]) -> list[str]:
             _fmt(_median([_share(r.server_cpu_s, r.seconds) for r in runs]), "{:.0%}"),
             _fmt(_median([_share(r.generator_cpu_s, r.seconds) for r in runs]), "{:.0%}"),
         ]
+        if has_busy:
+            row.append(_fmt(_median([_share(r.extra.get(BUSY), r.seconds) for r in runs]), "{:.0%}"))
         if has_latency:
             row += [_fmt(_latency(runs, "p50")), _fmt(_latency(runs, "p99"))]
         row += [_fmt(_median([r.extra.get(k) for r in runs]), EXTRA_COLUMNS[k][1]) for k in extras]
@@ -181,7 +191,9 @@ def write(results: list[tuple[Path, common.Result]], out: Path) -> tuple[Path, P
     lines = [
         "# dmds bench report",
         "",
-        "Medians over runs; CPU is a share of one core over the measured time.",
+        "Medians over runs. CPU is a share of one core over the measured time; machine busy is all cores'",
+        "busy time (so up to the core count): what it has beyond server and generator is the kernel's and",
+        "other processes'.",
         "",
     ]
     for workload, group in groups.items():
