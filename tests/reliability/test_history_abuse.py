@@ -1,10 +1,11 @@
-"""What the flood found about History (docs/reliability.md, "Findings"): both tests fail today and are
-marked xfail(strict), so they turn into failures the day the server is fixed (remove the mark then).
+"""What the flood found about History (docs/reliability.md, "Findings"), now fixed: the store stops
+reading a page once its texts pass a frame, and a connection has one History in the store at a time.
 
-1. `SqliteStore.history` loads `limit` rows (up to 500) whatever their size before the transport cuts
+What they guard against:
+1. `SqliteStore.history` loaded `limit` rows (up to 500) whatever their size before the transport cuts
    the page to max_frame_bytes: a 30-byte request makes the server hold up to 500 x max_text_bytes
    (32 MiB), and a connection may have MAX_IN_FLIGHT (1000) of them unanswered.
-2. Reads share the store's one FIFO queue with everyone's writes and run on the event loop: one
+2. Reads shared the store's one FIFO queue with everyone's writes and run on the event loop: one
    connection's pipelined History requests (up to MAX_IN_FLIGHT, each ~1 ms for a page of 300 rows)
    delay every other user's sends by as long as they take.
 """
@@ -61,11 +62,6 @@ def rss_kib(server: ServerProcess) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.history loads every row of the page, whatever its size, before the page is cut "
-    "to max_frame_bytes (src/dmds/stores/sqlite/store.py, SqliteStore.history)",
-)
 async def test_a_history_request_costs_about_a_frame_whatever_the_texts(
     server_factory: ServerFactory,
 ) -> None:
@@ -91,11 +87,6 @@ async def test_a_history_request_costs_about_a_frame_whatever_the_texts(
     assert (peak - base) * 1024 <= bound, f"{(peak - base) // 1024} MiB for {requests} History requests"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reads wait in the store's FIFO with everyone's writes and run on the event loop "
-    "(src/dmds/stores/sqlite/store.py, SqliteStore._call/_run_batch)",
-)
 async def test_pipelined_history_does_not_hold_up_other_users(server_factory: ServerFactory) -> None:
     server = server_factory()
     juan, maria = await account(server, "juan"), await account(server, "maria")

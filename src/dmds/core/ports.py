@@ -74,8 +74,12 @@ class Store(Protocol):
     async def remove_items(self, seqs: list[int]) -> None:
         """Receipts were pushed: forget them."""
 
-    async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
-        """The conversation of `alias` and `peer`, newest first, sent before `before` (0: now)."""
+    async def history(
+        self, alias: str, peer: str, before: float, limit: int, max_bytes: int = 1 << 20
+    ) -> list[StoredMessage]:
+        """The conversation of `alias` and `peer`, newest first, sent before `before` (0: now): at
+        most `limit` messages, and no more once their texts pass `max_bytes` (a page must fit a
+        frame, and a request must not make the server hold more than that)."""
 
     async def purge(self, delivered_before: float) -> int:
         """Forget delivered messages older than the retention period; returns how many."""

@@ -351,8 +351,10 @@ class Service:
 
     # -- history and attachments --------------------------------------------------------------------
 
-    async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
-        return await self._store.history(alias, peer, before, limit)
+    async def history(
+        self, alias: str, peer: str, before: float, limit: int, max_bytes: int = 1 << 20
+    ) -> list[StoredMessage]:
+        return await self._store.history(alias, peer, before, limit, max_bytes)
 
     async def purge(self) -> int:
         """Forget delivered messages older than the retention period."""

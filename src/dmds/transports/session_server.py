@@ -124,8 +124,8 @@ class SessionConnection:
     confirms = True
     # Slots: one of these per connected client, most of them idle (see `dmds bench connections`).
     __slots__ = (
-        "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "alias", "codec", "loop",
-        "opened_at", "peer", "server", "service", "subscribed", "token", "transport",
+        "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "_reads", "alias", "codec",
+        "loop", "opened_at", "peer", "server", "service", "subscribed", "token", "transport",
     )  # fmt: skip
 
     def __init__(self, server: SessionServer, *, framed: bool = True) -> None:
@@ -150,6 +150,7 @@ class SessionConnection:
         self._out: list[f.Frame] = []
         self._flush_scheduled = False
         self._in_flight = 0  # requests being served (their tasks are held by the server)
+        self._reads: asyncio.Lock | None = None  # made on the first History
         self._paused = False
 
     # -- the link's events ---------------------------------------------------------------------------
@@ -262,7 +263,13 @@ class SessionConnection:
             self.subscribed = True
             return f.Presence(re=rid, online=svc.subscribe(self))
         if isinstance(frame, f.History):
-            entries = await svc.history(alias, frame.peer, frame.before, frame.limit)
+            max_bytes = self.server.settings.max_frame_bytes
+            # One History at a time per connection: pipelined pages from one client must not fill
+            # the store's queue ahead of everyone else's sends, nor hold many pages in memory.
+            if self._reads is None:
+                self._reads = asyncio.Lock()
+            async with self._reads:
+                entries = await svc.history(alias, frame.peer, frame.before, frame.limit, max_bytes)
             return _history_page(
                 rid,
                 [
@@ -279,7 +286,7 @@ class SessionConnection:
                     for e in entries
                 ],
                 full=len(entries) == frame.limit,
-                max_bytes=self.server.settings.max_frame_bytes,
+                max_bytes=max_bytes,
             )
         if isinstance(frame, f.UploadStart):
             upload = await svc.start_upload(alias, frame.name, frame.media_type, frame.size)

@@ -555,13 +555,15 @@ class SqliteStore:
 
         await self._call(job)
 
-    async def history(self, alias: str, peer: str, before: float, limit: int) -> list[StoredMessage]:
+    async def history(
+        self, alias: str, peer: str, before: float, limit: int, max_bytes: int = 1 << 20
+    ) -> list[StoredMessage]:
         def job(conn: sqlite3.Connection) -> list[StoredMessage]:
             until = before if before > 0 else float("inf")
             me = conn.execute("SELECT id FROM users WHERE alias = ?", (alias,)).fetchone()
             if me is None:
                 return []
-            rows = conn.execute(
+            cursor = conn.execute(
                 "SELECT sender_alias, recipient_alias, message_id, text, sent_at, delivered_at, read_at,"
                 " attachment_id FROM messages WHERE pair = ? AND sent_at < ?"
                 # Only this user's own messages: a re-registered alias must not read what the
@@ -569,11 +571,19 @@ class SqliteStore:
                 " AND (recipient_id = ? OR sender_id = ?)"
                 " ORDER BY sent_at DESC, id DESC LIMIT ?",
                 (_pair(alias, peer), until, me[0], me[0], limit),
-            ).fetchall()
-            return [
-                StoredMessage(s, r, mid, text, sent, dlv, rd, _attachment_info(conn, att) if att else None)
-                for s, r, mid, text, sent, dlv, rd, att in rows
-            ]
+            )
+            page: list[StoredMessage] = []
+            size = 0
+            for s, r, mid, text, sent, dlv, rd, att in cursor:
+                info = _attachment_info(conn, att) if att else None
+                page.append(StoredMessage(s, r, mid, text, sent, dlv, rd, info))
+                size += len(text)
+                if size > max_bytes:
+                    # Never hold much more than a frame of rows. The row that passed the budget is
+                    # kept, so the caller sees the page is over its frame and says there is more.
+                    break
+            cursor.close()
+            return page
 
         return await self._call(job)
 
