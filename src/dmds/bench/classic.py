@@ -273,8 +273,7 @@ class _PushConnection(asyncio.Protocol):
     def _parse(self) -> None:
         try:
             push = self._reader.next_event()
-        except RemoteProtocolError:
-            push = None
+        except RemoteProtocolError:  # counted as a dial-back without a push
             self._finish(None)
             return
         if push is not None:
