@@ -87,6 +87,8 @@ def test_report_of_the_results(results: Path, tmp_path: Path) -> None:
         "nothing: made up for the report",
     )
     assert common.finish(several, results / "synthetic.json") == 0
+    other = common.Result("synthetic", {"runs": 1}, [common.Run("a", 10, 1.0)], "the same, other parameters")
+    assert common.finish(other, results / "synthetic2.json") == 0
     files = sorted(results.glob("*.json"))
     out = tmp_path / "report"
     args = _args("report", *map(str, files), "--out", str(out))
@@ -94,7 +96,8 @@ def test_report_of_the_results(results: Path, tmp_path: Path) -> None:
     markdown = (out / "report.md").read_text()
     for path in files:
         assert f"## {common.load(path).workload}" in markdown
-    assert "| b | 3 | 4,000 (2,000-6,000) |" in markdown
+    assert "| b [synthetic] | 3 | 4,000 (2,000-6,000) |" in markdown
+    assert "| a [synthetic2] | 1 | 10 (10-10) |" in markdown  # not pooled with the other a
     assert "| 2.00 |" in markdown  # b's ratio to a
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if (results / "conn.json").exists():  # the workloads ran before, in this module

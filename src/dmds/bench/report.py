@@ -57,10 +57,13 @@ def _group(results: list[tuple[Path, common.Result]]) -> dict[str, list[tuple[Pa
 
 
 def _runs(group: list[tuple[Path, common.Result]]) -> dict[str, list[common.Run]]:
+    """Runs per system. Files of one workload with different parameters measured different things:
+    their systems are then told apart by file name rather than pooled into one median."""
+    mixed = any(result.params != group[0][1].params for _, result in group)
     by_system: dict[str, list[common.Run]] = {}
-    for _, result in group:
+    for path, result in group:
         for run in result.runs:
-            by_system.setdefault(run.system, []).append(run)
+            by_system.setdefault(f"{run.system} [{path.stem}]" if mixed else run.system, []).append(run)
     return by_system
 
 
