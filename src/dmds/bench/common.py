@@ -156,8 +156,9 @@ def table(result: Result) -> str:
     ]
     if result.fsync_ms is not None:
         lines.append(f"fsync (4 KiB write + fsync, median): {result.fsync_ms:.3f} ms")
+    width = max([32, *(len(r.system) + 1 for r in result.runs)])
     lines.append(
-        f"{'system':32} {'count':>8} {'seconds':>8} {'rate/s':>9} {'server CPU':>10} {'gen CPU':>8}"
+        f"{'system':{width}} {'count':>8} {'seconds':>8} {'rate/s':>9} {'server CPU':>10} {'gen CPU':>8}"
         f" {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
     )
     for r in result.runs:
@@ -169,7 +170,7 @@ def table(result: Result) -> str:
         p50 = f"{lat['p50']:.2f}" if "p50" in lat else "-"
         p99 = f"{lat['p99']:.2f}" if "p99" in lat else "-"
         lines.append(
-            f"{r.system:32} {r.count:8d} {r.seconds:8.3f} {r.rate:9.0f} {share(r.server_cpu_s):>10}"
+            f"{r.system:{width}} {r.count:8d} {r.seconds:8.3f} {r.rate:9.0f} {share(r.server_cpu_s):>10}"
             f" {share(r.generator_cpu_s):>8} {p50:>7} {p99:>7} {r.errors:6d}"
         )
     systems = result.systems()
@@ -177,7 +178,8 @@ def table(result: Result) -> str:
         lines.append("medians:")
         for system in systems:
             lines.append(
-                f"  {system:30} {result.median_rate(system):9.0f}/s  {result.median_seconds(system):.3f} s"
+                f"  {system:{width - 2}} {result.median_rate(system):9.0f}/s"
+                f"  {result.median_seconds(system):.3f} s"
             )
     return "\n".join(lines)
 
