@@ -7,7 +7,7 @@ DATA_DIR ?= dmds-data
 PORT ?= 7000
 WS_PORT ?= 5000
 
-.PHONY: run test install lint typecheck pytest system-deps clean
+.PHONY: run test install lint typecheck pytest system-deps bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,27 @@ pytest: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# Every benchmark of docs/benchmarks.md, three runs each, side by side with the trivial server and
+# Mosquitto; JSON, report.md and report.png land in $(BENCH_OUT). Takes about 10 minutes; run it on
+# a quiet machine. Not part of `make test`: benchmarks are never assertions.
+BENCH_OUT ?= bench-results
+bench: $(STAMP) system-deps
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/dmds bench register --runs 3 --json $(BENCH_OUT)/register.json
+	$(BIN)/dmds bench send --protocol classic --pairs 8 --messages 1000 --runs 3 \
+		--json $(BENCH_OUT)/send-classic.json
+	$(BIN)/dmds bench send --protocol session --messages 20000 --runs 3 --mqtt \
+		--json $(BENCH_OUT)/send-session.json
+	$(BIN)/dmds bench queue --protocol classic --messages 10000 --runs 3 --json $(BENCH_OUT)/queue-classic.json
+	$(BIN)/dmds bench queue --protocol session --messages 10000 --runs 3 --mqtt \
+		--json $(BENCH_OUT)/queue-session.json
+	$(BIN)/dmds bench connections --count 15000 --runs 3 --json $(BENCH_OUT)/connections.json
+	$(BIN)/dmds bench report $(BENCH_OUT)/*.json --out $(BENCH_OUT)
+
+# The long reliability proof of docs/reliability.md (kill loop, atheris fuzzing, flood).
+chaos: $(STAMP) system-deps
+	$(BIN)/dmds bench chaos --json $(BENCH_OUT)/chaos.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
