@@ -529,6 +529,8 @@ async def flood(cfg: FloodConfig) -> dict[str, Any]:
         "pair_acknowledged_before": ledger.lives[0],
         "pair_acknowledged_during": ledger.lives[1],
         "pair_acknowledged_after": ledger.lives[2],
+        "pair_reconnections": ledger.reconnections,
+        "pair_clients_replaced": ledger.replaced_clients,
         "pair_session_latency_ms": {
             phase: percentiles(ledger.latencies[i]) for i, phase in enumerate(("before", "during", "after"))
         },

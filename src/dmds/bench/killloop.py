@@ -130,11 +130,6 @@ class ChaosServer:
     starts: int = 0
     moved: int = 0
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     async def start(self) -> None:
         try:
             await self._start(self.port, self.session_port)
@@ -196,12 +191,15 @@ class ChaosServer:
         return self.proc is not None and self.proc.poll() is None
 
     def status_kib(self, field_name: str) -> int:
-        """A field of /proc/PID/status in KiB (VmRSS: resident now; VmHWM: the peak so far)."""
+        """A field of /proc/PID/status in KiB (VmRSS: resident now; VmHWM: the peak so far); 0 if
+        the server is not running."""
+        if self.proc is None:
+            return 0
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
                 if line.startswith(field_name + ":"):
                     return int(line.split()[1])
-        except (OSError, AssertionError):
+        except OSError:
             pass
         return 0
 
@@ -394,6 +392,7 @@ class SessionRecipient(SessionUser):
     def __init__(self, server: ChaosServer, ledger: Ledger, log: RecipientLog, rng: random.Random) -> None:
         super().__init__(server, ledger, log.alias)
         self.log, self.rng = log, rng
+        self._background: set[asyncio.Task[SessionClient]] = set()
 
     def on_event(self, event: Event) -> None:
         super().on_event(event)
@@ -403,7 +402,9 @@ class SessionRecipient(SessionUser):
             lost = self.client
             if lost is not None:
                 # Gave up: a new client; the server pushes again what was not acknowledged.
-                asyncio.get_running_loop().create_task(self.replace(lost, time.monotonic() + 60))
+                task = asyncio.get_running_loop().create_task(self.replace(lost, time.monotonic() + 60))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.log.mode == "online":
