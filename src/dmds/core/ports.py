@@ -6,6 +6,7 @@ Times are seconds since the epoch, passed in by the core.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from dmds.core.model import AttachmentInfo, OutboxItem, StoredMessage, User, UserRecord
@@ -40,7 +41,7 @@ class Store(Protocol):
 
     # -- messages -------------------------------------------------------------------------------------
 
-    async def add_message(
+    def add_message(
         self,
         sender: str,
         recipient: str,
@@ -51,7 +52,7 @@ class Store(Protocol):
         max_stored_bytes: int,
         key: str | None = None,
         attachment: int = 0,
-    ) -> tuple[OutboxItem, bool]:
+    ) -> Awaitable[tuple[OutboxItem, bool]]:
         """Store a message for `recipient` with the next per-recipient id; returns (item, new).
 
         With a `key` already used by `sender`, stores nothing and returns the first message's

@@ -287,6 +287,50 @@ class Service:
             target.offer(item)
         return item
 
+    def send_nowait(
+        self, sender: str, recipient: str, text: str, *, key: str | None = None
+    ) -> asyncio.Future[OutboxItem]:
+        """`send` for a connected session user, without a task per message: checks now (raising the
+        same domain errors), then a future that resolves once the message is committed and offered
+        to its recipient (or fails as `send` would)."""
+        if "\0" in text:
+            raise InvalidField("text contains a NUL character")
+        if sender not in self._couriers:
+            raise NotConnected(sender)
+        now = self._clock()
+        bucket = self._buckets.get(sender)
+        if bucket is not None:
+            bucket.take(now, f"{sender} sends")
+        # ensure_future: a store's future as it is (no task); a coroutine would get a task.
+        stored = asyncio.ensure_future(
+            self._store.add_message(
+                sender,
+                recipient,
+                text,
+                now=now,
+                max_stored=self._settings.max_stored_messages,
+                max_stored_bytes=self._settings.max_stored_bytes,
+                key=key,
+            )
+        )
+        done: asyncio.Future[OutboxItem] = asyncio.get_running_loop().create_future()
+
+        def offer(fut: asyncio.Future[tuple[OutboxItem, bool]]) -> None:
+            if fut.cancelled():
+                done.cancel()
+                return
+            if (exc := fut.exception()) is not None:
+                done.set_exception(exc)
+                return
+            item, new = fut.result()
+            target = self._couriers.get(recipient)
+            if new and target is not None:
+                target.offer(item)
+            done.set_result(item)
+
+        stored.add_done_callback(offer)
+        return done
+
     def _pushed(self, courier: Courier, item: OutboxItem) -> None:
         if item.kind is ItemKind.MESSAGE:
             if not courier.endpoint.confirms:  # classic: written is delivered

@@ -225,21 +225,50 @@ class SessionConnection:
             if self.alias is not None and frame.message_ids:
                 kind = ItemKind.DELIVERED if isinstance(frame, f.Ack) else ItemKind.READ
                 self.service.settle_soon(self.alias, list(frame.message_ids), kind)
+        elif isinstance(frame, f.Send) and self.alias is not None and not frame.attachment:
+            self._send(frame, self.alias)
         else:
             self._spawn(self._request(frame))
 
-    async def _request(self, frame: Any) -> None:
-        rid = frame.id
+    def _send(self, frame: f.Send, alias: str) -> None:
+        """The hot path: no task per message, only the store's future and a callback."""
         try:
-            answer = await self._answer(frame)
-        except DmdsError as exc:
+            if len(frame.text.encode()) > self.server.max_text_bytes:
+                raise InvalidField(f"text longer than {self.server.max_text_bytes} bytes")
+            accepted = self.service.send_nowait(alias, frame.to, frame.text, key=frame.key)
+        except Exception as exc:  # noqa: BLE001 - answered; `_error` logs whatever is not a domain error
+            self.queue(self._error(frame, exc))
+            return
+        self._started()
+        accepted.add_done_callback(lambda fut: self._sent(frame, fut))
+
+    def _sent(self, frame: f.Send, fut: asyncio.Future[OutboxItem]) -> None:
+        self._finished()
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.queue(self._error(frame, exc))
+            return
+        item = fut.result()
+        # item.owner: for a resent key, the recipient of the first message with that key
+        self.queue(f.Accepted(re=frame.id, to=item.owner, key=frame.key, message_id=item.message_id))
+
+    def _error(self, frame: Any, exc: BaseException) -> f.Error:
+        """The Error frame answering `frame` that failed with `exc`: the one place codes are applied."""
+        if isinstance(exc, DmdsError):
             code = code_for(exc)
             retry = exc.retry_after_s if isinstance(exc, RateLimited) else 0.0
             log.debug("session %s: %s failed: %s", self.alias or self.peer, type(frame).__name__, exc)
-            answer = f.Error(code=code, message=str(exc) or code.name, re=rid, retry_after_s=retry)
-        except Exception as exc:
-            log.exception("bug while serving %s from %s", type(frame).__name__, self.alias or self.peer)
-            answer = f.Error(code=code_for(exc), message="internal error", re=rid)
+            return f.Error(code=code, message=str(exc) or code.name, re=frame.id, retry_after_s=retry)
+        log.error("bug while serving %s from %s", type(frame).__name__, self.alias or self.peer, exc_info=exc)
+        return f.Error(code=code_for(exc), message="internal error", re=frame.id)
+
+    async def _request(self, frame: Any) -> None:
+        try:
+            answer = await self._answer(frame)
+        except Exception as exc:  # noqa: BLE001 - answered; `_error` logs whatever is not a domain error
+            answer = self._error(frame, exc)
         self.queue(answer)
 
     async def _answer(self, frame: Any) -> f.Frame:
@@ -343,14 +372,21 @@ class SessionConnection:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
         self.server.tasks.add(task)  # the loop keeps only a weak reference
-        self._in_flight += 1
         task.add_done_callback(self._task_done)
+        self._started()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.server.tasks.discard(task)
+        self._finished()
+
+    def _started(self) -> None:
+        """One more request being served; past MAX_IN_FLIGHT the connection stops reading."""
+        self._in_flight += 1
         if self._in_flight >= MAX_IN_FLIGHT and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self.server.tasks.discard(task)
+    def _finished(self) -> None:
         self._in_flight -= 1
         if self._paused and self._in_flight < MAX_IN_FLIGHT // 2 and self.transport is not None:
             self._paused = False

@@ -189,22 +189,29 @@ class SqliteStore:
     async def _call(
         self, fn: Callable[[sqlite3.Connection], T], defers: bool = False, lazy: bool = False
     ) -> T:
-        """Run `fn` in the next batch. `lazy`: housekeeping that nobody waits on and that may be
-        reordered after later jobs; it rides with the next batch, or starts one after LAZY_S."""
-        if self._closed:
-            raise StoreError("store is closed")
+        return await self._submit(fn, defers, lazy)
+
+    def _submit(
+        self, fn: Callable[[sqlite3.Connection], T], defers: bool = False, lazy: bool = False
+    ) -> asyncio.Future[T]:
+        """Run `fn` in the next batch; the future resolves after its commit. `lazy`: housekeeping
+        that nobody waits on and that may be reordered after later jobs; it rides with the next
+        batch, or starts one after LAZY_S."""
         fut: asyncio.Future[T] = self._loop.create_future()
+        if self._closed:
+            fut.set_exception(StoreError("store is closed"))
+            return fut
         if lazy:
             self._lazy.append((fn, fut, defers))
             if not self._busy and self._lazy_timer is None:
                 self._lazy_timer = self._loop.call_later(LAZY_S, self._lazy_due)
-            return await fut
+            return fut
         self._jobs.append((fn, fut, defers))
         if not self._busy:
             self._busy = True
             # call_soon, not now: jobs submitted in the same loop pass join this batch.
             self._loop.call_soon(self._run_batch)
-        return await fut
+        return fut
 
     def _lazy_due(self) -> None:
         self._lazy_timer = None
@@ -429,7 +436,7 @@ class SqliteStore:
 
     # -- messages -----------------------------------------------------------------------------------------
 
-    async def add_message(
+    def add_message(
         self,
         sender: str,
         recipient: str,
@@ -440,7 +447,7 @@ class SqliteStore:
         max_stored_bytes: int,
         key: str | None = None,
         attachment: int = 0,
-    ) -> tuple[OutboxItem, bool]:
+    ) -> asyncio.Future[tuple[OutboxItem, bool]]:
         def job(conn: sqlite3.Connection) -> tuple[OutboxItem, bool]:
             # Every check comes before the first change to the caches or to `writes`: a refused
             # message leaves nothing behind (see the module's theory of operation).
@@ -502,7 +509,8 @@ class SqliteStore:
                 seq, recipient, ItemKind.MESSAGE, message_id, sender, text, key or "", now, info
             ), True
 
-        return await self._call(job, defers=True)
+        # A future, not a coroutine: the session server's hot path waits on it without a task.
+        return self._submit(job, defers=True)
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         def job(conn: sqlite3.Connection) -> list[OutboxItem]:
