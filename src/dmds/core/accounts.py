@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections import Counter
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from dmds.core.ports import Store
 from dmds.core.ratelimit import FailureLimiter
-from dmds.errors import BadCredentials, BadToken, InvalidField
+from dmds.errors import BadCredentials, BadToken, InvalidField, RateLimited
 from dmds.settings import AccountSettings
 
 # Verified against when the alias does not exist, so that a wrong alias costs the same time as a
@@ -41,6 +42,8 @@ class Accounts:
         # An address may try a few aliases: more room than per alias, still a brake on spraying.
         self._by_address = FailureLimiter(settings.login_failures * 4, settings.login_window_s)
         self._registrations = FailureLimiter(settings.login_failures * 4, settings.login_window_s)
+        # Password checks in progress per alias and per address (keys "alias:..." and "address:...").
+        self._verifying: Counter[str] = Counter()
 
     def registering(self, address: str, now: float) -> None:
         """Count a registration with a password from `address`; RateLimited past the limit."""
@@ -71,8 +74,24 @@ class Accounts:
         BadCredentials for a wrong alias or password (the same error for both)."""
         self._by_alias.check(alias, now)
         self._by_address.check(address, now)
-        record = await self._store.user(alias)
-        if not await self._verify(record.password_hash if record else None, password):
+        # A failure is recorded only once its hash is done: without a bound on the checks in progress,
+        # N wrong passwords sent at once would all pass the checks above and cost N argon2 hashes.
+        keys = (f"alias:{alias}", f"address:{address}")
+        if (
+            self._verifying[keys[0]] >= self._by_alias.max_failures
+            or self._verifying[keys[1]] >= self._by_address.max_failures
+        ):
+            raise RateLimited(f"too many password checks in progress for {alias}", 1.0)
+        self._verifying.update(keys)
+        try:
+            record = await self._store.user(alias)
+            ok = await self._verify(record.password_hash if record else None, password)
+        finally:
+            self._verifying.subtract(keys)
+            for key in keys:
+                if self._verifying[key] <= 0:
+                    del self._verifying[key]
+        if not ok:
             self._by_alias.failed(alias, now)
             self._by_address.failed(address, now)
             raise BadCredentials(alias)
