@@ -514,12 +514,14 @@ class SqliteStore:
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         def job(conn: sqlite3.Connection) -> list[OutboxItem]:
+            me = self._account(conn, owner)
+            if me is None:
+                return []
             rows = conn.execute(
-                f"{_ITEM_SELECT} WHERE o.owner_id = (SELECT id FROM users WHERE alias = ?)"
-                " AND o.seq > ? ORDER BY o.seq LIMIT ?",
-                (owner, after_seq, limit),
+                f"{_ITEM_SELECT} WHERE o.owner_id = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
+                (me.id, after_seq, limit),
             ).fetchall()
-            return [_item(row) for row in rows]
+            return [_item(owner, row) for row in rows]
 
         return await self._call(job)
 
@@ -705,27 +707,27 @@ class SqliteStore:
 
 # Outbox item with its message (receipts point at the message they are about through `ref`).
 _ITEM_SELECT = (
-    "SELECT o.seq, ow.alias, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
-    " m.sent_at, o.text, a.id, a.name, a.media_type, a.size FROM outbox o JOIN users ow ON ow.id = o.owner_id"
+    "SELECT o.seq, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
+    " m.sent_at, o.text, a.id, a.name, a.media_type, a.size FROM outbox o"
     " LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
 )
+# A dict lookup rather than the enum's call: a courier's page is up to a thousand rows.
+_KINDS = {kind.value: kind for kind in ItemKind}
 
 
-def _item(row: tuple[Any, ...]) -> OutboxItem:
-    seq, owner, kind, message_id, sender, recipient, text, key, sent_at, legacy_text, *attachment = row
-    kind = ItemKind(kind)
-    peer = sender if kind is ItemKind.MESSAGE else (recipient or "")
-    info = AttachmentInfo(*attachment) if attachment[0] is not None else None
+def _item(owner: str, row: tuple[Any, ...]) -> OutboxItem:
+    seq, kind_value, message_id, sender, recipient, text, key, sent_at, legacy_text, att, *info = row
+    kind = _KINDS[kind_value]
     return OutboxItem(
         seq,
         owner,
         kind,
         message_id,
-        peer,
+        sender if kind is ItemKind.MESSAGE else (recipient or ""),
         text if text is not None else legacy_text,
         key or "",
         sent_at or 0.0,
-        info,
+        None if att is None else AttachmentInfo(att, *info),
     )
 
 
