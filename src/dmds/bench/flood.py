@@ -32,9 +32,9 @@ behaviour open at once) x (its worst case above), plus the answers being built, 
 and `SLACK` for the allocator. It is checked against VmHWM (the kernel's record of the peak) and
 against VmRSS after the flood.
 
-Not covered here (see docs/reliability.md): History of long texts, whose rows are all loaded before
-the page is cut to max_frame_bytes, and the delay pipelined reads impose on everyone else; the
-WebSocket listener.
+History pages of long texts and the delay pipelined reads impose on everyone else, which this flood
+found, are tested on their own (tests/reliability/test_history_abuse.py). The WebSocket listener is
+not flooded.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -821,13 +821,14 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
             user = next(s for s in s_senders if s.alias == sender_alias)
             undelivered += await undelivered_in_history(user, user.log.to, ids)
         verdict = check(ledger, fences, undelivered)
-        if not verdict.ok:  # what arrived, to see what happened
+        if not verdict.ok:  # what was sent and what arrived, to see what happened
             dump = {
+                "problems": verdict.problems,
                 "fences": fences,
-                "senders": [asdict(x) for x in senders],
-                "recipients": [asdict(r) for r in recipients],
+                "senders": [vars(x) for x in senders],
+                "recipients": [vars(r) for r in recipients],
             }
-            (cfg.workdir / "ledger.json").write_text(json.dumps(dump))
+            (cfg.workdir / "ledger.json").write_text(json.dumps(dump, default=sorted))
     finally:
         stop.set()
         idle.set()
