@@ -16,6 +16,8 @@ def ledger(protocol: str = "session", messages: int = 5) -> Ledger:
 
 
 def verdict(run: Ledger, fence: int = 6) -> Verdict:
+    """The check once the recipient has its fence (the last message, sent after the load)."""
+    run.recipients[0].arrivals.append((fence, "fence", "fence"))
     return check(run, {"r": fence})
 
 
@@ -32,6 +34,12 @@ def test_a_repeat_with_the_same_id_is_allowed_and_counted() -> None:
     result = verdict(run)
     assert result.ok, result.problems
     assert result.counts["redelivered"] == 1
+
+
+def test_a_drain_cut_short_is_reported_as_such() -> None:
+    result = check(ledger(), {"r": 6})  # the fence never came
+    assert result.counts["undrained"] == 1
+    assert not result.ok
 
 
 def test_a_missing_acknowledged_message_is_a_loss_and_a_gap() -> None:
@@ -91,16 +99,17 @@ def test_receipts() -> None:
 
 
 def test_classic_sends_in_doubt_may_arrive_once_not_twice() -> None:
-    run = ledger("classic")
-    sender = run.senders[0]
-    sender.issued = 7
-    sender.in_doubt = {6, 7}
-    run.recipients[0].arrivals.append((6, "s", text_of("s", 6)))
-    sender.receipts[6] += 1
-    result = verdict(run, fence=7)
+    def in_doubt_run(times: int) -> Ledger:
+        run = ledger("classic")
+        sender = run.senders[0]
+        sender.issued = 7
+        sender.in_doubt = {6, 7}
+        for mid in range(6, 6 + times):  # text 6 was stored `times` times
+            run.recipients[0].arrivals.append((mid, "s", text_of("s", 6)))
+            sender.receipts[mid] += 1
+        return run
+
+    result = verdict(in_doubt_run(1), fence=7)
     assert result.ok, result.problems
     assert result.counts["in_doubt_delivered"] == 1
-
-    run.recipients[0].arrivals.append((7, "s", text_of("s", 6)))
-    sender.receipts[7] += 1
-    assert verdict(run, fence=8).counts["duplicates"] == 1
+    assert verdict(in_doubt_run(2), fence=8).counts["duplicates"] == 1

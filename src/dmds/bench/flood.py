@@ -57,6 +57,8 @@ import msgspec
 
 from dmds.bench.common import percentiles
 from dmds.bench.killloop import (
+    DRAIN_CAP_S,
+    DRAIN_STALL_S,
     HOST,
     ChaosServer,
     ClassicRecipient,
@@ -69,7 +71,7 @@ from dmds.bench.killloop import (
     SessionUser,
     check,
     receipts_complete,
-    wait_until,
+    wait_progressing,
 )
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.connection import Connection, Role
@@ -484,8 +486,11 @@ async def flood(cfg: FloodConfig) -> dict[str, Any]:
             for r in pair_to
         }
         tasks.append(asyncio.create_task(c_sender.keep_connected(idle)))
-        await wait_until(
-            lambda: all(fences[r.alias] in r.ids() for r in pair_to) and receipts_complete(ledger), 60
+        await wait_progressing(
+            lambda: all(fences[r.alias] in r.ids() for r in pair_to) and receipts_complete(ledger),
+            ledger.progress,
+            DRAIN_STALL_S,
+            DRAIN_CAP_S,
         )
         await asyncio.sleep(1.0)
         after_kib = server.status_kib("VmRSS")

@@ -92,6 +92,9 @@ KILL_SERVER_ARGS: tuple[str, ...] = (
     "--connect-timeout-s", "1", "--push-timeout-s", "2",
 )  # fmt: skip
 
+#: The drain after the load ends once nothing arrived for DRAIN_STALL_S, or after DRAIN_CAP_S.
+DRAIN_STALL_S = 30.0
+DRAIN_CAP_S = 900.0
 #: How a classic client waits between two attempts while the server is away.
 RETRY_S = 0.05
 #: Bound on one classic request.
@@ -106,6 +109,24 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float, period_s: 
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(period_s)
+    return True
+
+
+async def wait_progressing(
+    condition: Callable[[], bool], progress: Callable[[], int], stall_s: float, cap_s: float
+) -> bool:
+    """Wait until `condition()` holds (True), for as long as `progress()` keeps changing: False after
+    `stall_s` without a change, or after `cap_s` in all. A drain of tens of thousands of classic
+    pushes (one connection each) takes minutes; a stuck one is seen in seconds."""
+    began = changed = time.monotonic()
+    last = progress()
+    while not condition():
+        now = time.monotonic()
+        if now - changed >= stall_s or now - began >= cap_s:
+            return False
+        await asyncio.sleep(0.5)  # the condition may scan every arrival: not too often
+        if (current := progress()) != last:
+            last, changed = current, time.monotonic()
     return True
 
 
@@ -258,6 +279,10 @@ class Ledger:
         self.lives[-1] += 1
         if latency_s is not None:
             self.latencies[-1].append(latency_s)
+
+    def progress(self) -> int:
+        """Grows with every message or receipt that arrives."""
+        return sum(len(r.arrivals) for r in self.recipients) + sum(s.receipts.total() for s in self.senders)
 
     def new_life(self) -> None:
         self.lives.append(0)
@@ -545,6 +570,7 @@ class Verdict:
 
 #: Counts that must be zero.
 MUST_BE_ZERO = (
+    "undrained",
     "losses",
     "duplicates",
     "corrupt",
@@ -584,6 +610,8 @@ def check(ledger: Ledger, fences: dict[str, int], undelivered_in_history: int = 
                 problem("out_of_order", f"{rec.alias}: id {mid} arrived after id {highest}")
             highest = max(highest, mid)
         fence = fences.get(rec.alias, 0)
+        if fence and fence not in first:
+            problem("undrained", f"{rec.alias}: the fence {fence} never came (last id {highest}): drain cut")
         for mid in range(1, fence):
             if mid not in first:
                 problem("gaps", f"{rec.alias}: id {mid} stored (below the fence {fence}) never arrived")
@@ -810,12 +838,12 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
             r.alias: (await fence_client.send(r.alias, "fence", key=f"fence-{r.alias}")).message_id
             for r in recipients
         }
-        await wait_until(
-            lambda: all(fences[r.alias] in r.ids() for r in recipients),
-            drain_deadline - time.monotonic(),
-            0.1,
+        await wait_progressing(
+            lambda: all(fences[r.alias] in r.ids() for r in recipients) and receipts_complete(ledger),
+            ledger.progress,
+            DRAIN_STALL_S,
+            DRAIN_CAP_S,
         )
-        await wait_until(lambda: receipts_complete(ledger), 30, 0.2)
         undelivered = 0
         for sender_alias, ids in missing_session_receipts(ledger).items():
             user = next(s for s in s_senders if s.alias == sender_alias)
