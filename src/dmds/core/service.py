@@ -58,6 +58,13 @@ def check_alias(alias: str) -> None:
         raise InvalidField("alias contains spaces or control characters")
 
 
+def _check_text(text: str) -> None:
+    if "\0" in text:
+        # The classic protocol ends fields with NUL: such a text could never be pushed to a
+        # classic user.
+        raise InvalidField("text contains a NUL character")
+
+
 def check_birth_date(text: str, today: datetime.date) -> None:
     # A regex and date() rather than strptime(), which costs tens of microseconds per REGISTER.
     match = _DATE.fullmatch(text)
@@ -257,10 +264,7 @@ class Service:
     ) -> OutboxItem:
         """Store a message and return it once it is committed; delivery follows. A resend with a
         key already used returns the first message and delivers nothing more."""
-        if "\0" in text:
-            # The classic protocol ends fields with NUL: such a text could never be pushed to a
-            # classic user.
-            raise InvalidField("text contains a NUL character")
+        _check_text(text)
         courier = self._couriers.get(sender)
         if courier is None:
             if await self._store.user(sender) is None:
@@ -268,24 +272,7 @@ class Service:
             raise NotConnected(sender)  # classic.md: a user must be connected to send
         if classic and courier.endpoint.confirms:
             raise Forbidden(f"{sender} has a password: not over the classic protocol")
-        now = self._clock()
-        bucket = self._buckets.get(sender)
-        if bucket is not None:
-            bucket.take(now, f"{sender} sends")
-        item, new = await self._store.add_message(
-            sender,
-            recipient,
-            text,
-            now=now,
-            max_stored=self._settings.max_stored_messages,
-            max_stored_bytes=self._settings.max_stored_bytes,
-            key=key,
-            attachment=attachment,
-        )
-        target = self._couriers.get(recipient)
-        if new and target is not None:
-            target.offer(item)
-        return item
+        return await self._store_message(sender, recipient, text, key, attachment)
 
     def send_nowait(
         self, sender: str, recipient: str, text: str, *, key: str | None = None
@@ -293,10 +280,16 @@ class Service:
         """`send` for a connected session user, without a task per message: checks now (raising the
         same domain errors), then a future that resolves once the message is committed and offered
         to its recipient (or fails as `send` would)."""
-        if "\0" in text:
-            raise InvalidField("text contains a NUL character")
+        _check_text(text)
         if sender not in self._couriers:
             raise NotConnected(sender)
+        return self._store_message(sender, recipient, text, key, 0)
+
+    def _store_message(
+        self, sender: str, recipient: str, text: str, key: str | None, attachment: int
+    ) -> asyncio.Future[OutboxItem]:
+        """The send rate, then the store; the future resolves once the message is committed and
+        offered to its recipient's courier (a resent key offers nothing: it was delivered once)."""
         now = self._clock()
         bucket = self._buckets.get(sender)
         if bucket is not None:
@@ -311,6 +304,7 @@ class Service:
                 max_stored=self._settings.max_stored_messages,
                 max_stored_bytes=self._settings.max_stored_bytes,
                 key=key,
+                attachment=attachment,
             )
         )
         done: asyncio.Future[OutboxItem] = asyncio.get_running_loop().create_future()
