@@ -298,6 +298,9 @@ class SessionConnection:
             if self._reads is None:
                 self._reads = asyncio.Lock()
             async with self._reads:
+                if self.transport is None or self.transport.is_closing():
+                    # Pipelined pages of a connection that is gone: nobody will read them.
+                    raise NotConnected("connection closed")
                 entries = await svc.history(alias, frame.peer, frame.before, frame.limit, max_bytes)
             return _history_page(
                 rid,
