@@ -256,8 +256,8 @@ def test_field_of_the_wrong_type_is_bad_frame(role: str, data: st.DataObject, va
 def test_unknown_key_is_ignored(role: str, data: st.DataObject, key: str, value: object) -> None:
     frame = data.draw(FRAMES[role])
     mapping = _as_map(frame)
-    if key in mapping:
-        return
+    if key in mapping or key in type(frame).__struct_fields__:
+        return  # not unknown: a field left out because it held its default (found by CI's draw)
     mapping[key] = value
     assert _decoded(role, frame, ORACLES[role](_framed(msgspec.msgpack.encode(mapping))))
 
