@@ -11,6 +11,7 @@ from dmds.core.model import ItemKind, User
 from dmds.errors import LimitExceeded, StoreError
 from dmds.settings import StoreSettings, SyncMode
 from dmds.stores.sqlite import SqliteStore
+from dmds.stores.sqlite import store as sqlite_store
 
 
 async def _store(path: Path) -> SqliteStore:
@@ -85,4 +86,28 @@ async def test_a_failed_batch_acknowledges_nothing_and_leaves_no_trace(tmp_path:
     with pytest.raises(LimitExceeded):
         await store.add_message("ana", "bob", "m4", now=3.0, max_stored=3, max_stored_bytes=1_000_000)
     assert [i.text for i in await store.pending("bob", 0, 10)] == ["m1", "m2", "m3"]
+    await store.close()
+
+
+async def test_the_account_cache_starting_again_mid_batch_loses_no_counter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "MAX_CACHED_ACCOUNTS", 2)  # cleared at every third user
+    store = await _store(tmp_path)
+    aliases = ["ana", "bob", "carl", "dan"]
+    for alias in aliases:
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    # One batch: every send loads two accounts, so the cache is cleared between sends of the batch.
+    sends = [
+        store.add_message(a, b, f"{a}>{b}", now=1.0, max_stored=10, max_stored_bytes=1_000_000)
+        for _ in range(3)
+        for a in aliases
+        for b in aliases
+        if a != b
+    ]
+    items = [item for item, _ in await asyncio.gather(*sends)]
+    for b in aliases:
+        ids = [i.message_id for i in items if i.owner == b]
+        assert ids == list(range(1, 10))  # per recipient, gap-free, in order
+        assert sorted(i.message_id for i in await store.pending(b, 0, 100)) == ids
     await store.close()

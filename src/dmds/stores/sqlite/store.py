@@ -287,7 +287,10 @@ class SqliteStore:
             if row is None:
                 return None
             if len(self._accounts) >= MAX_CACHED_ACCOUNTS:
-                self._accounts.clear()  # rare; everything is reloaded on demand
+                # Rare; everything is reloaded on demand, so the counters of this batch so far
+                # must be in the database first.
+                self._write_deferred(conn)
+                self._accounts.clear()
             account = self._accounts[alias] = _Account(*row)
         return account
 
@@ -482,8 +485,9 @@ class SqliteStore:
                     raise UnknownAttachment(f"attachment {attachment}")
                 size += found[0]
                 info = _attachment_info(conn, attachment)
-            writes = self._writes  # anew: the attachment's path may have written the earlier rows
             to = self._account(conn, recipient)
+            # Fetched anew: the attachment's path and `_account` may have written the earlier rows.
+            writes = self._writes
             if to is None:
                 raise UnknownUser(recipient)
             if to.stored_messages >= max_stored or to.stored_bytes + size > max_stored_bytes:
