@@ -20,7 +20,7 @@ class Store(Protocol):
 
     # -- users and accounts ---------------------------------------------------------------------------
 
-    async def register(self, user: User, password_hash: str | None = None) -> None:
+    def register(self, user: User, password_hash: str | None = None) -> Awaitable[None]:
         """Raises AliasTaken."""
 
     async def unregister(self, alias: str) -> None:

@@ -15,7 +15,7 @@ import datetime
 import logging
 import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from dmds.core.accounts import Accounts
@@ -56,6 +56,13 @@ def check_alias(alias: str) -> None:
     # isprintable() is False for every control and separator character except " ".
     if not alias.isprintable() or " " in alias:
         raise InvalidField("alias contains spaces or control characters")
+
+
+def _check_registration(full_name: str, alias: str, birth_date: str) -> None:
+    check_alias(alias)
+    if not full_name.strip():
+        raise InvalidField("full name is empty")
+    check_birth_date(birth_date, datetime.date.today())
 
 
 def _check_text(text: str) -> None:
@@ -126,10 +133,7 @@ class Service:
         password: str | None = None,
         address: str = "",
     ) -> None:
-        check_alias(alias)
-        if not full_name.strip():
-            raise InvalidField("full name is empty")
-        check_birth_date(birth_date, datetime.date.today())
+        _check_registration(full_name, alias, birth_date)
         password_hash = None
         if password is not None:
             self.accounts.check_password(password)
@@ -140,6 +144,12 @@ class Service:
             User(alias=alias, full_name=full_name, birth_date=birth_date), password_hash
         )
         log.debug("registered %s%s", alias, " (with a password)" if password is not None else "")
+
+    def register_nowait(self, full_name: str, alias: str, birth_date: str) -> Awaitable[None]:
+        """`register` without a password (the classic protocol) and without a task: checks now,
+        raising the same domain errors; the store's awaitable completes once the user is committed."""
+        _check_registration(full_name, alias, birth_date)
+        return self._store.register(User(alias=alias, full_name=full_name, birth_date=birth_date))
 
     async def unregister(self, alias: str, *, classic: bool = False) -> None:
         if classic:

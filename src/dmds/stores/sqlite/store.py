@@ -364,7 +364,7 @@ class SqliteStore:
 
     # -- users and accounts ------------------------------------------------------------------------------
 
-    async def register(self, user: User, password_hash: str | None = None) -> None:
+    def register(self, user: User, password_hash: str | None = None) -> asyncio.Future[None]:
         def job(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
@@ -374,7 +374,7 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 raise AliasTaken(user.alias) from None
 
-        await self._call(job)
+        return self._submit(job)  # a future: the classic REGISTER waits on it without a task
 
     async def unregister(self, alias: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
