@@ -28,7 +28,6 @@ import math
 import multiprocessing
 import os
 import queue
-import resource
 import socket
 import sys
 import tempfile
@@ -113,18 +112,13 @@ class _Drive:
     generator_cpu_s: float
 
 
-def _children_cpu() -> float:
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return kids.ru_utime + kids.ru_stime
-
-
 def drive_register(port: int, clients: int, seconds: float, host: str = "127.0.0.1") -> _Drive:
     """`clients` processes registering for `seconds`; their CPU is counted once they are joined."""
     out: multiprocessing.Queue[tuple[int, int]] = _ctx.Queue()
     procs = [
         _ctx.Process(target=_register_worker, args=(port, i, seconds, out, host)) for i in range(clients)
     ]
-    cpu = _children_cpu()
+    cpu = common.own_cpu_seconds(me=False)
     start = time.monotonic()
     for p in procs:
         p.start()
@@ -144,7 +138,10 @@ def drive_register(port: int, clients: int, seconds: float, host: str = "127.0.0
             p.join()
     missing = len(procs) - len(totals)
     return _Drive(
-        sum(t[0] for t in totals), sum(t[1] for t in totals) + missing, elapsed, _children_cpu() - cpu
+        sum(t[0] for t in totals),
+        sum(t[1] for t in totals) + missing,
+        elapsed,
+        common.own_cpu_seconds(me=False) - cpu,
     )
 
 
@@ -356,11 +353,6 @@ class _Tally:
             self.problems.append(text)
 
 
-def _cpu() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    return me.ru_utime + me.ru_stime
-
-
 async def _user(host: str, port: int, alias: str, tally: _Tally, on_push: OnPush) -> _Listener | None:
     """REGISTER `alias`, open its listener and CONNECT it; None (and a problem) if refused."""
     code = await _ask(host, port, "REGISTER", "Bench User", alias, "01/02/2000")
@@ -562,11 +554,11 @@ async def _send_process(plan: _Plan, slot: int, pairs: list[tuple[str, str]], me
                 for alias, on_push in ((pair.recipient, pair.on_message), (pair.sender, pair.on_receipt)):
                     users.append((alias, await _user(plan.host, plan.port, alias, tally, on_push)))
             await plan.wait(plan.ready)
-            cpu, tally.start = _cpu(), time.perf_counter()
+            cpu, tally.start = common.own_cpu_seconds(children=False), time.perf_counter()
             if tally.errors == 0:
                 await asyncio.gather(*(pair.send_all(plan, slot) for pair in work))
                 await finished
-            tally.end, tally.cpu_s = time.perf_counter(), _cpu() - cpu
+            tally.end, tally.cpu_s = time.perf_counter(), common.own_cpu_seconds(children=False) - cpu
     except TimeoutError:
         tally.end = time.perf_counter()
         for pair in work:
@@ -712,7 +704,7 @@ async def _queue_sender(plan: _Plan, slot: int, alias: str, recipient: str, mess
         async with asyncio.timeout(plan.left()):
             listener = await _user(plan.host, plan.port, alias, tally, on_receipt)
             await plan.wait(plan.ready)
-            cpu, tally.start = _cpu(), time.perf_counter()
+            cpu, tally.start = common.own_cpu_seconds(children=False), time.perf_counter()
             for n in range(1, messages + 1 if listener is not None else 1):
                 text = _text(alias, n)
                 code, mid = await plan.send(alias, recipient, text)
@@ -720,12 +712,12 @@ async def _queue_sender(plan: _Plan, slot: int, alias: str, recipient: str, mess
                     tally.problem(f"SEND {n} from {alias}: code {code}")
                 tally.sent.append((mid, text))
                 plan.counts[slot] += 1
-            tally.fill_cpu_s = _cpu() - cpu
+            tally.fill_cpu_s = common.own_cpu_seconds(children=False) - cpu
             await plan.wait(plan.filled)
-            cpu = _cpu()  # from here on: handling the receipts of the drain
+            cpu = common.own_cpu_seconds(children=False)  # from here on: handling the receipts of the drain
             if listener is not None:
                 await all_receipts
-            tally.end, tally.cpu_s = time.perf_counter(), _cpu() - cpu
+            tally.end, tally.cpu_s = time.perf_counter(), common.own_cpu_seconds(children=False) - cpu
     except TimeoutError:
         tally.problem(f"{alias}: timed out with {tally.receipts} receipts of {messages}")
     if seen - {mid for mid, _ in tally.sent}:
@@ -771,14 +763,14 @@ async def _queue_recipient(plan: _Plan, slot: int, alias: str, messages: int) ->
             await plan.wait(plan.ready)
             await plan.wait(plan.filled)
             meter = servers.Meter(plan.pid)
-            cpu, tally.start = _cpu(), time.perf_counter()
+            cpu, tally.start = common.own_cpu_seconds(children=False), time.perf_counter()
             code = await _ask(plan.host, plan.port, "CONNECT", alias, str(listener.port))
             connected = code == 0
             if not connected:
                 tally.problem(f"CONNECT {alias}: code {code}")
             else:
                 await all_in
-            tally.cpu_s = _cpu() - cpu
+            tally.cpu_s = common.own_cpu_seconds(children=False) - cpu
             tally.server_cpu_s, tally.meter = meter.stop()
     except TimeoutError:
         tally.problem(f"{alias}: timed out with {tally.delivered} messages of {messages}")

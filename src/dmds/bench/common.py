@@ -113,11 +113,10 @@ def fsync_ms(directory: Path | None = None, samples: int = FSYNC_SAMPLES) -> flo
     return statistics.median(times) * 1000
 
 
-def own_cpu_seconds() -> float:
-    """CPU time of this process and its finished children: the generator's side."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def own_cpu_seconds(*, me: bool = True, children: bool = True) -> float:
+    """CPU time of this process and/or its finished children: the generator's side."""
+    who = [resource.RUSAGE_SELF] * me + [resource.RUSAGE_CHILDREN] * children
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, who))
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float] | None:

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import resource
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvloop
 
 from dmds.bench import common, servers
+from dmds.bench.session import ANSWER_TIMEOUT_S, Peer, open_peer
 from dmds.protocols.session import frames as f
-from dmds.protocols.session.connection import CLOSED_EVENT, Connection, RemoteProtocolError, Role
 
 PASSWORD = "bench password"  # noqa: S105 - the throwaway accounts of a benchmark
 #: Registrations in flight on the one registering connection (each costs an argon2 hash).
@@ -34,78 +31,11 @@ REGISTER_WINDOW = 64
 #: Connections being opened and logged in at once.
 LOGIN_CONCURRENCY = 256
 #: Seconds a frame may take to come back (a Pong, a LoggedIn under load).
-ANSWER_TIMEOUT_S = 60.0
 #: Seconds the server is given to let go of closed connections before its RSS is read again.
 SETTLE_S = 3.0
 #: File descriptors this process keeps for itself besides the connections.
 SPARE_FDS = 64
 PROBLEMS_KEPT = 10
-
-
-class _Client(asyncio.Protocol):
-    """One session connection: answers Pings, hands every other frame to `on_frame` or to `wait`."""
-
-    __slots__ = ("_done", "_frames", "_want", "codec", "lost", "on_frame", "transport")
-
-    def __init__(self) -> None:
-        self.codec = Connection(Role.CLIENT)
-        self.transport: asyncio.Transport | None = None
-        self.on_frame: Callable[[Any], None] | None = None
-        self.lost = False
-        self._frames: list[Any] = []
-        self._want = 0
-        self._done: asyncio.Future[list[Any]] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.codec.receive_data(data, 0)
-        try:
-            while (frame := self.codec.next_event()) is not None and frame is not CLOSED_EVENT:
-                if isinstance(frame, f.Ping):  # the server's heartbeat: idle, yet alive
-                    self.send(f.Pong(n=frame.n))
-                elif self.on_frame is not None:
-                    self.on_frame(frame)
-                else:
-                    self._frames.append(frame)
-                    if self._done is not None and len(self._frames) >= self._want:
-                        if not self._done.done():
-                            self._done.set_result(self._frames)
-                        self._done, self._frames = None, []
-        except RemoteProtocolError as exc:
-            self._fail(ConnectionError(f"bad frame from the server: {exc.message}"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self._fail(ConnectionError(f"closed by the server: {exc or 'EOF'}"))
-
-    def _fail(self, exc: Exception) -> None:
-        if self._done is not None and not self._done.done():
-            self._done.set_exception(exc)
-
-    def send(self, *frames: f.Frame) -> None:
-        assert self.transport is not None
-        self.transport.write(b"".join(self.codec.send(frame, 0) for frame in frames))
-
-    async def ask(self, *frames: f.Frame, answers: int) -> list[Any]:
-        """Send `frames`, return the next `answers` frames from the server."""
-        self._done = asyncio.get_running_loop().create_future()
-        self._want = answers
-        if len(self._frames) >= answers:  # already there (cannot happen for a fresh request)
-            self._done.set_result(self._frames)
-        self.send(*frames)
-        async with asyncio.timeout(ANSWER_TIMEOUT_S):
-            return await self._done
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-async def _open(host: str, port: int) -> _Client:
-    _, client = await asyncio.get_running_loop().create_connection(_Client, host, port)
-    return client
 
 
 class _Tally:
@@ -121,7 +51,7 @@ class _Tally:
 
 async def _register(host: str, port: int, aliases: list[str], tally: _Tally, bar: Any) -> None:
     """Every alias registered on one connection, at most REGISTER_WINDOW in flight."""
-    client = await _open(host, port)
+    client = await open_peer(host, port)
     (welcome,) = await client.ask(f.Hello(version=f.VERSION, client="dmds-bench"), answers=1)
     if not isinstance(welcome, f.Welcome):
         raise RuntimeError(f"the server answered Hello with {welcome!r}")
@@ -156,9 +86,9 @@ async def _register(host: str, port: int, aliases: list[str], tally: _Tally, bar
     client.close()
 
 
-async def _login(host: str, port: int, alias: str, tally: _Tally) -> _Client | None:
+async def _login(host: str, port: int, alias: str, tally: _Tally) -> Peer | None:
     try:
-        client = await _open(host, port)
+        client = await open_peer(host, port)
         welcome, answer = await client.ask(
             f.Hello(version=f.VERSION, client="dmds-bench"), f.Login(id=1, alias=alias, password=PASSWORD),
             answers=2,
@@ -173,7 +103,7 @@ async def _login(host: str, port: int, alias: str, tally: _Tally) -> _Client | N
     return client
 
 
-async def _alive(client: _Client, n: int) -> bool:
+async def _alive(client: Peer, n: int) -> bool:
     """Still open, and answers a Ping with its Pong."""
     if client.lost:
         return False
@@ -182,11 +112,6 @@ async def _alive(client: _Client, n: int) -> bool:
     except (OSError, TimeoutError):
         return False
     return isinstance(pong, f.Pong) and pong.n == n
-
-
-def _cpu() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    return me.ru_utime + me.ru_stime
 
 
 async def _settled_rss(pid: int) -> int:
@@ -224,8 +149,8 @@ async def _measure(args: argparse.Namespace, target: servers.Target, system: str
     await asyncio.sleep(1.0)  # the registering connection's close, handled
     rss_before = await _settled_rss(pid) if pid is not None else None
 
-    clients: list[_Client] = []
-    meter, cpu = servers.Meter(pid), _cpu()
+    clients: list[Peer] = []
+    meter, cpu = servers.Meter(pid), common.own_cpu_seconds(children=False)
     start = time.perf_counter()
     slots = asyncio.Semaphore(LOGIN_CONCURRENCY)
     with common.progress(f"connections {system}: log in", count) as bar:
@@ -244,7 +169,7 @@ async def _measure(args: argparse.Namespace, target: servers.Target, system: str
             tally.problem(f"logging in took more than {bound:.0f} s")
     seconds = time.perf_counter() - start
     server_cpu, phase = meter.stop()
-    generator_cpu = _cpu() - cpu
+    generator_cpu = common.own_cpu_seconds(children=False) - cpu
     extra.update(phase)
     extra["logged_in"] = len(clients)
 
@@ -259,7 +184,7 @@ async def _measure(args: argparse.Namespace, target: servers.Target, system: str
 
     with common.progress(f"connections {system}: ping", len(clients)) as bar:
 
-        async def check(client: _Client, n: int) -> bool:
+        async def check(client: Peer, n: int) -> bool:
             ok = await _alive(client, n)
             bar.advance(bar.task_ids[0])
             return ok
@@ -285,15 +210,6 @@ def phase_seconds(count: int) -> float:
     return 60.0 + count / 50
 
 
-@contextlib.contextmanager
-def _target(args: argparse.Namespace, sync: str | None, *flags: str) -> Iterator[servers.Target]:
-    if args.host is not None:  # a running server: its session port, and no pid to measure
-        yield servers.Target(args.host, None, args.port if args.port is not None else 7001, None, None)
-        return
-    with servers.target(args, sync or "full", *flags) as target:
-        yield target
-
-
 def run(args: argparse.Namespace) -> common.Result:
     if args.count < 1:
         raise SystemExit("--count must be at least 1")
@@ -309,7 +225,7 @@ def run(args: argparse.Namespace) -> common.Result:
     ]  # fmt: skip
     for _ in range(args.runs):
         for sync in syncs:
-            with _target(args, sync, *flags) as target:
+            with servers.target(args, sync or "full", *flags, protocol="session") as target:
                 system = f"dmds --sync {sync}" if sync else f"server at {args.host}:{args.port or 7001}"
                 run = uvloop.run(_measure(args, target, system))
             if args.count + SPARE_FDS > limit:

@@ -96,14 +96,14 @@ class Target:
 
 
 @contextmanager
-def target(args: argparse.Namespace, sync: str, *extra: str) -> Iterator[Target]:
+def target(args: argparse.Namespace, sync: str, *extra: str, protocol: str | None = None) -> Iterator[Target]:
     """The server under test: `--host`/`--port` if given, else a `dmds serve` on a temporary data dir.
 
-    With `--host`, `--port` is the port of the protocol under test (`args.protocol`, classic if the
-    workload has none)."""
+    With `--host`, `--port` is the port of the protocol under test (`protocol`, else `args.protocol`,
+    else classic), by default that protocol's usual port."""
     if args.host is not None:
-        port = args.port if args.port is not None else 7000
-        session = getattr(args, "protocol", "classic") == "session"
+        session = (protocol or getattr(args, "protocol", "classic")) == "session"
+        port = args.port if args.port is not None else 7001 if session else 7000
         yield Target(args.host, None if session else port, port if session else None, None, None)
         return
     with tempfile.TemporaryDirectory(prefix="dmds-bench-", dir=args.data_dir) as tmp:

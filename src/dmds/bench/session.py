@@ -20,58 +20,105 @@ import uvloop
 
 from dmds.bench import common, servers
 from dmds.protocols.session import frames as f
-from dmds.protocols.session.connection import CLOSED_EVENT, Connection, Role
+from dmds.protocols.session.connection import CLOSED_EVENT, Connection, RemoteProtocolError, Role
 
+#: Seconds a generator waits for the server's answer to one request.
+ANSWER_TIMEOUT_S = 60.0
 PASSWORD = "bench password"  # noqa: S105 - the throwaway accounts of a benchmark
 
 
-class _Peer(asyncio.Protocol):
+class Peer(asyncio.Protocol):
+    """One session connection: answers Pings, hands every other frame to `on_frame` or keeps it for
+    `ask`. Shared by the session workloads (send, queue, connections)."""
+
+    __slots__ = ("_done", "_frames", "_want", "codec", "lost", "on_frame", "transport")
+
     def __init__(self) -> None:
         self.codec = Connection(Role.CLIENT)
-        self.frames: asyncio.Queue[Any] = asyncio.Queue()
-        self.on_frame: Any = None
         self.transport: asyncio.Transport | None = None
+        self.on_frame: Callable[[Any], None] | None = None
+        self.lost = False
+        self._frames: list[Any] = []
+        self._want = 0
+        self._done: asyncio.Future[list[Any]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.codec.receive_data(data, 0)
-        while (frame := self.codec.next_event()) is not None and frame is not CLOSED_EVENT:
-            if self.on_frame is not None:
-                self.on_frame(frame)
-            else:
-                self.frames.put_nowait(frame)
+        try:
+            while (frame := self.codec.next_event()) is not None and frame is not CLOSED_EVENT:
+                if isinstance(frame, f.Ping):  # the server's heartbeat: idle, yet alive
+                    self.send(f.Pong(n=frame.n))
+                elif self.on_frame is not None:
+                    self.on_frame(frame)
+                else:
+                    self._frames.append(frame)
+                    if self._done is not None and len(self._frames) >= self._want:
+                        if not self._done.done():
+                            self._done.set_result(self._frames)
+                        self._done, self._frames = None, []
+        except RemoteProtocolError as exc:
+            self._fail(ConnectionError(f"bad frame from the server: {exc.message}"))
 
-    def send(self, frame: f.Frame) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._fail(ConnectionError(f"closed by the server: {exc or 'EOF'}"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(exc)
+
+    def send(self, *frames: f.Frame) -> None:
         assert self.transport is not None
-        self.transport.write(self.codec.send(frame, 0))
+        self.transport.write(b"".join(self.codec.send(frame, 0) for frame in frames))
 
-    async def ask(self, frame: f.Frame) -> Any:
-        self.send(frame)
-        answer = await asyncio.wait_for(self.frames.get(), 30)
-        if isinstance(answer, f.Error):
-            raise RuntimeError(f"{type(frame).__name__}: {answer.code.name} {answer.message}")
-        return answer
+    async def ask(self, *frames: f.Frame, answers: int) -> list[Any]:
+        """Send `frames`, return the next `answers` frames from the server."""
+        self._done = asyncio.get_running_loop().create_future()
+        self._want = answers
+        if len(self._frames) >= answers:  # already there (cannot happen for a fresh request)
+            self._done.set_result(self._frames)
+        self.send(*frames)
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            return await self._done
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
-async def _connect(host: str, port: int) -> _Peer:
-    _, peer = await asyncio.get_running_loop().create_connection(_Peer, host, port)
-    await peer.ask(f.Hello(version=f.VERSION, client="dmds-bench"))
+async def open_peer(host: str, port: int) -> Peer:
+    _, client = await asyncio.get_running_loop().create_connection(Peer, host, port)
+    return client
+
+
+async def _ask(peer: Peer, frame: f.Frame) -> Any:
+    """One request, one answer; an `error` answer raises."""
+    (answer,) = await peer.ask(frame, answers=1)
+    if isinstance(answer, f.Error):
+        raise RuntimeError(f"{type(frame).__name__}: {answer.code.name} {answer.message}")
+    return answer
+
+
+async def _connect(host: str, port: int) -> Peer:
+    peer = await open_peer(host, port)
+    await _ask(peer, f.Hello(version=f.VERSION, client="dmds-bench"))
     return peer
 
 
-async def _peer(host: str, port: int, alias: str) -> tuple[_Peer, str]:
+async def _peer(host: str, port: int, alias: str) -> tuple[Peer, str]:
     """A new user, logged in: (its connection, its resume token)."""
     peer = await _connect(host, port)
-    await peer.ask(
-        f.Register(id=1, alias=alias, full_name="Bench", birth_date="01/01/2000", password=PASSWORD)
+    await _ask(
+        peer, f.Register(id=1, alias=alias, full_name="Bench", birth_date="01/01/2000", password=PASSWORD)
     )
-    welcome = await peer.ask(f.Login(id=2, alias=alias, password=PASSWORD))
+    welcome = await _ask(peer, f.Login(id=2, alias=alias, password=PASSWORD))
     return peer, welcome.token
 
 
-def _close(peer: _Peer) -> None:
+def _close(peer: Peer) -> None:
     if peer.transport is not None:
         peer.transport.close()
 
@@ -183,7 +230,7 @@ async def _queue(
     received: list[int] = []
     acks: list[int] = []
     problems: list[str] = []
-    peer: _Peer | None = None
+    peer: Peer | None = None
 
     def flush_acks() -> None:
         ids = acks.copy()
@@ -207,7 +254,7 @@ async def _queue(
 
     mark()  # CPU is counted from here: the drain, not the filling
     start = time.perf_counter()
-    _, peer = await loop.create_connection(_Peer, host, port)
+    peer = await open_peer(host, port)
     peer.on_frame = on_frame
     peer.send(f.Hello(version=f.VERSION, client="dmds-bench"))
     peer.send(f.Login(id=1, token=token))  # Login may follow Hello at once

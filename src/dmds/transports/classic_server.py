@@ -110,9 +110,8 @@ class ClassicServer:
         if isinstance(request, Send):
             item = await svc.send(request.sender, request.recipient, request.text, classic=True)
             return SendReply(OK, item.message_id)
-        if isinstance(request, Register):
-            await svc.register(request.full_name, request.alias, request.birth_date)
-        elif isinstance(request, Connect):
+        # REGISTER never comes here: `_ClassicProtocol._advance` answers it without a task.
+        if isinstance(request, Connect):
             # classic.md: pushes go to the address the CONNECT came from.
             host = conn.peer[0] if conn.peer else "127.0.0.1"
             endpoint = ClassicEndpoint(host, request.listen_port, self.delivery)

@@ -186,11 +186,6 @@ class SqliteStore:
             raise StoreError(f"cannot open {path}: {exc}") from exc
         return cls(conn, settings, asyncio.get_running_loop())
 
-    async def _call(
-        self, fn: Callable[[sqlite3.Connection], T], defers: bool = False, lazy: bool = False
-    ) -> T:
-        return await self._submit(fn, defers, lazy)
-
     def _submit(
         self, fn: Callable[[sqlite3.Connection], T], defers: bool = False, lazy: bool = False
     ) -> asyncio.Future[T]:
@@ -382,14 +377,14 @@ class SqliteStore:
                 raise UnknownUser(alias)
             self._accounts.pop(alias, None)
 
-        await self._call(job)
+        await self._submit(job)
 
     async def user(self, alias: str) -> UserRecord | None:
         def job(conn: sqlite3.Connection) -> UserRecord | None:
             row = conn.execute("SELECT password_hash FROM users WHERE alias = ?", (alias,)).fetchone()
             return None if row is None else UserRecord(alias, row[0])
 
-        return await self._call(job)
+        return await self._submit(job)
 
     async def set_password(self, alias: str, password_hash: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -397,7 +392,7 @@ class SqliteStore:
             if cur.rowcount == 0:
                 raise UnknownUser(alias)
 
-        await self._call(job)
+        await self._submit(job)
 
     async def create_session(self, alias: str, token_hash: bytes, now: float, expires_at: float) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -409,7 +404,7 @@ class SqliteStore:
             if cur.rowcount == 0:
                 raise UnknownUser(alias)
 
-        await self._call(job)
+        await self._submit(job)
 
     async def session_user(self, token_hash: bytes, now: float) -> tuple[str, float] | None:
         def job(conn: sqlite3.Connection) -> tuple[str, float] | None:
@@ -420,7 +415,7 @@ class SqliteStore:
             ).fetchone()
             return None if row is None else (str(row[0]), float(row[1]))
 
-        return await self._call(job)
+        return await self._submit(job)
 
     async def revoke_sessions(self, alias: str, token_hash: bytes | None = None) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -435,7 +430,7 @@ class SqliteStore:
                     (token_hash, alias),
                 )
 
-        await self._call(job)
+        await self._submit(job)
 
     # -- messages -----------------------------------------------------------------------------------------
 
@@ -527,15 +522,15 @@ class SqliteStore:
             ).fetchall()
             return [_item(owner, row) for row in rows]
 
-        return await self._call(job)
+        return await self._submit(job)
 
     async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
-        return await self._call(
+        return await self._submit(
             lambda conn: self._settle(conn, owner, message_ids, now, ItemKind.DELIVERED), defers=True
         )
 
     async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
-        return await self._call(
+        return await self._submit(
             lambda conn: self._settle(conn, owner, message_ids, now, ItemKind.READ), defers=True
         )
 
@@ -600,7 +595,7 @@ class SqliteStore:
 
         # Lazy: a receipt pushed but not yet forgotten when the server dies is pushed again (once
         # more, never lost); a courier's cursor already skips it until then.
-        await self._call(job, lazy=True)
+        await self._submit(job, lazy=True)
 
     async def history(
         self, alias: str, peer: str, before: float, limit: int, max_bytes: int = 1 << 20
@@ -632,7 +627,7 @@ class SqliteStore:
             cursor.close()
             return page
 
-        return await self._call(job)
+        return await self._submit(job)
 
     async def purge(self, delivered_before: float) -> int:
         def job(conn: sqlite3.Connection) -> int:
@@ -648,7 +643,7 @@ class SqliteStore:
             )
             return cur.rowcount
 
-        return await self._call(job)
+        return await self._submit(job)
 
     # -- attachments --------------------------------------------------------------------------------------
 
@@ -663,7 +658,7 @@ class SqliteStore:
                 raise UnknownUser(owner)
             return cur.lastrowid
 
-        return await self._call(job)
+        return await self._submit(job)
 
     async def append_upload(self, owner: str, upload: int, offset: int, data: bytes) -> int:
         def job(conn: sqlite3.Connection) -> int:
@@ -689,10 +684,10 @@ class SqliteStore:
             )
             return new_length
 
-        return await self._call(job)
+        return await self._submit(job)
 
     async def attachment(self, attachment_id: int) -> AttachmentInfo | None:
-        return await self._call(lambda conn: _attachment_info(conn, attachment_id))
+        return await self._submit(lambda conn: _attachment_info(conn, attachment_id))
 
     async def read_attachment(self, reader: str, attachment_id: int, offset: int, length: int) -> bytes:
         def job(conn: sqlite3.Connection) -> bytes:
@@ -706,7 +701,7 @@ class SqliteStore:
                 raise UnknownAttachment(f"attachment {attachment_id}")
             return bytes(row[0])
 
-        return await self._call(job)
+        return await self._submit(job)
 
 
 # Outbox item with its message (receipts point at the message they are about through `ref`).
