@@ -158,6 +158,30 @@ async def test_offline_messages_are_delivered_in_order_and_receipts_stored(servi
     assert juan.receipts() == list(range(1, 11))
 
 
+class SlowEndpoint(RecordingEndpoint):
+    """A listener that takes a while per push, so that live sends arrive during a drain."""
+
+    async def deliver(self, item: OutboxItem) -> None:
+        await asyncio.sleep(0.002)
+        await super().deliver(item)
+
+
+async def test_live_messages_never_overtake_stored_ones_during_a_drain(service: Service) -> None:
+    await users(service, "juan", "maria")
+    await service.connect("juan", RecordingEndpoint())
+    for i in range(10):  # more than max_pending_pushes (4): the drain reads them in pages
+        await service.send("juan", "maria", f"stored {i}")
+    maria = SlowEndpoint()
+    await service.connect("maria", maria)
+    await maria.wait_for(2)  # draining now; these are offered live, page after page
+    for i in range(10):
+        await service.send("juan", "maria", f"live {i}")
+        await asyncio.sleep(0.001)
+    await maria.wait_for(20)
+    await asyncio.sleep(0.05)  # nothing more comes: each once
+    assert [m[1] for m in maria.messages()] == list(range(1, 21))
+
+
 async def test_flood_past_the_memory_bound_keeps_order(service: Service) -> None:
     await users(service, "juan", "maria")
     maria = RecordingEndpoint()

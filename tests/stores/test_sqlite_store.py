@@ -111,3 +111,15 @@ async def test_the_account_cache_starting_again_mid_batch_loses_no_counter(
         assert ids == list(range(1, 10))  # per recipient, gap-free, in order
         assert sorted(i.message_id for i in await store.pending(b, 0, 100)) == ids
     await store.close()
+
+
+async def test_pushed_receipts_are_forgotten_lazily_but_surely(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    await store.add_message("ana", "bob", "m1", now=1.0, max_stored=3, max_stored_bytes=1_000_000)
+    [receipt] = await store.mark_delivered("bob", [1], now=2.0)
+    # Nothing else to ride with: the removal starts a commit of its own after LAZY_S.
+    await asyncio.wait_for(store.remove_items([receipt.seq]), 10 * sqlite_store.LAZY_S + 1)
+    assert await store.pending("ana", 0, 10) == []
+    await store.close()

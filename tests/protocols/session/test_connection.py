@@ -101,6 +101,16 @@ def test_split_frames(cut: int) -> None:
     assert drain(server) == [f.Send(id=1, to="maria", key="k", text="x" * 20)]
 
 
+def test_a_client_may_log_in_right_after_its_hello() -> None:
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    login = f.Login(id=1, alias="a", password="b")
+    # No round trip to wait for: Hello and Login leave together, before the Welcome.
+    server.receive_data(client.send(f.Hello(version=f.VERSION), 0) + client.send(login, 0), 0)
+    assert drain(server) == [f.Hello(version=f.VERSION), login]
+    with pytest.raises(LocalProtocolError):  # but nothing before the Hello itself
+        Connection(Role.CLIENT).send(login, 0)
+
+
 def test_first_frame_must_be_hello() -> None:
     client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
     with pytest.raises(LocalProtocolError):
