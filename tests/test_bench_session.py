@@ -4,7 +4,10 @@ assertion)."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
+
+import pytest
 
 from dmds.cli.main import build_parser
 from tests.conftest import ServerProcess
@@ -53,3 +56,16 @@ def test_session_bench_against_a_running_server(server: ServerProcess) -> None:
         ["bench", "send", "--host", "127.0.0.1", "--port", str(server.session_port), "--messages", "50"]
     )
     assert args.func(args) == 0
+
+
+def test_bad_bench_input_gets_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    zero = parser.parse_args(["bench", "queue", "--messages", "0"])
+    with pytest.raises(SystemExit, match="--messages must be at least 1"):
+        zero.func(zero)
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    args = parser.parse_args(["bench", "send", "--host", "127.0.0.1", "--port", str(port), "--messages", "5"])
+    assert args.func(args) == 1
+    assert "dmds bench send: [Errno 111] Connection refused" in capsys.readouterr().err

@@ -10,11 +10,35 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dmds.bench import common
+
+#: Options that are counts (at least 1) and durations (above 0), wherever a workload has them.
+_COUNTS = (
+    "clients",
+    "pairs",
+    "messages",
+    "window",
+    "count",
+    "runs",
+    "kills",
+    "fuzz_runs",
+    "flood_connections",
+)
+_DURATIONS = ("seconds", "timeout", "hold")
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in _COUNTS:
+        if (value := getattr(args, name, None)) is not None and value < 1:
+            raise SystemExit(f"dmds bench: --{name.replace('_', '-')} must be at least 1")
+    for name in _DURATIONS:
+        if (value := getattr(args, name, None)) is not None and value <= 0:
+            raise SystemExit(f"dmds bench: --{name} must be above 0")
 
 
 def _handler(module: str | None, function: str) -> Callable[[argparse.Namespace], int]:
@@ -22,11 +46,21 @@ def _handler(module: str | None, function: str) -> Callable[[argparse.Namespace]
     named by `--protocol` (`classic` or `session`)."""
 
     def run(args: argparse.Namespace) -> int:
+        _check(args)
         name = module if module is not None else args.protocol
         target: Callable[[argparse.Namespace], Any] = getattr(
             importlib.import_module(f"dmds.bench.{name}"), function
         )
-        outcome = target(args)
+        try:
+            outcome = target(args)
+        except TimeoutError:
+            print(f"dmds bench {args.scenario}: not done within the time allowed", file=sys.stderr)
+            return 1
+        except (OSError, RuntimeError) as exc:
+            # A server that is not there, a file that is not, or a check that failed: said in one
+            # line rather than a traceback.
+            print(f"dmds bench {args.scenario}: {exc}", file=sys.stderr)
+            return 1
         if isinstance(outcome, common.Result):
             return common.finish(outcome, args.json)
         return int(outcome)

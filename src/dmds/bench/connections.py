@@ -211,8 +211,6 @@ def phase_seconds(count: int) -> float:
 
 
 def run(args: argparse.Namespace) -> common.Result:
-    if args.count < 1:
-        raise SystemExit("--count must be at least 1")
     limit = common.raise_open_files_limit()  # before the server starts: it inherits the limit
     runs = []
     syncs = [None] if args.host is not None else (list(args.sync) if args.sync else ["full"])
