@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import ssl
 
@@ -263,11 +265,39 @@ async def test_login_may_follow_hello_without_waiting(server: ServerProcess) -> 
     await (await account(server.session_port, "juan")).close()
     peer = await Peer.open(server.session_port, hello=False)
     hello = peer.codec.send(f.Hello(version=f.VERSION), 0)
-    peer.codec.state = peer.codec.state.OPEN
     login = peer.codec.send(f.Login(id=1, alias="juan", password="secret password"), 0)
     peer.write_raw(hello + login)  # one segment
-    peer.codec.state = peer.codec.state.HANDSHAKE  # our side still expects the Welcome
     assert isinstance(await peer.expect(f.LoggedIn), f.LoggedIn)
+
+
+async def test_a_login_abandoned_by_its_client_does_not_take_over_the_next(server: ServerProcess) -> None:
+    """A client that gives up on a login (no answer in time) and logs in again on a new connection:
+    the stale login, checked after the new one, must not take the new session over."""
+    first = await account(server.session_port, "juan")
+    await first.close()
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)  # a server that hangs for a while
+    try:
+        for _ in range(3):  # attempts that time out: sent, then the connection is dropped
+            stale = await Peer.open(server.session_port, hello=False)
+            stale.write_raw(
+                stale.codec.send(f.Hello(version=f.VERSION), 0)
+                + stale.codec.send(f.Login(id=1, alias="juan", password="secret password"), 0)
+            )
+            await stale.writer.drain()
+            stale.writer.close()
+        # Resuming with a token needs no password hash: it is done before the stale password
+        # logins, which were sent first.
+        fresh = await Peer.open(server.session_port, hello=False)
+        fresh.write_raw(
+            fresh.codec.send(f.Hello(version=f.VERSION), 0)
+            + fresh.codec.send(f.Login(id=1, token=first.token), 0)
+        )
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    await fresh.expect(f.LoggedIn)
+    await asyncio.sleep(1.0)  # every stale login has been checked by now
+    assert isinstance(await fresh.request(f.Subscribe), f.Presence)  # still logged in, not taken over
 
 
 async def test_a_connection_that_never_says_hello_is_closed(server_factory: ServerFactory) -> None:

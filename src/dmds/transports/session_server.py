@@ -298,7 +298,7 @@ class SessionConnection:
             if self._reads is None:
                 self._reads = asyncio.Lock()
             async with self._reads:
-                if self.transport is None or self.transport.is_closing():
+                if self._closing():
                     # Pipelined pages of a connection that is gone: nobody will read them.
                     raise NotConnected("connection closed")
                 entries = await svc.history(alias, frame.peer, frame.before, frame.limit, max_bytes)
@@ -359,6 +359,10 @@ class SessionConnection:
         else:
             token, expires = await svc.login(frame.alias, frame.password, self.peer)
             alias = frame.alias
+        if self._closing():
+            # The client gave up on this connection while its password was checked (it timed out,
+            # say, and logged in again elsewhere): this stale login must not take that one over.
+            raise NotConnected("connection closed")
         await svc.connect(alias, self)
         self.alias, self.token = alias, token
         log.info("session login %s from %s", alias, self.peer)
@@ -371,6 +375,9 @@ class SessionConnection:
         if self.alias is not None:
             alias, self.alias = self.alias, None
             await self.service.disconnect(alias, endpoint=self)
+
+    def _closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
