@@ -37,12 +37,19 @@ class ServerSettings:
     host: str = setting("0.0.0.0", "address the classic server listens on")
     port: int = setting(7000, "TCP port of the classic protocol")
     data_dir: Path = setting(Path("dmds-data"), "directory of the SQLite store")
+    store: str = setting(
+        "",
+        "where the data lives: empty for SQLite in data_dir (one node), or postgresql://USER@HOST:PORT/DB "
+        "(several nodes may share it)",
+    )
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     def __post_init__(self) -> None:
         _check_port("port", self.port, allow_zero=True)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level: unknown level {self.log_level!r}")
+        if self.store and not self.store.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"store: not a postgresql:// URL (empty for SQLite): {self.store!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +62,27 @@ class StoreSettings:
     # 256 rows per transaction keeps one commit short while amortising the fsync (100 rows per
     # commit measured ~35x faster than one).
     max_batch: int = setting(256, "most store operations grouped into one commit")
+    store_connect_timeout_s: float = setting(5.0, "seconds to connect to PostgreSQL before a request fails")
 
     def __post_init__(self) -> None:
         _check_positive("max_batch", self.max_batch)
+        _check_positive("store_connect_timeout_s", self.store_connect_timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """Several nodes on one PostgreSQL store (ignored with SQLite, which serves one node)."""
+
+    node_id: str = setting("", "this node's name in the cluster (default: host name, pid and a random part)")
+    # A node that stops heartbeating for this long is dead: its session users go offline and its
+    # classic users are taken over by another node. Shorter moves users sooner after a crash; too
+    # short mistakes a long pause (a slow disk, a stopped VM) for a death.
+    lease_s: float = setting(5.0, "seconds after which a silent node's users are taken over")
+
+    def __post_init__(self) -> None:
+        _check_positive("lease_s", self.lease_s)
+        if len(self.node_id) > 64 or any(c.isspace() for c in self.node_id):
+            raise ValueError(f"node_id: at most 64 characters, no spaces: {self.node_id!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +206,7 @@ class ServeSettings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     accounts: AccountSettings = field(default_factory=AccountSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
 
 def _check_positive(name: str, value: float) -> None:

@@ -9,9 +9,10 @@ Each connected user has one `Courier`, an asyncio task that pushes that user's i
 in `seq` order, so pushes to one recipient are ordered while couriers of different recipients run
 concurrently and a slow listener delays only its own user.
 
-A courier learns of items two ways:
-- `offer(item)`: the service hands it each item committed while the user is connected, so the hot
-  path needs no store read;
+A courier learns of items three ways:
+- `offer(item)`: the service hands it each item committed by this process while the user is
+  connected, so the hot path needs no store read;
+- `poke()`: another node (sharing the store) committed items for the user: read them in pages;
 - pages read from the store (`pending(after_seq=loaded_to)`): the items stored while the user was
   offline, and whatever was not queued in memory (`max_pending` bounds memory, not what is kept).
 
@@ -117,6 +118,16 @@ class Courier:
             self._queue.append(item)
             self._loaded_to = item.seq
             self._kick()
+
+    def poke(self) -> None:
+        """Another node stored items for this user: read the store for them (they are not offered)."""
+        if self._failed:
+            return
+        if self._loading is not None:
+            self._missed = True  # the page being read may predate them
+        else:
+            self._more = True
+        self._kick()
 
     async def _run(self) -> None:
         try:

@@ -82,3 +82,14 @@ class StoredMessage:
     delivered_at: float | None
     read_at: float | None
     attachment: AttachmentInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A user online at a node: the node that pushes to them (exactly one per user)."""
+
+    alias: str
+    node: str
+    #: a classic user (pushes dialled back to `address`, host:port) rather than a session connection
+    classic: bool
+    address: str = ""

@@ -6,16 +6,19 @@ Times are seconds since the epoch, passed in by the core.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Protocol
 
-from dmds.core.model import AttachmentInfo, OutboxItem, StoredMessage, User, UserRecord
+from dmds.core.model import AttachmentInfo, OutboxItem, Presence, StoredMessage, User, UserRecord
 
 
 class Store(Protocol):
     """Durable state. Every mutating call returns only after its change is committed.
 
-    Rule for implementations: a call that raises a domain error has changed nothing.
+    Rules for implementations: a call that raises a domain error has changed nothing; a read sees
+    every change submitted before it (a courier's reload relies on it); for each owner, outbox
+    items become visible in `seq` order, even when several processes write (a courier reads the
+    pages after the last seq it saw).
     """
 
     # -- users and accounts ---------------------------------------------------------------------------
@@ -121,3 +124,42 @@ class PresenceWatcher(Protocol):
     """A subscriber to presence changes (a session connection that sent Subscribe)."""
 
     def presence_changed(self, alias: str, online: bool) -> None: ...
+
+
+class Cluster(Protocol):
+    """Several nodes serving one store: who is online where, and word of what the others stored.
+
+    With one node (SQLite) there is no cluster and the core keeps presence alone. Changes made
+    through `claim` and `release` are applied by the caller itself; `ClusterEvents` reports only
+    the other nodes' changes (and the cluster's own takeovers)."""
+
+    node_id: str
+
+    async def start(self, events: ClusterEvents) -> None:
+        """Join: from now on `events` hears of the other nodes (first a `cluster_resync`)."""
+
+    async def claim(self, alias: str, classic: bool, address: str) -> None:
+        """Record `alias` online at this node. A session claim takes over the user's entry wherever
+        it is; a classic claim raises AlreadyConnected if the user is online anywhere."""
+
+    async def release(self, alias: str, node: str | None = None) -> bool:
+        """Take `alias` offline (only if this node's entry when `node` is given); True if it was."""
+
+    async def close(self) -> None: ...
+
+
+class ClusterEvents(Protocol):
+    """What a cluster tells the core of the other nodes."""
+
+    def cluster_woken(self, owners: Collection[str] | None) -> None:
+        """Other nodes stored items for these owners (None: for anyone): couriers should look."""
+
+    def cluster_presence(self, changes: list[tuple[str, Presence | None]]) -> None:
+        """Users came online or moved (a Presence) or went offline (None), in order. An entry of
+        this node that the core does not serve is a classic user taken over from a dead node."""
+
+    def cluster_resync(self, entries: list[Presence]) -> None:
+        """The whole presence table, after a lost connection or lease: what was missed."""
+
+    def cluster_lost(self) -> None:
+        """This node could not renew its lease: another may take its classic users; stop pushing."""

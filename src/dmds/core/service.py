@@ -1,7 +1,9 @@
 """The one API every front-end calls: accounts, presence, messages, receipts, history, attachments.
 
 Raises domain errors (`dmds.errors`) and knows nothing of wire formats. Presence lives in memory
-(after a restart everyone starts disconnected); everything else lives in the store.
+(after a restart everyone starts disconnected); everything else lives in the store. With several
+nodes on one store (a `Cluster`), presence is the cluster's, mirrored here, and each online user
+has exactly one node whose courier pushes to them; the others learn of new items by notification.
 
 Classic and session users share one directory. A user with a password (registered through the
 session protocol) is "protected": the classic protocol, which has no authentication, may not
@@ -11,21 +13,22 @@ CONNECT, DISCONNECT, SEND or UNREGISTER as them (`Forbidden`); classic users can
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 from dmds.core.accounts import Accounts
 from dmds.core.delivery import Courier
-from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage, User
-from dmds.core.ports import Endpoint, PresenceWatcher, Store
+from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, Presence, StoredMessage, User
+from dmds.core.ports import Cluster, Endpoint, PresenceWatcher, Store
+from dmds.core.presence import Directory
 from dmds.core.ratelimit import TokenBucket
+from dmds.core.validation import check_registration, check_text
 from dmds.errors import (
     AlreadyConnected,
     DeliveryFailed,
+    DmdsError,
     Forbidden,
     InvalidField,
     LimitExceeded,
@@ -38,56 +41,8 @@ from dmds.settings import AccountSettings, DeliverySettings
 log = logging.getLogger(__name__)
 
 
-# classic.md: DD/MM/YYYY, as the original GUI writes it
-_DATE = re.compile(r"(\d\d)/(\d\d)/(\d\d\d\d)", re.ASCII)
-
-
-#: Longest alias, in characters: at most 256 UTF-8 bytes, the classic protocol's default field
-#: limit, so every user can be addressed from both protocols.
-MAX_ALIAS_CHARS = 64
-
-
-def check_alias(alias: str) -> None:
-    if not alias:
-        raise InvalidField("alias is empty")
-    if len(alias) > MAX_ALIAS_CHARS:
-        raise InvalidField(f"alias longer than {MAX_ALIAS_CHARS} characters")
-    # Aliases are typed in commands and shown in lists: no spaces, no control characters.
-    # isprintable() is False for every control and separator character except " ".
-    if not alias.isprintable() or " " in alias:
-        raise InvalidField("alias contains spaces or control characters")
-
-
-def _check_registration(full_name: str, alias: str, birth_date: str) -> None:
-    check_alias(alias)
-    if not full_name.strip():
-        raise InvalidField("full name is empty")
-    check_birth_date(birth_date, datetime.date.today())
-
-
-def _check_text(text: str) -> None:
-    if "\0" in text:
-        # The classic protocol ends fields with NUL: such a text could never be pushed to a
-        # classic user.
-        raise InvalidField("text contains a NUL character")
-
-
-def check_birth_date(text: str, today: datetime.date) -> None:
-    # A regex and date() rather than strptime(), which costs tens of microseconds per REGISTER.
-    match = _DATE.fullmatch(text)
-    try:
-        if match is None:
-            raise ValueError(text)
-        day, month, year = (int(g) for g in match.groups())
-        born = datetime.date(year, month, day)
-    except ValueError:
-        raise InvalidField(f"birth date {text!r} is not a date as DD/MM/YYYY") from None
-    if born > today:
-        raise InvalidField("birth date is in the future")
-
-
 class Service:
-    """Users, presence and delivery. One instance per server process."""
+    """Users, presence and delivery. One instance per server process (a node)."""
 
     def __init__(
         self,
@@ -95,14 +50,22 @@ class Service:
         delivery: DeliverySettings,
         accounts: AccountSettings | None = None,
         clock: Callable[[], float] = time.time,
+        cluster: Cluster | None = None,
     ) -> None:
         self._store = store
         self._settings = delivery
         self._clock = clock
         self.accounts = Accounts(store, accounts or AccountSettings())
+        self._cluster = cluster
+        self.node_id = cluster.node_id if cluster is not None else ""
+        #: the users this node pushes to
         self._couriers: dict[str, Courier] = {}
+        #: every online user, on every node
+        self._directory = Directory()
+        #: builds a classic user's endpoint from its listener's host:port (set by the classic front-end),
+        #: for classic users taken over from a dead node
+        self.classic_endpoint: Callable[[str], Endpoint] | None = None
         self._buckets: dict[str, TokenBucket] = {}
-        self._watchers: set[PresenceWatcher] = set()
         self._background: set[asyncio.Task[Any]] = set()
         # Store work that follows pushes and acks, gathered over one loop pass and done in one
         # call: under load, thousands of acks cost a few store jobs, not one task each.
@@ -133,7 +96,7 @@ class Service:
         password: str | None = None,
         address: str = "",
     ) -> None:
-        _check_registration(full_name, alias, birth_date)
+        check_registration(full_name, alias, birth_date)
         password_hash = None
         if password is not None:
             self.accounts.check_password(password)
@@ -148,7 +111,7 @@ class Service:
     def register_nowait(self, full_name: str, alias: str, birth_date: str) -> Awaitable[None]:
         """`register` without a password (the classic protocol) and without a task: checks now,
         raising the same domain errors; the store's awaitable completes once the user is committed."""
-        _check_registration(full_name, alias, birth_date)
+        check_registration(full_name, alias, birth_date)
         return self._store.register(User(alias=alias, full_name=full_name, birth_date=birth_date))
 
     async def unregister(self, alias: str, *, classic: bool = False) -> None:
@@ -185,19 +148,35 @@ class Service:
 
     # -- presence -----------------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Join the cluster, if any: from here on the other nodes' users and items are seen."""
+        if self._cluster is not None:
+            await self._cluster.start(self)
+
     async def connect(self, alias: str, endpoint: Endpoint, *, classic: bool = False) -> None:
-        """Go online at `endpoint`. Classic: AlreadyConnected if online. Session (already
-        authenticated): takes over from an earlier session connection of the same user."""
+        """Go online at `endpoint`. Classic: AlreadyConnected if online (on any node). Session
+        (already authenticated): takes over from an earlier session connection of the same user,
+        on whichever node it is."""
         current = self._couriers.get(alias)
         if current is not None and (classic or not current.endpoint.confirms):
             raise AlreadyConnected(alias)
+        if classic and alias in self._directory:
+            raise AlreadyConnected(alias)
         await self._guarded(alias, classic)
+        if self._cluster is not None:
+            address = endpoint.describe() if classic else ""
+            await self._cluster.claim(alias, classic, address)
         current = self._couriers.get(alias)  # the store was awaited: look again
         if current is not None:
             if classic or not current.endpoint.confirms:
                 raise AlreadyConnected(alias)
             await current.stop()
             current.endpoint.replaced()
+        self._serve(alias, endpoint, classic)
+        log.info("connected %s at %s", alias, endpoint.describe())
+
+    def _serve(self, alias: str, endpoint: Endpoint, classic: bool) -> None:
+        """Start pushing to `alias` from this node."""
         courier = Courier(
             alias,
             endpoint,
@@ -207,13 +186,9 @@ class Service:
             on_failed=self._push_failed,
         )
         self._couriers[alias] = courier
-        self._buckets.setdefault(
-            alias, TokenBucket(self._settings.max_send_rate, self._settings.send_burst, self._clock())
-        )
+        address = endpoint.describe() if classic else ""
+        self._directory.set(Presence(alias, self.node_id, classic, address))
         courier.start()
-        if current is None:
-            self._announce(alias, online=True)
-        log.info("connected %s at %s", alias, endpoint.describe())
 
     async def disconnect(
         self, alias: str, *, classic: bool = False, endpoint: Endpoint | None = None
@@ -225,7 +200,16 @@ class Service:
             if endpoint is not None:
                 return
             await self._guarded(alias, classic)
-            raise NotConnected(alias)
+            if self._cluster is None or alias not in self._directory:
+                raise NotConnected(alias)
+            # Online through another node (a classic client's requests may reach any node): that
+            # node hears of it and stops pushing.
+            if not await self._cluster.release(alias):
+                raise NotConnected(alias)
+            self._directory.remove(alias)
+            self._buckets.pop(alias, None)
+            log.info("disconnected %s (served by another node)", alias)
+            return
         if classic:
             await self._guarded(alias, classic)
         await self._drop(alias)
@@ -236,29 +220,95 @@ class Service:
         self._buckets.pop(alias, None)
         if courier is not None:
             await courier.stop()
-            self._announce(alias, online=False)
+            self._directory.remove(alias)
+            if self._cluster is not None:
+                await self._release(alias)
+
+    async def _release(self, alias: str) -> None:
+        assert self._cluster is not None
+        try:
+            await self._cluster.release(alias, self.node_id)
+        except DmdsError as exc:
+            # The entry stays until this node's lease ends or the user comes back: never a loss.
+            log.warning("could not record %s offline in the cluster: %s", alias, exc)
 
     async def connected_users(self, alias: str) -> list[str]:
-        if alias not in self._couriers:
+        if alias not in self._directory:
             if await self._store.user(alias) is None:
                 raise UnknownUser(alias)
             raise NotConnected(alias)
-        return list(self._couriers)
+        return self._directory.aliases()
 
     def is_connected(self, alias: str) -> bool:
-        return alias in self._couriers
+        return alias in self._directory
 
     def subscribe(self, watcher: PresenceWatcher) -> list[str]:
         """Watch presence: returns who is online now; then watcher.presence_changed(...) per change."""
-        self._watchers.add(watcher)
-        return list(self._couriers)
+        return self._directory.subscribe(watcher)
 
     def unsubscribe(self, watcher: PresenceWatcher) -> None:
-        self._watchers.discard(watcher)
+        self._directory.unsubscribe(watcher)
 
-    def _announce(self, alias: str, *, online: bool) -> None:
-        for watcher in list(self._watchers):
-            watcher.presence_changed(alias, online)
+    # -- the other nodes (ClusterEvents) ------------------------------------------------------------
+
+    def cluster_woken(self, owners: Collection[str] | None) -> None:
+        if owners is None:
+            for courier in self._couriers.values():
+                courier.poke()
+            return
+        for owner in owners:
+            if (target := self._couriers.get(owner)) is not None:
+                target.poke()
+
+    def cluster_presence(self, changes: list[tuple[str, Presence | None]]) -> None:
+        for alias, entry in changes:
+            if entry is None:
+                self._directory.remove(alias)
+                self._buckets.pop(alias, None)
+                self._unserve(alias)  # e.g. a DISCONNECT of our classic user through another node
+            else:
+                self._place(entry)
+
+    def cluster_resync(self, entries: list[Presence]) -> None:
+        table = {entry.alias: entry for entry in entries}
+        for alias in [a for a in self._directory if a not in table]:
+            courier = self._couriers.get(alias)
+            if courier is not None and courier.endpoint.confirms and self._cluster is not None:
+                # A session user still connected here, whose entry went (this node was thought dead):
+                # claim it again rather than cut them off.
+                self._spawn(self._cluster.claim(alias, False, ""))
+                continue
+            self.cluster_presence([(alias, None)])
+        for entry in entries:
+            self._place(entry)
+
+    def cluster_lost(self) -> None:
+        # Another node may take our classic users over: exactly one node pushes to each, so stop.
+        # Their entries (and couriers, if they are still ours) come back with the next resync.
+        for alias, courier in list(self._couriers.items()):
+            if not courier.endpoint.confirms:
+                self._unserve(alias)
+        log.warning("lease lost: stopped pushing to classic users until it is renewed")
+
+    def _place(self, entry: Presence) -> None:
+        """An entry of the cluster: who serves the user now."""
+        self._directory.set(entry)
+        if entry.node != self.node_id:
+            if self._unserve(entry.alias):
+                log.info("%s is now served by node %s", entry.alias, entry.node)
+        elif entry.classic and entry.alias not in self._couriers and self.classic_endpoint is not None:
+            # A classic user of a dead node, now ours: their listener is where it was.
+            self._serve(entry.alias, self.classic_endpoint(entry.address), classic=True)
+            log.info("took over classic user %s at %s", entry.alias, entry.address)
+
+    def _unserve(self, alias: str) -> bool:
+        """Stop pushing to `alias` from this node (another node serves them, or nobody)."""
+        courier = self._couriers.pop(alias, None)
+        if courier is None:
+            return False
+        self._spawn(courier.stop())
+        courier.endpoint.replaced()
+        return True
 
     # -- messages -----------------------------------------------------------------------------------
 
@@ -274,13 +324,13 @@ class Service:
     ) -> OutboxItem:
         """Store a message and return it once it is committed; delivery follows. A resend with a
         key already used returns the first message and delivers nothing more."""
-        _check_text(text)
-        courier = self._couriers.get(sender)
-        if courier is None:
+        check_text(text, key)
+        entry = self._directory.get(sender)
+        if entry is None:
             if await self._store.user(sender) is None:
                 raise UnknownUser(sender)
             raise NotConnected(sender)  # classic.md: a user must be connected to send
-        if classic and courier.endpoint.confirms:
+        if classic and not entry.classic:
             raise Forbidden(f"{sender} has a password: not over the classic protocol")
         return await self._store_message(sender, recipient, text, key, attachment)
 
@@ -290,8 +340,8 @@ class Service:
         """`send` for a connected session user, without a task per message: checks now (raising the
         same domain errors), then a future that resolves once the message is committed and offered
         to its recipient (or fails as `send` would)."""
-        _check_text(text)
-        if sender not in self._couriers:
+        check_text(text, key)
+        if sender not in self._directory:
             raise NotConnected(sender)
         return self._store_message(sender, recipient, text, key, 0)
 
@@ -302,8 +352,12 @@ class Service:
         offered to its recipient's courier (a resent key offers nothing: it was delivered once)."""
         now = self._clock()
         bucket = self._buckets.get(sender)
-        if bucket is not None:
-            bucket.take(now, f"{sender} sends")
+        if bucket is None:
+            # Per node: with several nodes a user may send up to this rate through each.
+            bucket = self._buckets[sender] = TokenBucket(
+                self._settings.max_send_rate, self._settings.send_burst, now
+            )
+        bucket.take(now, f"{sender} sends")
         # ensure_future: a store's future as it is (no task); a coroutine would get a task.
         stored = asyncio.ensure_future(
             self._store.add_message(
@@ -392,7 +446,9 @@ class Service:
         if self._couriers.get(courier.alias) is courier:
             del self._couriers[courier.alias]
             self._buckets.pop(courier.alias, None)
-            self._announce(courier.alias, online=False)
+            self._directory.remove(courier.alias)
+            if self._cluster is not None:
+                self._spawn(self._release(courier.alias))
         log.info(
             "push to %s at %s failed (%s); now disconnected", courier.alias, courier.endpoint.describe(), exc
         )
@@ -434,5 +490,7 @@ class Service:
         couriers, self._couriers = list(self._couriers.values()), {}
         for courier in couriers:
             await courier.stop()
+        if self._cluster is not None:
+            await self._cluster.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)

@@ -64,6 +64,13 @@ class ClassicServer:
         #: connections with a deadline (reading a request, or discarding after an error)
         self.watched: set[_ClassicProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        service.classic_endpoint = self.endpoint_at
+
+    def endpoint_at(self, address: str) -> ClassicEndpoint:
+        """The listener at `address` (host:port, as `ClassicEndpoint.describe` writes it): how a
+        node reaches a classic user it takes over from a dead one."""
+        host, _, port = address.rpartition(":")
+        return ClassicEndpoint(host, int(port), self.delivery)
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""

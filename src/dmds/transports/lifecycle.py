@@ -8,8 +8,7 @@ import signal
 
 from dmds.core.service import Service
 from dmds.settings import ServeSettings
-from dmds.stores.sqlite import SqliteStore
-from dmds.stores.sqlite.store import DB_NAME
+from dmds.stores import describe, open_store
 from dmds.transports.classic_server import ClassicServer
 from dmds.transports.session_server import SessionServer
 from dmds.transports.session_ws import WebServer
@@ -38,20 +37,22 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    store = await SqliteStore.open(settings.server.data_dir, settings.store)
-    service = Service(store, settings.delivery, settings.accounts)
+    store, cluster = await open_store(settings)
+    service = Service(store, settings.delivery, settings.accounts, cluster=cluster)
     classic = ClassicServer(service, settings.classic, settings.delivery)
     session = SessionServer(service, settings.session, settings.delivery, settings.classic)
     web = WebServer(session)
     purger = loop.create_task(_purge_every(service, PURGE_EVERY_S))
     try:
+        await service.start()
         port = await classic.start(settings.server.host, settings.server.port)
         log.info(
-            "dmds classic server listening on %s:%d (store %s, sync=%s)",
+            "dmds classic server listening on %s:%d (store %s, sync=%s%s)",
             settings.server.host,
             port,
-            settings.server.data_dir / DB_NAME,
+            describe(settings),
             settings.store.sync.value,
+            f", node {cluster.node_id}" if cluster is not None else "",
         )
         s = settings.session
         session_port = await session.start(s.session_host, s.session_port)

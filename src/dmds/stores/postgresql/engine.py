@@ -1,0 +1,269 @@
+"""Group commit on PostgreSQL: the jobs that arrive together share one transaction and one WAL flush.
+
+Theory of operation
+-------------------
+Every store call becomes a job (a coroutine function of the connection and the batch) on one ordered
+queue, as on SQLite. One batch at a time runs on the node's one writing connection: all the waiting
+jobs (up to `max_batch`) inside one transaction, then COMMIT, and only then are their futures
+resolved, so a caller that gets a result knows its change is durable (synchronous_commit=on: the
+commit record is flushed before COMMIT returns). One batch in flight per node keeps the rule the
+couriers rely on: a read sees every change submitted before it. Several nodes give several batches in
+flight, on one database.
+
+Consecutive jobs of the same *bulk* kind (the message path's `add_message`) run as one statement with
+arrays: a batch of 256 messages costs one round trip, not 256.
+
+Every job keeps the SQLite store's rule: it raises a domain error before its first write, so a refused
+request leaves nothing behind, with no savepoint per job. Statements that could fail on a constraint
+are written not to (`ON CONFLICT DO NOTHING`, a check first): a failed statement would abort the whole
+transaction. Any other failure rolls the batch back and fails every request in it with StoreError;
+nothing is acknowledged that is not committed. A deadlock or a serialization failure between nodes'
+batches (two batches locking the same users rows in opposite orders) retries the whole batch.
+
+Wake-ups for the other nodes: the jobs of a batch note which owners got new outbox items and which
+presence changes they made; the batch sends them in one NOTIFY, inside its transaction, so that it is
+delivered only if the batch commits, and at most one per batch (NOTIFY takes a database-wide lock at
+commit, src/backend/commands/async.c).
+
+When the connection is lost (PostgreSQL restarting, the network), the batch fails with StoreError and
+the next one connects again; until the database is back every request gets the store-failure error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+import asyncpg
+
+from dmds.errors import DmdsError, StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: The channel every node LISTENs on.
+CHANNEL = "dmds"
+#: NOTIFY payloads must stay under 8000 bytes; past this the batch says "look at everything".
+MAX_PAYLOAD = 7000
+#: Times a batch is retried after a deadlock or serialization failure with another node's batch.
+RETRIES = 5
+#: An advisory lock key for migrations: nodes starting together apply them once.
+MIGRATION_LOCK = 0x646D6473
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the jobs of one batch tell the other nodes: new items per owner, presence changes.
+    Made anew for each attempt, so a retried batch notifies once."""
+
+    woken: set[str] = field(default_factory=set)
+    presence: list[str] = field(default_factory=list)
+
+    def wake(self, owner: str) -> None:
+        self.woken.add(owner)
+
+    def payload(self, node_id: str) -> str | None:
+        if not self.woken and not self.presence:
+            return None
+        lines = [node_id, *self.presence, *(f"w {owner}" for owner in sorted(self.woken))]
+        text = "\n".join(lines)
+        if len(text.encode()) > MAX_PAYLOAD:
+            # Too much to list: every node re-reads presence and pokes every courier.
+            return f"{node_id}\n!"
+        return text
+
+
+Job = Callable[[asyncpg.Connection, Batch], Awaitable[Any]]
+#: A bulk job runs many calls' arguments at once and returns one result (or DmdsError) per call.
+Bulk = Callable[[asyncpg.Connection, Batch, list[Any]], Awaitable[list[Any]]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    fn: Job | None
+    future: asyncio.Future[Any]
+    bulk: Bulk | None = None
+    args: Any = None
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(number, name, sql) of every migration of this engine, in order."""
+    folder = resources.files("dmds.stores.postgresql").joinpath("migrations")
+    found = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8")))
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations above the database's version, each in its own transaction; returns the
+    names applied. Safe with several nodes starting at once (an advisory lock)."""
+    applied = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS dmds_schema (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+    for number, name, sql in migrations():
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            done = await conn.fetchval("SELECT 1 FROM dmds_schema WHERE version = $1", number)
+            if done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO dmds_schema (version, name) VALUES ($1, $2)", number, name)
+            applied.append(name)
+            log.info("store schema migrated to version %d (%s)", number, name)
+    return applied
+
+
+async def connect(url: str, timeout_s: float) -> asyncpg.Connection:
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(url, timeout=timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreError(f"cannot connect to {redact(url)}: {exc or 'timeout'}") from None
+    return conn
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@{rest.split('@', 1)[1]}"
+    return f"{scheme}{sep}{rest}"
+
+
+class Engine:
+    """One node's writing connection and its queue of jobs."""
+
+    def __init__(self, url: str, node_id: str, max_batch: int, connect_timeout_s: float) -> None:
+        self.url = url
+        self.node_id = node_id
+        self._max_batch = max_batch
+        self._connect_timeout_s = connect_timeout_s
+        self._conn: asyncpg.Connection | None = None
+        self._jobs: deque[_Pending] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        #: called with each batch's size and seconds in the database (metrics, benchmarks)
+        self.batches = 0
+
+    async def open(self) -> None:
+        self._conn = await connect(self.url, self._connect_timeout_s)
+
+    def submit(self, fn: Job) -> asyncio.Future[Any]:
+        return self._enqueue(_Pending(fn, asyncio.get_running_loop().create_future()))
+
+    def submit_bulk(self, bulk: Bulk, args: Any) -> asyncio.Future[Any]:
+        return self._enqueue(_Pending(None, asyncio.get_running_loop().create_future(), bulk, args))
+
+    def _enqueue(self, job: _Pending) -> asyncio.Future[Any]:
+        if self._closed:
+            job.future.set_exception(StoreError("store is closed"))
+            return job.future
+        self._jobs.append(job)
+        if self._task is None:
+            # Started at once but runs at the next loop pass: jobs submitted in this pass join it.
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="dmds-pg-batches")
+        return job.future
+
+    async def _run(self) -> None:
+        try:
+            while self._jobs:
+                await asyncio.sleep(0)  # let the rest of this loop pass submit its jobs
+                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+                await self._run_batch(batch)
+        finally:
+            self._task = None
+
+    async def _run_batch(self, jobs: list[_Pending]) -> None:
+        for attempt in range(RETRIES + 1):
+            try:
+                conn = await self._connection()
+                results = await self._attempt(conn, jobs)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                if attempt == RETRIES:
+                    self._fail(jobs, exc)
+                    return
+                log.debug("batch of %d retried after %s", len(jobs), type(exc).__name__)
+                await asyncio.sleep(0.001 * (attempt + 1))
+                continue
+            except Exception as exc:
+                if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | StoreError):
+                    log.exception("store job failed")
+                await self._drop_connection()
+                self._fail(jobs, exc)
+                return
+            self.batches += 1
+            for job, (value, error) in zip(jobs, results, strict=True):
+                if job.future.cancelled():
+                    continue
+                if error is not None:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(value)
+            return
+
+    async def _attempt(
+        self, conn: asyncpg.Connection, jobs: list[_Pending]
+    ) -> list[tuple[Any, BaseException | None]]:
+        results: list[tuple[Any, BaseException | None]] = []
+        batch = Batch()
+        async with conn.transaction():
+            i = 0
+            while i < len(jobs):
+                job = jobs[i]
+                if job.bulk is not None:
+                    j = i
+                    while j < len(jobs) and jobs[j].bulk is job.bulk:
+                        j += 1
+                    out = await job.bulk(conn, batch, [p.args for p in jobs[i:j]])
+                    results.extend((None, o) if isinstance(o, DmdsError) else (o, None) for o in out)
+                    i = j
+                    continue
+                assert job.fn is not None
+                try:
+                    results.append((await job.fn(conn, batch), None))
+                except DmdsError as exc:
+                    results.append((None, exc))  # raised before the job wrote anything
+                i += 1
+            payload = batch.payload(self.node_id)
+            if payload is not None:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        return results
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = None
+            self._conn = await connect(self.url, self._connect_timeout_s)
+            log.info("store connection to %s open again", redact(self.url))
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            # A connection in an unknown state (a failed COMMIT, a broken socket) is not reused.
+            conn.terminate()
+
+    def _fail(self, jobs: list[_Pending], exc: BaseException) -> None:
+        log.error("store batch failed (%s); failing %d request(s)", exc, len(jobs))
+        failure = exc if isinstance(exc, StoreError) else StoreError(f"store failure: {exc}")
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(failure)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+        self._conn = None

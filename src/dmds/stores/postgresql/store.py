@@ -1,0 +1,410 @@
+"""PostgreSQL store: the `Store` port on a database that several nodes share.
+
+Unlike the SQLite store, nothing is cached: another node may change any row at any time. What must
+be exact across nodes is made so by the database: per-recipient message ids are advanced in the
+recipient's users row under its lock (gap-free and in commit order), idempotent keys are a unique
+index, and every outbox `seq` is taken while its owner's row is locked (see migrations/001). The
+message path's two hot statements are PL/pgSQL functions, so a batch of messages is one round trip.
+Batching and notification are the engine's (`engine.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+
+from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage, User, UserRecord
+from dmds.errors import (
+    AliasTaken,
+    DmdsError,
+    InvalidField,
+    LimitExceeded,
+    UnknownAttachment,
+    UnknownUser,
+)
+from dmds.settings import StoreSettings
+from dmds.stores.postgresql.engine import Batch, Engine, connect, migrate
+
+log = logging.getLogger(__name__)
+
+_KINDS = {kind.value: kind for kind in ItemKind}
+MESSAGE = ItemKind.MESSAGE
+
+_ITEM_SELECT = (
+    "SELECT o.seq, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
+    " m.sent_at, a.id, a.name, a.media_type, a.size FROM outbox o"
+    " LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
+)
+
+
+def _item(owner: str, row: asyncpg.Record) -> OutboxItem:
+    seq, kind_value, message_id, sender, recipient, text, key, sent_at, att, *info = row
+    kind = _KINDS[kind_value]
+    return OutboxItem(
+        seq,
+        owner,
+        kind,
+        message_id,
+        sender if kind is ItemKind.MESSAGE else (recipient or ""),
+        text or "",
+        key or "",
+        sent_at or 0.0,
+        None if att is None else AttachmentInfo(att, *info),
+    )
+
+
+class PostgresStore:
+    """`dmds.core.ports.Store` on PostgreSQL: `await PostgresStore.open(url, settings, node_id)`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str, settings: StoreSettings, node_id: str) -> PostgresStore:
+        conn = await connect(url, settings.store_connect_timeout_s)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        engine = Engine(url, node_id, settings.max_batch, settings.store_connect_timeout_s)
+        await engine.open()
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    # -- users and accounts ------------------------------------------------------------------------------
+
+    def register(self, user: User, password_hash: str | None = None) -> asyncio.Future[None]:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            found = await conn.fetchval(
+                "INSERT INTO users (alias, full_name, birth_date, password_hash) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (alias) DO NOTHING RETURNING id",
+                user.alias,
+                user.full_name,
+                user.birth_date,
+                password_hash,
+            )
+            if found is None:
+                raise AliasTaken(user.alias)
+
+        return self.engine.submit(job)
+
+    async def unregister(self, alias: str) -> None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            if await conn.fetchval("DELETE FROM users WHERE alias = $1 RETURNING id", alias) is None:
+                raise UnknownUser(alias)
+            batch.presence.append(f"- {alias}")  # the presence row went with the user
+
+        await self.engine.submit(job)
+
+    async def user(self, alias: str) -> UserRecord | None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> UserRecord | None:
+            row = await conn.fetchrow("SELECT password_hash FROM users WHERE alias = $1", alias)
+            return None if row is None else UserRecord(alias, row[0])
+
+        result: UserRecord | None = await self.engine.submit(job)
+        return result
+
+    async def set_password(self, alias: str, password_hash: str) -> None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            found = await conn.fetchval(
+                "UPDATE users SET password_hash = $1 WHERE alias = $2 RETURNING id", password_hash, alias
+            )
+            if found is None:
+                raise UnknownUser(alias)
+
+        await self.engine.submit(job)
+
+    async def create_session(self, alias: str, token_hash: bytes, now: float, expires_at: float) -> None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            found = await conn.fetchval(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)"
+                " SELECT $1, id, $2, $3 FROM users WHERE alias = $4 RETURNING user_id",
+                token_hash,
+                now,
+                expires_at,
+                alias,
+            )
+            if found is None:
+                raise UnknownUser(alias)
+
+        await self.engine.submit(job)
+
+    async def session_user(self, token_hash: bytes, now: float) -> tuple[str, float] | None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> tuple[str, float] | None:
+            row = await conn.fetchrow(
+                "SELECT u.alias, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id"
+                " WHERE s.token_hash = $1 AND s.expires_at > $2",
+                token_hash,
+                now,
+            )
+            return None if row is None else (str(row[0]), float(row[1]))
+
+        result: tuple[str, float] | None = await self.engine.submit(job)
+        return result
+
+    async def revoke_sessions(self, alias: str, token_hash: bytes | None = None) -> None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            if token_hash is None:
+                await conn.execute(
+                    "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE alias = $1)", alias
+                )
+            else:
+                await conn.execute(
+                    "DELETE FROM sessions WHERE token_hash = $1"
+                    " AND user_id = (SELECT id FROM users WHERE alias = $2)",
+                    token_hash,
+                    alias,
+                )
+
+        await self.engine.submit(job)
+
+    # -- messages -----------------------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        sender: str,
+        recipient: str,
+        text: str,
+        *,
+        now: float,
+        max_stored: int,
+        max_stored_bytes: int,
+        key: str | None = None,
+        attachment: int = 0,
+    ) -> asyncio.Future[tuple[OutboxItem, bool]]:
+        # A future, not a coroutine: the session server's hot path waits on it without a task.
+        return self.engine.submit_bulk(
+            _add_messages, (sender, recipient, text, key, attachment, now, max_stored, max_stored_bytes)
+        )
+
+    async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:
+            rows = await conn.fetch(
+                f"{_ITEM_SELECT} WHERE o.owner_id = (SELECT id FROM users WHERE alias = $1)"
+                " AND o.seq > $2 ORDER BY o.seq LIMIT $3",
+                owner,
+                after_seq,
+                limit,
+            )
+            return [_item(owner, row) for row in rows]
+
+        result: list[OutboxItem] = await self.engine.submit(job)
+        return result
+
+    async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+        return await self._settle(owner, message_ids, now, ItemKind.DELIVERED)
+
+    async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+        return await self._settle(owner, message_ids, now, ItemKind.READ)
+
+    async def _settle(
+        self, owner: str, message_ids: list[int], now: float, kind: ItemKind
+    ) -> list[OutboxItem]:
+        if not message_ids:
+            return []
+
+        async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:
+            rows = await conn.fetch(
+                "SELECT seq, sender, message_id, recipient, client_key FROM dmds_settle($1, $2, $3, $4)",
+                owner,
+                message_ids,
+                now,
+                int(kind),
+            )
+            receipts = []
+            for seq, sender, message_id, recipient, key in sorted(rows, key=lambda r: r[2]):
+                batch.wake(sender)
+                receipts.append(OutboxItem(seq, sender, kind, message_id, recipient, "", key or "", now))
+            return receipts
+
+        result: list[OutboxItem] = await self.engine.submit(job)
+        return result
+
+    async def remove_items(self, seqs: list[int]) -> None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            await conn.execute("DELETE FROM outbox WHERE kind <> 1 AND seq = ANY($1::bigint[])", seqs)
+
+        await self.engine.submit(job)
+
+    async def history(
+        self, alias: str, peer: str, before: float, limit: int, max_bytes: int = 1 << 20
+    ) -> list[StoredMessage]:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> list[StoredMessage]:
+            until = before if before > 0 else float("inf")
+            me = await conn.fetchval("SELECT id FROM users WHERE alias = $1", alias)
+            if me is None:
+                return []
+            pair = f"{alias} {peer}" if alias < peer else f"{peer} {alias}"
+            page: list[StoredMessage] = []
+            size = 0
+            # A cursor: never hold much more than a frame of rows, whatever `limit` says.
+            async for row in conn.cursor(
+                "SELECT m.sender_alias, m.recipient_alias, m.message_id, m.text, m.sent_at, m.delivered_at,"
+                " m.read_at, a.id, a.name, a.media_type, a.size FROM messages m"
+                " LEFT JOIN attachments a ON a.id = m.attachment_id AND a.complete"
+                " WHERE m.pair = $1 AND m.sent_at < $2"
+                # Only this user's own messages: a re-registered alias must not read what the
+                # deleted user of the same name sent.
+                " AND (m.recipient_id = $3 OR m.sender_id = $3)"
+                " ORDER BY m.sent_at DESC, m.id DESC LIMIT $4",
+                pair,
+                until,
+                me,
+                limit,
+                prefetch=min(limit, 100) or 1,
+            ):
+                s, r, mid, text, sent, dlv, rd, att, *info = row
+                attachment = None if att is None else AttachmentInfo(att, *info)
+                page.append(StoredMessage(s, r, mid, text, sent, dlv, rd, attachment))
+                size += len(text)
+                if size > max_bytes:
+                    break
+            return page
+
+        result: list[StoredMessage] = await self.engine.submit(job)
+        return result
+
+    async def purge(self, delivered_before: float) -> int:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> int:
+            status = await conn.execute(
+                "DELETE FROM messages m WHERE m.delivered_at IS NOT NULL AND m.delivered_at < $1"
+                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.ref = m.id)",
+                delivered_before,
+            )
+            await conn.execute(
+                "DELETE FROM attachments a WHERE a.created_at < $1 AND (NOT a.complete OR NOT EXISTS"
+                " (SELECT 1 FROM messages m WHERE m.attachment_id = a.id))",
+                delivered_before,
+            )
+            return int(status.split()[-1])
+
+        result: int = await self.engine.submit(job)
+        return result
+
+    # -- attachments --------------------------------------------------------------------------------------
+
+    async def start_upload(self, owner: str, name: str, media_type: str, size: int, now: float) -> int:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> int:
+            found = await conn.fetchval(
+                "INSERT INTO attachments (owner_id, name, media_type, size, complete, created_at)"
+                " SELECT id, $1, $2, $3, $4, $5 FROM users WHERE alias = $6 RETURNING id",
+                name,
+                media_type,
+                size,
+                size == 0,
+                now,
+                owner,
+            )
+            if found is None:
+                raise UnknownUser(owner)
+            return int(found)
+
+        result: int = await self.engine.submit(job)
+        return result
+
+    async def append_upload(self, owner: str, upload: int, offset: int, data: bytes) -> int:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> int:
+            row = await conn.fetchrow(
+                "SELECT a.received, a.size, a.complete FROM attachments a"
+                " JOIN users u ON u.id = a.owner_id WHERE a.id = $1 AND u.alias = $2 FOR UPDATE OF a",
+                upload,
+                owner,
+            )
+            if row is None or row[2]:
+                raise UnknownAttachment(f"upload {upload}")
+            length, size = int(row[0]), int(row[1])
+            if offset != length:
+                raise InvalidField(f"chunk at offset {offset}, expected {length}")
+            if length + len(data) > size:
+                raise InvalidField(f"upload passes its announced size of {size} bytes")
+            new_length = length + len(data)
+            if data:
+                await conn.execute(
+                    "INSERT INTO attachment_chunks (attachment_id, start, data) VALUES ($1, $2, $3)",
+                    upload,
+                    offset,
+                    data,
+                )
+            await conn.execute(
+                "UPDATE attachments SET received = $1, complete = $2 WHERE id = $3",
+                new_length,
+                new_length == size,
+                upload,
+            )
+            return new_length
+
+        result: int = await self.engine.submit(job)
+        return result
+
+    async def attachment(self, attachment_id: int) -> AttachmentInfo | None:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> AttachmentInfo | None:
+            row = await conn.fetchrow(
+                "SELECT name, media_type, size FROM attachments WHERE id = $1 AND complete", attachment_id
+            )
+            return None if row is None else AttachmentInfo(attachment_id, *row)
+
+        result: AttachmentInfo | None = await self.engine.submit(job)
+        return result
+
+    async def read_attachment(self, reader: str, attachment_id: int, offset: int, length: int) -> bytes:
+        async def job(conn: asyncpg.Connection, batch: Batch) -> bytes:
+            allowed = await conn.fetchval(
+                "SELECT 1 FROM attachments a WHERE a.id = $1 AND a.complete AND ("
+                " a.owner_id = (SELECT id FROM users WHERE alias = $2) OR EXISTS (SELECT 1 FROM messages m"
+                "  WHERE m.attachment_id = a.id AND m.recipient_alias = $2))",
+                attachment_id,
+                reader,
+            )
+            if allowed is None:
+                raise UnknownAttachment(f"attachment {attachment_id}")
+            rows = await conn.fetch(
+                "SELECT start, data FROM attachment_chunks WHERE attachment_id = $1"
+                " AND start + length(data) > $2 AND start < $3 ORDER BY start",
+                attachment_id,
+                offset,
+                offset + length,
+            )
+            out = bytearray()
+            for start, data in rows:
+                out += data[max(0, offset - start) : offset + length - start]
+            return bytes(out)
+
+        result: bytes = await self.engine.submit(job)
+        return result
+
+
+async def _add_messages(conn: asyncpg.Connection, batch: Batch, calls: list[Any]) -> list[Any]:
+    """The bulk job of `add_message`: every consecutive call of the batch in one statement."""
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for call in calls:
+        for column, value in zip(columns, call, strict=True):
+            column.append(value)
+    rows = await conn.fetch("SELECT * FROM dmds_add_messages($1, $2, $3, $4, $5, $6, $7, $8)", *columns)
+    out: list[Any] = [None] * len(calls)
+    for i, status, seq, message_id, sent_at, recipient, att_name, att_type, att_size in rows:
+        sender, wanted, text, key, attachment, _now, max_stored, max_bytes = calls[i - 1]
+        result: Any
+        if status == 0:
+            batch.wake(recipient)
+            info = None if att_name is None else AttachmentInfo(attachment, att_name, att_type, att_size)
+            item = OutboxItem(seq, recipient, MESSAGE, message_id, sender, text, key or "", sent_at, info)
+            result = (item, True)
+        elif status == 1:
+            result = (OutboxItem(0, recipient, MESSAGE, message_id, sender, text, key, sent_at), False)
+        elif status == 2:
+            result = UnknownUser(sender)
+        elif status == 3:
+            result = UnknownUser(wanted)
+        elif status == 4:
+            waiting = f"{max_stored} undelivered messages or {max_bytes} bytes"
+            result = LimitExceeded(f"{wanted} has {waiting} waiting")
+        else:
+            result = UnknownAttachment(f"attachment {attachment}")
+        out[i - 1] = result
+    assert all(isinstance(o, tuple | DmdsError) for o in out)
+    return out
