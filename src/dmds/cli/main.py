@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(gui)
     gui.set_defaults(func=_gui)
 
+    from dmds.cli import store_admin
+
+    store_admin.add_parsers(sub)
+
     bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
     scenarios = bench.add_subparsers(dest="scenario", required=True)
     bench_cli.add_parsers(scenarios)

@@ -75,7 +75,7 @@ LAZY_S = 0.02
 MAX_IDS = 500
 
 
-def _connect(path: Path, sync: SyncMode) -> sqlite3.Connection:
+def _connect(path: Path, sync: SyncMode, *, migrate: bool = True) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread=False: the committer thread runs COMMIT; the loop never touches the
     # connection while it does.
@@ -92,20 +92,38 @@ def _connect(path: Path, sync: SyncMode) -> sqlite3.Connection:
     conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
-    _migrate(conn)
+    if migrate:
+        _migrate(conn)
     return conn
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Apply migrations/NNN_*.sql above the database's user_version, each in its own transaction."""
+def _migrate(conn: sqlite3.Connection) -> tuple[list[str], int]:
+    """Apply migrations/NNN_*.sql above the database's user_version, each in its own transaction.
+    Returns the names applied and the version reached."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     folder = resources.files("dmds.stores.sqlite").joinpath("migrations")
+    applied = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         number = int(entry.name.split("_", 1)[0])
         if number > version:
             sql = entry.read_text(encoding="utf-8")
             conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;")
             log.info("store schema migrated to version %d", number)
+            applied.append(entry.name)
+            version = number
+    return applied, version
+
+
+def migrate_path(path: Path) -> tuple[list[str], int]:
+    """`dmds migrate` on a SQLite store: (names applied, version reached)."""
+    try:
+        conn = _connect(path, SyncMode.FULL, migrate=False)
+        try:
+            return _migrate(conn)
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
 
 
 @dataclass(slots=True)
