@@ -7,7 +7,7 @@ DATA_DIR ?= dmds-data
 PORT ?= 7000
 WS_PORT ?= 5000
 
-.PHONY: run test install lint typecheck pytest system-deps bench chaos clean
+.PHONY: run test install lint typecheck pytest system-deps bench chaos cluster clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +42,21 @@ QT_PROBE ?= QT_QPA_PLATFORM=offscreen $(BIN)/python -c \
 	'from PySide6.QtWidgets import QApplication; QApplication([])' >/dev/null 2>&1 \
 	&& fc-list 2>/dev/null | grep -q .
 
-# `dmds bench mqtt` and its tests start their own Mosquitto (the MQTT broker dmds is compared with),
-# so `system-deps` also installs the Debian package when the broker is missing, the same way. The
-# package's own service, if the machine starts it, listens on localhost:1883 and is not used.
-MOSQUITTO ?= /usr/sbin/mosquitto
-MQTT_DEBS := mosquitto
+# Programs the tests start themselves, each installed from Debian (as root with apt-get) only when
+# missing: Mosquitto (the MQTT broker dmds is compared with), PostgreSQL (the store of several
+# nodes: the tests run a throw-away server as the `postgres` user) and HAProxy (the load balancer of
+# docs/deploy.md, tested). A package's own service, if the machine starts it, is not used.
+# $(call need,PROGRAM,PACKAGES): the shell lines of one such check.
+define need
+	@if ls $(1) >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "system-deps: $(1) is missing: installing $(2)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(2) >/dev/null; \
+	else \
+		echo "system-deps: $(1) is missing; as root, install: $(2)" >&2; \
+	fi
+endef
 
 system-deps: $(STAMP)
 	@if $(QT_PROBE); then exit 0; fi; \
@@ -58,14 +68,9 @@ system-deps: $(STAMP)
 		echo "system-deps: Qt cannot start offscreen (or no font); as root, install:" \
 			"$(QT_DEBS)" >&2; \
 	fi
-	@if [ -x $(MOSQUITTO) ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "system-deps: $(MOSQUITTO) is missing: installing $(MQTT_DEBS)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends $(MQTT_DEBS) >/dev/null; \
-	else \
-		echo "system-deps: $(MOSQUITTO) is missing; as root, install: $(MQTT_DEBS)" >&2; \
-	fi
+	$(call need,/usr/sbin/mosquitto,mosquitto)
+	$(call need,/usr/lib/postgresql/*/bin/initdb,postgresql)
+	$(call need,/usr/sbin/haproxy,haproxy)
 
 pytest: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
@@ -88,6 +93,13 @@ bench: $(STAMP) system-deps
 		--json $(BENCH_OUT)/queue-session.json
 	$(BIN)/dmds bench connections --count 15000 --runs 3 --json $(BENCH_OUT)/connections.json
 	$(BIN)/dmds bench report $(BENCH_OUT)/*.json --out $(BENCH_OUT)
+
+# Three nodes on a throw-away PostgreSQL (started here, removed at exit), the SOAP normaliser,
+# and how to point clients at them; Ctrl-C stops everything. NODES=... BASE_PORT=...
+NODES ?= 3
+BASE_PORT ?= 7100
+cluster: $(STAMP) system-deps
+	$(BIN)/dmds cluster --nodes $(NODES) --base-port $(BASE_PORT)
 
 # The long reliability proof of docs/reliability.md (kill loop, atheris fuzzing, flood).
 chaos: $(STAMP) system-deps

@@ -96,6 +96,11 @@ class ClassicLimits:
     # and destroy the reply before the client reads it.
     discard_bytes: int = setting(65536, "bytes read and discarded after an error reply, at most")
     discard_timeout_s: float = setting(2.0, "seconds spent discarding after an error reply, at most")
+    # Behind a TCP load balancer the server would dial pushes back to the balancer: with this on,
+    # every connection must start with the balancer's PROXY line giving the client's address.
+    proxy_protocol: bool = setting(
+        False, "classic connections start with a PROXY protocol v1 line (behind HAProxy send-proxy)"
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_field_bytes", "max_text_bytes", "max_connections"):

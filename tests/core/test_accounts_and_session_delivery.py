@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +20,9 @@ from dmds.errors import (
     RateLimited,
     UnknownAttachment,
 )
-from dmds.settings import DeliverySettings, StoreSettings, SyncMode
-from dmds.stores.sqlite import SqliteStore
+from dmds.settings import DeliverySettings
 from tests.core.test_service import CHEAP, RecordingEndpoint
+from tests.engines import Opener
 
 PASSWORD = "correct horse"
 
@@ -50,8 +49,8 @@ async def clock() -> Clock:
 
 
 @pytest.fixture
-async def service(tmp_path: Path, clock: Clock) -> AsyncIterator[Service]:
-    store = await SqliteStore.open(tmp_path, StoreSettings(sync=SyncMode.NORMAL))
+async def service(open_store: Opener, clock: Clock) -> AsyncIterator[Service]:
+    store = await open_store()
     svc = Service(
         store, DeliverySettings(max_attachment_bytes=100, max_send_rate=5, send_burst=5), CHEAP, clock
     )
@@ -240,8 +239,8 @@ async def test_attachments(service: Service) -> None:
         await service.read_attachment("pedro", upload, 0, 4)
 
 
-async def test_stored_bytes_limit(tmp_path: Path, clock: Clock) -> None:
-    store = await SqliteStore.open(tmp_path / "b", StoreSettings(sync=SyncMode.NORMAL))
+async def test_stored_bytes_limit(open_store: Opener, clock: Clock) -> None:
+    store = await open_store()
     svc = Service(store, DeliverySettings(max_stored_bytes=10), CHEAP, clock)
     try:
         await account(svc, "juan")

@@ -1,14 +1,14 @@
-"""The core Service on the real SQLite store in tmp_path, with in-process endpoints that record pushes."""
+"""The core Service on each real store (SQLite in tmp_path, PostgreSQL), with endpoints that record pushes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from dmds.core.model import ItemKind, OutboxItem
+from dmds.core.ports import Store
 from dmds.core.service import Service
 from dmds.errors import (
     AliasTaken,
@@ -19,8 +19,8 @@ from dmds.errors import (
     NotConnected,
     UnknownUser,
 )
-from dmds.settings import AccountSettings, DeliverySettings, StoreSettings, SyncMode
-from dmds.stores.sqlite import SqliteStore
+from dmds.settings import AccountSettings, DeliverySettings
+from tests.engines import Opener
 
 #: argon2 at its cheapest: tests check behaviour, not hashing cost.
 CHEAP = AccountSettings(argon2_time_cost=1, argon2_memory_kib=8, login_failures=3)
@@ -63,14 +63,14 @@ class RecordingEndpoint:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = await SqliteStore.open(tmp_path, StoreSettings(sync=SyncMode.NORMAL))
+async def store(open_store: Opener) -> AsyncIterator[Store]:
+    store = await open_store()
     yield store
     await store.close()
 
 
 @pytest.fixture
-async def service(store: SqliteStore) -> AsyncIterator[Service]:
+async def service(store: Store) -> AsyncIterator[Service]:
     svc = Service(store, DeliverySettings(max_pending_pushes=4, max_stored_messages=50), CHEAP)
     yield svc
     await svc.close()
@@ -238,15 +238,15 @@ async def test_unregister_removes_stored_messages_and_presence(service: Service)
     assert await service.connected_users("maria") == ["maria"]
 
 
-async def test_store_survives_reopen(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path, StoreSettings())
+async def test_store_survives_reopen(open_store: Opener) -> None:
+    store = await open_store()
     svc = Service(store, DeliverySettings())
     await users(svc, "juan", "maria")
     await svc.connect("juan", RecordingEndpoint())
     await svc.send("juan", "maria", "persisted")
     await svc.close()
     await store.close()
-    store = await SqliteStore.open(tmp_path, StoreSettings())
+    store = await open_store()
     svc = Service(store, DeliverySettings())
     try:
         assert not svc.is_connected("juan")  # everyone starts disconnected

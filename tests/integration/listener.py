@@ -10,9 +10,18 @@ import time
 from tests import wire
 
 
-def exchange(port: int, data: bytes, *, chunked: bool = False, timeout_s: float = 10.0) -> bytes:
+def exchange(
+    port: int,
+    data: bytes,
+    *,
+    chunked: bool = False,
+    timeout_s: float = 10.0,
+    host: str = "127.0.0.1",
+    source: str | None = None,
+) -> bytes:
     """Send `data` as the original client did, read the reply until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+    bind = (source, 0) if source is not None else None
+    with socket.create_connection((host, port), timeout=timeout_s, source_address=bind) as sock:
         if chunked:  # the original client wrote each text and each NUL with separate send calls
             for part in data.split(b"\0")[:-1]:
                 sock.sendall(part)
@@ -28,8 +37,8 @@ def exchange(port: int, data: bytes, *, chunked: bool = False, timeout_s: float 
 class Listener:
     """A client's push listener: records the bytes of each connection the server opens to it."""
 
-    def __init__(self, *, accept: bool = True) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, *, accept: bool = True, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_server((host, 0))
         self.port = self.sock.getsockname()[1]
         self.pushes: list[bytes] = []
         self._cond = threading.Condition()

@@ -2,7 +2,8 @@
 
 - kill (`killloop.py`): SIGKILL the server `--kills` times under load from both protocols, restart it
   on the same data dir, then count every acknowledged message: delivered exactly once, in order,
-  with the receipts the protocols promise;
+  with the receipts the protocols promise. With `--nodes N` (and `--store`), N nodes on one
+  PostgreSQL, a random one killed each time; `--kill-db` kills the database every third time;
 - flood (`flood.py`): `--flood-connections` hostile connections on both ports while two pairs talk;
   the pairs lose nothing, the server stays up, its memory stays under a bound from its limits;
 - fuzz: `dmds.bench.fuzz.run_fuzz(runs, seed)` (atheris), when that module is installed.
@@ -15,6 +16,7 @@ temporary data dir, kept (and named) only when the part failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import shutil
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     ok = True
     for part in parts:
         if part == "kill":
-            counts = _with_workdir("kill", lambda d: _kill(args.kills, seed, d))
+            counts = _with_workdir("kill", lambda d: _kill(args, seed, d))
         elif part == "flood":
             counts = _with_workdir("flood", lambda d: _flood(args.flood_connections, seed, d))
         else:
@@ -75,11 +77,25 @@ def _with_workdir(part: str, body: Callable[[Path], dict[str, Any]]) -> dict[str
     return counts
 
 
-def _kill(kills: int, seed: int, workdir: Path) -> dict[str, Any]:
-    with common.progress("kill loop: SIGKILLs", kills) as bar:
-        task = bar.task_ids[0]
-        cfg = KillLoopConfig(kills=kills, seed=seed, workdir=workdir, on_kill=lambda: bar.advance(task))
-        return uvloop.run(kill_loop(cfg))
+def _kill(args: argparse.Namespace, seed: int, workdir: Path) -> dict[str, Any]:
+    """One node on SQLite; or `--nodes` on PostgreSQL (`--store`; a throw-away server, which
+    `--kill-db` also kills now and then)."""
+    store = args.store or ("local" if args.nodes > 1 or args.kill_db else "")
+    if args.kill_db and store != "local":
+        raise SystemExit("--kill-db kills a database the bench starts: use --store local")
+    with contextlib.ExitStack() as stack:
+        url, database = "", None
+        if store:
+            from dmds.bench import postgres  # noqa: PLC0415 - asyncpg only when asked
+
+            url, database = stack.enter_context(postgres.database(store, workdir))
+        with common.progress("kill loop: SIGKILLs", args.kills) as bar:
+            task = bar.task_ids[0]
+            cfg = KillLoopConfig(
+                kills=args.kills, seed=seed, workdir=workdir, on_kill=lambda: bar.advance(task),
+                nodes=args.nodes, store=url, database=database if args.kill_db else None,
+            )  # fmt: skip
+            return uvloop.run(kill_loop(cfg))
 
 
 def _flood(connections: int, seed: int, workdir: Path) -> dict[str, Any]:

@@ -644,6 +644,8 @@ def _servers(args: argparse.Namespace, *extra: str) -> Iterator[tuple[servers.Ta
 
 
 def run_send(args: argparse.Namespace) -> common.Result:
+    if getattr(args, "nodes", 1) > 1:
+        raise SystemExit("the classic workloads run on one node; --nodes is for the session protocol")
     runs = []
     for _ in range(args.runs):
         for target, system in _servers(args, "--max-send-rate", "0"):
@@ -878,6 +880,8 @@ def _queue_once(args: argparse.Namespace, target: servers.Target, system: str) -
 
 
 def run_queue(args: argparse.Namespace) -> common.Result:
+    if getattr(args, "nodes", 1) > 1:
+        raise SystemExit("the classic workloads run on one node; --nodes is for the session protocol")
     runs = []
     extra = ["--max-send-rate", "0", "--max-stored-messages", str(max(10000, args.messages))]
     for _ in range(args.runs):

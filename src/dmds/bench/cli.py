@@ -28,6 +28,7 @@ _COUNTS = (
     "kills",
     "fuzz_runs",
     "flood_connections",
+    "nodes",
 )
 _DURATIONS = ("seconds", "timeout", "hold")
 
@@ -68,7 +69,9 @@ def _handler(module: str | None, function: str) -> Callable[[argparse.Namespace]
     return run
 
 
-def _common(parser: argparse.ArgumentParser, *, runs: int = 1, sync: bool = True) -> None:
+def _common(
+    parser: argparse.ArgumentParser, *, runs: int = 1, sync: bool = True, cluster: bool = False
+) -> None:
     parser.add_argument(
         "--host",
         default=None,
@@ -85,6 +88,16 @@ def _common(parser: argparse.ArgumentParser, *, runs: int = 1, sync: bool = True
         default=None,
         help="parent directory of the started server's data dir, where fsync is timed (default: /tmp)",
     )
+    if cluster:
+        parser.add_argument(
+            "--store",
+            default=None,
+            help="run the nodes on PostgreSQL: 'local' (a throw-away server the bench starts and "
+            "measures) or a postgresql:// URL of a server where it may create a database per run",
+        )
+        parser.add_argument(
+            "--nodes", type=int, default=1, help="with --store: dmds nodes on the one database (default: 1)"
+        )
     if sync:
         parser.add_argument(
             "--sync",
@@ -125,7 +138,7 @@ def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="session: also run the same workload against Mosquitto, alternating, in the same result",
     )
     send.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take (default: 300)")
-    _common(send)
+    _common(send, cluster=True)
     send.set_defaults(func=_handler(None, "run_send"))
 
     queue = scenarios.add_parser(
@@ -139,7 +152,7 @@ def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="session: also run the same workload against Mosquitto, alternating, in the same result",
     )
     queue.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take (default: 300)")
-    _common(queue)
+    _common(queue, cluster=True)
     queue.set_defaults(func=_handler(None, "run_queue"))
 
     connections = scenarios.add_parser(
@@ -175,6 +188,20 @@ def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="what to run, may be repeated (default: all three)",
     )
     chaos.add_argument("--kills", type=int, default=20, help="kill loop: SIGKILLs (default: 20)")
+    chaos.add_argument(
+        "--nodes", type=int, default=1, help="kill loop: nodes on one PostgreSQL store (default: 1, SQLite)"
+    )
+    chaos.add_argument(
+        "--store",
+        default=None,
+        help="kill loop: PostgreSQL for the nodes: `local` (a throw-away server the bench starts, the "
+        "default with --nodes > 1) or a postgresql:// URL where it may create a database",
+    )
+    chaos.add_argument(
+        "--kill-db",
+        action="store_true",
+        help="kill loop: every third kill is the database's (SIGKILL, then restart): needs --store local",
+    )
     chaos.add_argument(
         "--fuzz-runs", type=int, default=200000, help="fuzz: inputs per target (default: 200000)"
     )

@@ -53,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dmds.client import classic as cc
 from dmds.client.session import (
@@ -68,6 +68,9 @@ from dmds.client.session import (
     SessionError,
 )
 from dmds.protocols.classic import Connect, MessagePush, Push, ReceiptPush, Register, Send
+
+if TYPE_CHECKING:
+    from dmds.cluster.postgres import LocalPostgres
 
 HOST = "127.0.0.1"
 PASSWORD = "chaos password"  # noqa: S105 - throwaway accounts on a throwaway data dir
@@ -150,6 +153,9 @@ class ChaosServer:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     moved: int = 0
+    #: a node of a cluster: each life joins as `<node>-<life>`, so that the users of a killed life
+    #: are taken over by the other nodes (not by its successor) when its lease ends
+    node: str = ""
 
     async def start(self) -> None:
         try:
@@ -166,6 +172,8 @@ class ChaosServer:
             "--data-dir", str(self.data_dir), "--session-host", HOST, "--session-port", str(session_port),
             "--web-host", HOST, "--web-port", "0", *self.extra,
         ]  # fmt: skip
+        if self.node:
+            args += ["--node-id", f"{self.node}-{self.starts}"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.touch()
         offset = self.log_path.stat().st_size
@@ -297,6 +305,8 @@ class SessionUser:
 
     def __init__(self, server: ChaosServer, ledger: Ledger, alias: str) -> None:
         self.server, self.ledger, self.alias = server, ledger, alias
+        #: the other nodes of a cluster: the client goes to them when its own is down
+        self.others: list[ChaosServer] = []
         self.client: SessionClient | None = None
         self.token = ""
         self._replacing: asyncio.Future[None] | None = None
@@ -317,7 +327,11 @@ class SessionUser:
         while True:
             try:
                 client = await SessionClient.connect(
-                    HOST, self.server.session_port, reconnect=reconnect, on_event=self.on_event
+                    HOST,
+                    self.server.session_port,
+                    reconnect=reconnect,
+                    on_event=self.on_event,
+                    alternates=[(HOST, other.session_port) for other in self.others],
                 )
                 try:
                     if self.token:
@@ -740,6 +754,19 @@ async def undelivered_in_history(user: SessionUser, peer: str, ids: list[int]) -
 # -- the loop -----------------------------------------------------------------------------------------
 
 
+def _fleet(cfg: KillLoopConfig) -> list[ChaosServer]:
+    """One server on its data dir, or `cfg.nodes` nodes on the PostgreSQL store."""
+    if not cfg.store:
+        if cfg.nodes != 1:
+            raise ValueError("several nodes need a PostgreSQL store (--store postgresql://...)")
+        return [ChaosServer(cfg.workdir / "data", cfg.workdir / "server.log", KILL_SERVER_ARGS)]
+    extra = (*KILL_SERVER_ARGS, "--store", cfg.store, "--lease-s", str(cfg.lease_s))
+    return [
+        ChaosServer(cfg.workdir / f"data{i}", cfg.workdir / f"node{i}.log", extra, node=f"node{i}")
+        for i in range(cfg.nodes)
+    ]
+
+
 @dataclass
 class KillLoopConfig:
     kills: int
@@ -753,6 +780,14 @@ class KillLoopConfig:
     limit: int = 200_000  # texts per sender at most
     time_limit_s: float = 900.0
     on_kill: Callable[[], None] | None = None
+    #: several nodes on one PostgreSQL store (postgresql://...): users spread over them, a random
+    #: node killed each time
+    nodes: int = 1
+    store: str = ""
+    lease_s: float = 2.0
+    #: the database itself, killed every `kill_db_every`-th time instead of a node
+    database: LocalPostgres | None = None
+    kill_db_every: int = 3
 
 
 RECIPIENT_KINDS = (
@@ -769,8 +804,14 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
     rng = random.Random(cfg.seed)
     started = time.monotonic()
     deadline = started + cfg.time_limit_s
-    server = ChaosServer(cfg.workdir / "data", cfg.workdir / "server.log", KILL_SERVER_ARGS)
-    await server.start()
+    fleet = _fleet(cfg)
+    for node in fleet:
+        await node.start()
+    server = fleet[0]
+
+    def node_of(i: int) -> ChaosServer:
+        return fleet[i % len(fleet)]
+
     recipients = [RecipientLog(f"r-{p[0]}-{mode}", p, mode) for p, mode in RECIPIENT_KINDS]
     senders = [
         SenderLog(f"{prot[0]}s-{i}", prot, rec.alias)
@@ -779,19 +820,29 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
     ]
     ledger = Ledger(senders, recipients)
     stop, idle = asyncio.Event(), asyncio.Event()
-    s_senders = [SessionSender(server, ledger, s, cfg.window) for s in senders if s.protocol == "session"]
-    c_senders = [ClassicSender(server, ledger, s) for s in senders if s.protocol == "classic"]
-    s_recipients = [
-        SessionRecipient(server, ledger, r, random.Random(rng.random()))
-        for r in recipients
-        if r.protocol == "session"
+    s_senders = [
+        SessionSender(node_of(i), ledger, s, cfg.window)
+        for i, s in enumerate(s for s in senders if s.protocol == "session")
     ]
-    c_recipients = [ClassicRecipient(server, r) for r in recipients if r.protocol == "classic"]
+    c_senders = [
+        ClassicSender(node_of(i + 1), ledger, s)
+        for i, s in enumerate(s for s in senders if s.protocol == "classic")
+    ]
+    s_recipients = [
+        SessionRecipient(node_of(i + 2), ledger, r, random.Random(rng.random()))
+        for i, r in enumerate(r for r in recipients if r.protocol == "session")
+    ]
+    c_recipients = [
+        ClassicRecipient(node_of(i + 3), r)
+        for i, r in enumerate(r for r in recipients if r.protocol == "classic")
+    ]
     fence = SessionUser(server, ledger, "fence")
     session_users: list[SessionUser] = [*s_senders, *s_recipients, fence]
+    for user in session_users:
+        user.others = [node for node in fleet if node is not user.server]
     classic_users: list[ClassicUser] = [*c_senders, *c_recipients]
     tasks: list[asyncio.Task[None]] = []
-    kills = 0
+    kills = db_kills = 0
     try:
         for user in session_users:
             await user.register()
@@ -808,13 +859,22 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
             await asyncio.sleep(rng.uniform(*cfg.interval_s))
             if time.monotonic() > deadline:
                 break
-            server.kill()
             kills += 1
             ledger.new_life()
-            await server.start()
-            for user in session_users:
-                if user.client is not None:
-                    user.client.port = server.session_port  # read at each reconnection attempt
+            if cfg.database is not None and kills % cfg.kill_db_every == 0:
+                # The database under load: the nodes answer STORE_FAILURE (never a false
+                # acknowledgement) until it is back, then reconnect by themselves.
+                cfg.database.kill()
+                db_kills += 1
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+                await asyncio.to_thread(cfg.database.restart)
+            else:
+                victim = rng.choice(fleet)
+                victim.kill()
+                await victim.start()
+                for user in session_users:
+                    if user.server is victim and user.client is not None:
+                        user.client.port = victim.session_port  # read at each reconnection attempt
             if cfg.on_kill is not None:
                 cfg.on_kill()
         await asyncio.sleep(cfg.tail_s)
@@ -869,10 +929,13 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
         for c_user in classic_users:
             with contextlib.suppress(Exception):
                 await c_user.close()
-        exit_code = await server.stop()
+        codes = [await node.stop() for node in fleet]
+        exit_code = next((c for c in codes if c), codes[0])
     counts: dict[str, Any] = {
         "kills": kills,
-        "restarts_on_new_ports": server.moved,
+        "nodes": len(fleet),
+        "database_kills": db_kills,
+        "restarts_on_new_ports": sum(node.moved for node in fleet),
         "seed": cfg.seed,
         **verdict.counts,
         "acknowledged_per_life": ledger.lives,

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Seconds a server has to say it is listening.
@@ -51,6 +51,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process, of its children that ended (reaped: cutime, cstime) and of those still
+    running: PostgreSQL's postmaster and its backends."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(child[1]) == pid:
+            total += (int(child[11]) + int(child[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 @dataclass
 class Dmds:
     """A `dmds serve` on loopback with a data dir of its own."""
@@ -83,16 +100,32 @@ class Dmds:
 
 @dataclass
 class Target:
-    """Where a workload sends its load: a server the bench started (its pid known) or a running one."""
+    """Where a workload sends its load: a server the bench started (its pid known) or a running one;
+    or the nodes of a cluster the bench started on one PostgreSQL."""
 
     host: str
     classic_port: int | None
     session_port: int | None
     pid: int | None  # None for a server the bench did not start: its CPU is not reported
     data_dir: Path | None
+    #: every node's session port and pid (one entry without a cluster)
+    session_ports: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    #: the PostgreSQL postmaster the bench started, whose CPU (and its backends') is reported
+    database_pid: int | None = None
 
     def cpu(self) -> float | None:
+        if self.pids:
+            return sum(cpu_seconds(pid) for pid in self.pids)
         return cpu_seconds(self.pid) if self.pid is not None else None
+
+    def database_cpu(self) -> float | None:
+        return tree_cpu_seconds(self.database_pid) if self.database_pid is not None else None
+
+    def node_port(self, i: int) -> int:
+        """The session port of node `i` (modulo the number of nodes)."""
+        ports = self.session_ports or [self.session_port or 0]
+        return ports[i % len(ports)]
 
 
 @contextmanager
@@ -101,6 +134,10 @@ def target(args: argparse.Namespace, sync: str, *extra: str, protocol: str | Non
 
     With `--host`, `--port` is the port of the protocol under test (`protocol`, else `args.protocol`,
     else classic), by default that protocol's usual port."""
+    if getattr(args, "store", None):
+        with cluster_target(args, sync, *extra) as nodes:
+            yield nodes
+        return
     if args.host is not None:
         session = (protocol or getattr(args, "protocol", "classic")) == "session"
         port = args.port if args.port is not None else 7001 if session else 7000
@@ -160,3 +197,33 @@ class Meter:
         server = cpu1 - cpu0 if cpu1 is not None and cpu0 is not None else None
         loop = loop1 - loop0 if loop1 is not None and loop0 is not None else None
         return server, {"server_loop_cpu_s": loop, "machine_busy_cpu_s": busy1 - busy0}
+
+
+@contextmanager
+def cluster_target(args: argparse.Namespace, sync: str, *extra: str) -> Iterator[Target]:
+    """`--nodes` dmds nodes on a fresh database of `--store`: a PostgreSQL server URL on which the
+    bench may create databases, or `local` for a throw-away server it starts (and measures)."""
+    from dmds.bench import postgres  # noqa: PLC0415 - asyncpg and the cluster only when asked
+
+    with (
+        tempfile.TemporaryDirectory(prefix="dmds-bench-", dir=args.data_dir) as tmp,
+        postgres.database(args.store, Path(tmp)) as (url, database),
+    ):
+        nodes = []
+        try:
+            for i in range(args.nodes):
+                flags = ("--store", url, "--node-id", f"bench{i}", *extra)
+                nodes.append(Dmds.start(Path(tmp) / f"node{i}", sync, *flags))
+            yield Target(
+                "127.0.0.1",
+                nodes[0].port,
+                nodes[0].session_port,
+                nodes[0].proc.pid,
+                None,
+                session_ports=[n.session_port for n in nodes],
+                pids=[n.proc.pid for n in nodes],
+                database_pid=database.pid() if database is not None else None,
+            )
+        finally:
+            for node in nodes:
+                node.stop()

@@ -123,13 +123,41 @@ def _close(peer: Peer) -> None:
         peer.transport.close()
 
 
+async def _pairs(
+    target: servers.Target, pairs: int, *, messages: int, window: int, tick: Callable[[int], None]
+) -> tuple[float, list[float]]:
+    """`pairs` pairs at once, each sender on one node and its recipient on the next (the same node
+    without a cluster); (seconds until the last receipt, every latency)."""
+    outcomes = await asyncio.gather(
+        *(
+            _one_pair(
+                target.host,
+                target.node_port(i),
+                messages=messages,
+                window=window,
+                tick=tick,
+                recipient_port=target.node_port(i + 1),
+            )
+            for i in range(pairs)
+        )
+    )
+    return max(seconds for seconds, _ in outcomes), [x for _, latencies in outcomes for x in latencies]
+
+
 async def _one_pair(
-    host: str, port: int, *, messages: int, window: int, tick: Callable[[int], None]
+    host: str,
+    port: int,
+    *,
+    messages: int,
+    window: int,
+    tick: Callable[[int], None],
+    recipient_port: int | None = None,
 ) -> tuple[float, list[float]]:
     """Returns (seconds, latencies): the run lasts until every Delivered receipt is back; a latency
     is from the Send written to the Message read by the recipient."""
     run = uuid.uuid4().hex[:8]
-    (sender, _), (recipient, _) = await _peer(host, port, f"s{run}"), await _peer(host, port, f"r{run}")
+    sender, _ = await _peer(host, port, f"s{run}")
+    recipient, _ = await _peer(host, recipient_port or port, f"r{run}")
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     slots = asyncio.Semaphore(window)
@@ -196,11 +224,19 @@ async def _one_pair(
 
 
 async def _queue(
-    host: str, port: int, *, messages: int, window: int, tick: Callable[[int], None], mark: Callable[[], None]
+    host: str,
+    port: int,
+    *,
+    messages: int,
+    window: int,
+    tick: Callable[[int], None],
+    mark: Callable[[], None],
+    recipient_port: int | None = None,
 ) -> float:
-    """Store `messages` for an offline recipient, then time from its connect to the last message."""
+    """Store `messages` for an offline recipient, then time from its connect to the last message
+    (on `recipient_port`: another node of a cluster)."""
     run = uuid.uuid4().hex[:8]
-    recipient, token = await _peer(host, port, f"r{run}")
+    recipient, token = await _peer(host, recipient_port or port, f"r{run}")
     _close(recipient)  # not a Logout: the token stays valid
     await asyncio.sleep(0.05)  # let the server see it go
     sender, _ = await _peer(host, port, f"s{run}")
@@ -254,7 +290,7 @@ async def _queue(
 
     mark()  # CPU is counted from here: the drain, not the filling
     start = time.perf_counter()
-    peer = await open_peer(host, port)
+    peer = await open_peer(host, recipient_port or port)
     peer.on_frame = on_frame
     peer.send(f.Hello(version=f.VERSION, client="dmds-bench"))
     peer.send(f.Login(id=1, token=token))  # Login may follow Hello at once
@@ -283,11 +319,11 @@ def _measure(  # noqa: PLR0917 - one call site per workload
     work: Callable[..., Any],
     timeout: float,
 ) -> common.Run:
-    cpu, gen = target.cpu(), common.own_cpu_seconds()
+    cpu, gen, db = target.cpu(), common.own_cpu_seconds(), target.database_cpu()
 
     def mark() -> None:
-        nonlocal cpu, gen
-        cpu, gen = target.cpu(), common.own_cpu_seconds()
+        nonlocal cpu, gen, db
+        cpu, gen, db = target.cpu(), common.own_cpu_seconds(), target.database_cpu()
 
     latencies: list[float] = []
     with common.progress(description, total) as bar:
@@ -296,7 +332,12 @@ def _measure(  # noqa: PLR0917 - one call site per workload
     seconds = outcome[0] if isinstance(outcome, tuple) else outcome
     if isinstance(outcome, tuple):
         latencies = outcome[1]
-    after = target.cpu()
+    after, db_after = target.cpu(), target.database_cpu()
+    extra: dict[str, Any] = {}
+    if target.pids:
+        extra["nodes"] = len(target.pids)
+    if db is not None and db_after is not None:
+        extra["database_cpu_s"] = round(db_after - db, 3)
     return common.Run(
         system=system,
         count=total,
@@ -304,17 +345,21 @@ def _measure(  # noqa: PLR0917 - one call site per workload
         server_cpu_s=None if cpu is None or after is None else after - cpu,
         generator_cpu_s=common.own_cpu_seconds() - gen,
         latency_ms=common.percentiles(latencies),
+        extra=extra,
     )
 
 
 def _system(args: argparse.Namespace, sync: str) -> str:
+    if args.store:
+        return f"dmds x{args.nodes} PostgreSQL"
     return f"dmds --sync {sync}" if args.host is None else f"dmds at {args.host}:{args.port}"
 
 
 def run_send(args: argparse.Namespace) -> common.Result:
     messages = args.messages or 20000
-    if (args.pairs or 1) != 1:
-        raise SystemExit("the session send workload is one pair (--pairs 1)")
+    if args.nodes > 1 and not args.store:
+        raise SystemExit("several nodes need --store (local, or a postgresql:// URL)")
+    pairs = args.pairs or (1 if args.nodes == 1 else 2 * args.nodes)
     runs: list[common.Run] = []
     fsync = None
     for _ in range(args.runs):
@@ -323,11 +368,11 @@ def run_send(args: argparse.Namespace) -> common.Result:
                 fsync = fsync or (common.fsync_ms(target.data_dir) if target.data_dir else None)
 
                 def work(tick: Callable[[int], None], _: object, t: servers.Target = target) -> Any:
-                    assert t.session_port is not None
-                    return _one_pair(t.host, t.session_port, messages=messages, window=args.window, tick=tick)
+                    return _pairs(t, pairs, messages=messages, window=args.window, tick=tick)
 
                 label = f"session send {sync}"
-                runs.append(_measure(target, _system(args, sync), messages, label, work, args.timeout))
+                total = pairs * messages
+                runs.append(_measure(target, _system(args, sync), total, label, work, args.timeout))
         if args.mqtt:
             from dmds.bench import mqtt  # noqa: PLC0415 - only with --mqtt
 
@@ -335,7 +380,14 @@ def run_send(args: argparse.Namespace) -> common.Result:
                 runs.append(mqtt.send_once(broker, messages, args.window, args.timeout))
     return common.Result(
         workload="send",
-        params={"protocol": "session", "pairs": 1, "messages": messages, "window": args.window},
+        params={
+            "protocol": "session",
+            "pairs": pairs,
+            "messages": messages,
+            "window": args.window,
+            "nodes": args.nodes,
+            "store": "postgresql" if args.store else "sqlite",
+        },
         runs=runs,
         checked="every message delivered exactly once, in order, with its text; one Delivered receipt "
         "each; acknowledged (Accepted) only after its commit",
@@ -355,9 +407,14 @@ def run_queue(args: argparse.Namespace) -> common.Result:
                 def work(
                     tick: Callable[[int], None], mark: Callable[[], None], t: servers.Target = target
                 ) -> Any:
-                    assert t.session_port is not None
                     return _queue(
-                        t.host, t.session_port, messages=args.messages, window=500, tick=tick, mark=mark
+                        t.host,
+                        t.node_port(0),
+                        messages=args.messages,
+                        window=500,
+                        tick=tick,
+                        mark=mark,
+                        recipient_port=t.node_port(1),
                     )
 
                 label = f"session queue {sync}"
@@ -369,7 +426,12 @@ def run_queue(args: argparse.Namespace) -> common.Result:
                 runs.append(mqtt.queue_once(broker, args.messages, args.timeout))
     return common.Result(
         workload="queue",
-        params={"protocol": "session", "messages": args.messages},
+        params={
+            "protocol": "session",
+            "messages": args.messages,
+            "nodes": args.nodes,
+            "store": "postgresql" if args.store else "sqlite",
+        },
         runs=runs,
         checked="every stored message delivered exactly once after login, in order, with its text; "
         "timed from the TCP connect to the last message",

@@ -127,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     client = sub.add_parser(
         "client", help="interactive command-line client (classic protocol, or session with --session)"
     )
-    client.add_argument("-s", "--server", default="127.0.0.1", help="server host (default: 127.0.0.1)")
+    client.add_argument(
+        "-s",
+        "--server",
+        default="127.0.0.1",
+        help="server host (default: 127.0.0.1); with --session, several nodes as host[:port],host[:port]",
+    )
     client.add_argument(
         "-p", "--port", type=int, default=None, help="server port (default: 7000; 7001 with --session)"
     )
@@ -164,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="speak the session protocol: passwords, delivered and read receipts, presence, attachments",
     )
     protocol.add_argument("--classic", action="store_true", help="speak the classic protocol")
-    gui.add_argument("-s", "--server", default=None, help="server host (default: as last time)")
+    gui.add_argument(
+        "-s",
+        "--server",
+        default=None,
+        help="server host (default: as last time); in session mode, several nodes as host[:port],...",
+    )
     gui.add_argument(
         "-p",
         "--port",
@@ -176,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(gui)
     gui.set_defaults(func=_gui)
 
-    from dmds.cli import store_admin
+    from dmds.cli import cluster, store_admin
 
     store_admin.add_parsers(sub)
+    cluster.add_parser(sub)
 
     bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
     scenarios = bench.add_subparsers(dest="scenario", required=True)

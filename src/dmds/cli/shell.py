@@ -581,7 +581,7 @@ class SessionShell(_BaseShell):
         if self.client is not None and not self.client.closed:
             return self.client
         try:
-            self.client = await SessionClient.connect(
+            self.client = await SessionClient.connect_any(
                 self.host,
                 self.port,
                 ssl=self.ssl_context,

@@ -59,7 +59,9 @@ not when the server said it must not come back: replaced by a newer login, proto
    written are kept to be written later. Requests made while reconnecting wait, unsent.
 2. The client reconnects, after a backoff that doubles from `RECONNECT_FIRST_DELAY_S` up to
    `RECONNECT_MAX_DELAY_S` (with jitter), at most `RECONNECT_ATTEMPTS` times, to `host` and `port`
-   as they are at each attempt: a program may point them at another server meanwhile.
+   as they are at each attempt: a program may point them at another server meanwhile. With
+   `alternates` (the other nodes of a cluster) each attempt tries the addresses in turn, the next
+   one first: a node that died is left at once for one that is up.
 3. On the new connection (Hello/Welcome), it logs in again with its token (`Login(token=...)`) if it
    was logged in, and subscribes again if it was subscribed: the `Presence` answer is compared with
    what it knew and the differences become `PresenceChanged` events.
@@ -211,6 +213,29 @@ ERROR_TEXT: Final[dict[ErrorCode, str]] = {
     ErrorCode.IDLE_TIMEOUT: "the connection was idle for too long",
     ErrorCode.TOO_SLOW: "the client did not read fast enough",
 }
+
+
+def parse_servers(text: str, default_port: int = DEFAULT_PORT) -> list[tuple[str, int]]:
+    """Addresses as people write them: ``host``, ``host:port``, ``[v6]:port``, comma-separated (the
+    nodes of a cluster). Raises ValueError for an empty list or a port that is not one."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        host, port = part, default_port
+        if part.startswith("["):
+            host, _, rest = part[1:].partition("]")
+            if rest.startswith(":"):
+                port = int(rest[1:])
+        elif part.count(":") == 1:
+            host, _, number = part.partition(":")
+            port = int(number)
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"not a server address: {part!r}")
+        out.append((host, port))
+    if not out:
+        raise ValueError("no server address given")
+    return out
 
 
 def describe_error(code: ErrorCode, message: str = "", retry_after_s: float = 0.0) -> str:
@@ -450,11 +475,14 @@ class SessionClient:
         reconnect: bool = False,
         on_event: EventCallback | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        alternates: Iterable[tuple[str, int]] = (),
     ) -> None:
         """Prefer `connect()`, which also opens the connection."""
         #: where to connect; read again at each reconnection attempt, so it may be changed
         self.host = host
         self.port = port
+        #: other servers of the same service (nodes of one cluster), tried in turn after (host, port)
+        self.alternates = list(alternates)
         self.client_name = client_name
         self.reconnect = reconnect
         self.connect_timeout_s = connect_timeout_s
@@ -497,8 +525,10 @@ class SessionClient:
         reconnect: bool = False,
         on_event: EventCallback | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        alternates: Iterable[tuple[str, int]] = (),
     ) -> SessionClient:
-        """Connect to (host, port) and do the Hello/Welcome handshake.
+        """Connect to (host, port) and do the Hello/Welcome handshake; if it cannot be reached, to
+        each of `alternates` in turn (the other nodes of a cluster), which reconnections try too.
 
         `ssl`: True for TLS verified against the system's certificate authorities, an SSLContext for
         TLS as it says (`server_hostname` overrides the name checked, by default `host`), None or
@@ -515,10 +545,20 @@ class SessionClient:
             reconnect=reconnect,
             on_event=on_event,
             connect_timeout_s=connect_timeout_s,
+            alternates=alternates,
         )
-        client._link = await client._open_link()
+        client._link = await client._open_link(first=True)
         client._ready = True
         return client
+
+    @classmethod
+    async def connect_any(
+        cls, servers: str, default_port: int = DEFAULT_PORT, **options: Any
+    ) -> SessionClient:
+        """`connect()` to servers as a person writes them (``host[:port]``, comma-separated: the nodes
+        of a cluster, tried in turn); `options` are `connect()`'s. Raises ValueError for a bad list."""
+        first, *rest = parse_servers(servers, default_port)
+        return await cls.connect(first[0], first[1], alternates=rest, **options)
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -849,17 +889,37 @@ class SessionClient:
 
     # -- connections --------------------------------------------------------------------------------
 
-    async def _open_link(self) -> _Link:
-        """A new connection, past Hello/Welcome."""
+    async def _open_link(self, *, first: bool = False) -> _Link:
+        """A new connection, past Hello/Welcome: to (host, port) first when connecting, to the
+        next address first when reconnecting; the address that answered becomes (host, port)."""
+        addresses = [(self.host, self.port), *(a for a in self.alternates if a != (self.host, self.port))]
+        if not first and len(addresses) > 1:
+            addresses = addresses[1:] + addresses[:1]
+        error: BaseException | None = None
+        for host, port in addresses:
+            try:
+                link = await self._open_link_to(host, port)
+            except (OSError, SessionError) as exc:
+                error = exc
+                log.info("cannot connect to %s:%d: %s", host, port, _os_reason(exc))
+                continue
+            if (host, port) != (self.host, self.port):
+                self.alternates = [a for a in addresses if a != (host, port)]
+                self.host, self.port = host, port
+            return link
+        assert error is not None
+        raise error
+
+    async def _open_link_to(self, host: str, port: int) -> _Link:
         link = _Link(self)
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await self._loop.create_connection(
                     lambda: link,
-                    self.host,
-                    self.port,
+                    host,
+                    port,
                     ssl=self._ssl,
-                    server_hostname=(self._server_hostname or self.host) if self._ssl else None,
+                    server_hostname=(self._server_hostname or host) if self._ssl else None,
                 )
                 welcome = await link.welcome
         except BaseException:

@@ -173,7 +173,7 @@ class SessionModeWorker(LoopWorker):
             def on_event(event: Event) -> None:  # no reference to self: see weak_callback
                 callback((generation, event))
 
-            client = await SessionClient.connect(
+            client = await SessionClient.connect_any(
                 self._host,
                 self._port,
                 reconnect=True,
@@ -364,7 +364,7 @@ class SessionModeWorker(LoopWorker):
             await other.delete_account(password)
 
         try:
-            other = await SessionClient.connect(
+            other = await SessionClient.connect_any(
                 self._host,
                 self._port,
                 on_event=lambda event: None,

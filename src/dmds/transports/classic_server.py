@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from dmds.core.service import Service
 from dmds.errors import DmdsError, Forbidden, InvalidField, LimitExceeded, StoreError
+from dmds.protocols import proxy
 from dmds.protocols.classic import (
     Connect,
     ConnectedUsers,
@@ -135,7 +136,17 @@ class ClassicServer:
 
 
 class _ClassicProtocol(asyncio.Protocol):
-    __slots__ = ("_codec", "_discarded", "_eof", "_server", "_state", "_transport", "deadline")
+    __slots__ = (
+        "_client",
+        "_codec",
+        "_discarded",
+        "_eof",
+        "_proxy",
+        "_server",
+        "_state",
+        "_transport",
+        "deadline",
+    )
 
     def __init__(self, server: ClassicServer) -> None:
         self._server = server
@@ -146,6 +157,9 @@ class _ClassicProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self._discarded = 0
         self._eof = False
+        #: behind a balancer speaking the PROXY protocol: the header's bytes until it is complete
+        self._proxy: bytes | None = b"" if server.limits.proxy_protocol else None
+        self._client: tuple[str, int] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------------------
 
@@ -166,6 +180,10 @@ class _ClassicProtocol(asyncio.Protocol):
         self._watch(server.limits.request_timeout_s)
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy is not None and self._state is _State.READING:
+            data = self._proxy_header(data)
+            if not data:
+                return
         if self._state is _State.READING:
             self._codec.receive_data(data)
             self._advance()
@@ -227,8 +245,29 @@ class _ClassicProtocol(asyncio.Protocol):
         exc = fut.exception()
         self._answer(Reply(OK) if exc is None else self._failed(request, exc))
 
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Take the PROXY line off the front of the stream; returns what follows it."""
+        assert self._proxy is not None
+        buffer = self._proxy + data
+        try:
+            parsed = proxy.parse(buffer)
+        except proxy.ProxyHeaderError as exc:
+            log.warning("classic connection without a valid PROXY header (proxy_protocol is on): %s", exc)
+            if self._transport is not None:
+                self._transport.abort()
+            return b""
+        if parsed is None:
+            self._proxy = buffer
+            return b""
+        self._client, used = parsed
+        self._proxy = None
+        return buffer[used:]
+
     @property
     def peer(self) -> Any:
+        """The client's (host, port): from the PROXY header behind a balancer, else the socket's."""
+        if self._client is not None:
+            return self._client
         # Asked for only when needed: getpeername() is a system call per connection.
         return self._transport.get_extra_info("peername") if self._transport is not None else None
 

@@ -89,6 +89,9 @@ class _Pending:
     future: asyncio.Future[Any]
     bulk: Bulk | None = None
     args: Any = None
+    #: users rows (by alias) the job locks, and acks (owner, message ids) whose senders it locks
+    locks: tuple[str, ...] = ()
+    acks: tuple[str, list[int]] | None = None
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -159,11 +162,17 @@ class Engine:
     async def open(self) -> None:
         self._conn = await connect(self.url, self._connect_timeout_s)
 
-    def submit(self, fn: Job) -> asyncio.Future[Any]:
-        return self._enqueue(_Pending(fn, asyncio.get_running_loop().create_future()))
+    def submit(
+        self, fn: Job, locks: tuple[str, ...] = (), acks: tuple[str, list[int]] | None = None
+    ) -> asyncio.Future[Any]:
+        """Run `fn` in the next batch. `locks` and `acks` name the users rows it will lock (see
+        `dmds_lock`): the batch takes them all first, in one order for every node."""
+        future = asyncio.get_running_loop().create_future()
+        return self._enqueue(_Pending(fn, future, locks=locks, acks=acks))
 
-    def submit_bulk(self, bulk: Bulk, args: Any) -> asyncio.Future[Any]:
-        return self._enqueue(_Pending(None, asyncio.get_running_loop().create_future(), bulk, args))
+    def submit_bulk(self, bulk: Bulk, args: Any, locks: tuple[str, ...] = ()) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        return self._enqueue(_Pending(None, future, bulk, args, locks=locks))
 
     def _enqueue(self, job: _Pending) -> asyncio.Future[Any]:
         if self._closed:
@@ -218,6 +227,7 @@ class Engine:
         results: list[tuple[Any, BaseException | None]] = []
         batch = Batch()
         async with conn.transaction():
+            await self._lock(conn, jobs)
             i = 0
             while i < len(jobs):
                 job = jobs[i]
@@ -239,6 +249,17 @@ class Engine:
             if payload is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
         return results
+
+    async def _lock(self, conn: asyncpg.Connection, jobs: list[_Pending]) -> None:
+        aliases = sorted({alias for job in jobs for alias in job.locks})
+        owners: list[str] = []
+        ids: list[int] = []
+        for job in jobs:
+            if job.acks is not None:
+                owners += [job.acks[0]] * len(job.acks[1])
+                ids += job.acks[1]
+        if aliases or ids:
+            await conn.fetchval("SELECT dmds_lock($1, $2, $3)", aliases, owners, ids)
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():

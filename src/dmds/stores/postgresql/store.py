@@ -179,7 +179,9 @@ class PostgresStore:
     ) -> asyncio.Future[tuple[OutboxItem, bool]]:
         # A future, not a coroutine: the session server's hot path waits on it without a task.
         return self.engine.submit_bulk(
-            _add_messages, (sender, recipient, text, key, attachment, now, max_stored, max_stored_bytes)
+            _add_messages,
+            (sender, recipient, text, key, attachment, now, max_stored, max_stored_bytes),
+            locks=(recipient,),
         )
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
@@ -222,7 +224,7 @@ class PostgresStore:
                 receipts.append(OutboxItem(seq, sender, kind, message_id, recipient, "", key or "", now))
             return receipts
 
-        result: list[OutboxItem] = await self.engine.submit(job)
+        result: list[OutboxItem] = await self.engine.submit(job, locks=(owner,), acks=(owner, message_ids))
         return result
 
     async def remove_items(self, seqs: list[int]) -> None:

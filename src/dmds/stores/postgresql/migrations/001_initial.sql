@@ -227,3 +227,19 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 END $$;
+
+-- Every users row a batch will lock, locked first, in id order: the recipients of its messages and
+-- the owners of its acks (their counters), and the senders their receipts go to (their seqs). Two
+-- nodes' batches then wait for each other instead of deadlocking. `owners` and `ids` pair up: one
+-- entry per acknowledged message id.
+CREATE FUNCTION dmds_lock(aliases text[], owners text[], ids bigint[]) RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT count(*) FROM (
+        SELECT u.id FROM users u
+        WHERE u.alias = ANY(aliases) OR u.id IN (
+            SELECT m.sender_id FROM unnest(owners, ids) AS x(owner, mid)
+            JOIN users r ON r.alias = x.owner
+            JOIN messages m ON m.recipient_id = r.id AND m.message_id = x.mid)
+        ORDER BY u.id FOR NO KEY UPDATE OF u
+    ) locked
+$$;

@@ -1,0 +1,1 @@
+"""Local multi-node set-ups: a throw-away PostgreSQL and several `dmds serve` nodes on it."""

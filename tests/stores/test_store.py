@@ -1,0 +1,227 @@
+"""The store contract, on every engine (SQLite in tmp_path, a real PostgreSQL): what the core relies on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from dmds.core.model import ItemKind, User
+from dmds.errors import AliasTaken, InvalidField, LimitExceeded, StoreError, UnknownAttachment, UnknownUser
+from dmds.settings import StoreSettings, SyncMode
+from tests.engines import Opener
+
+LIMITS: dict[str, Any] = {"max_stored": 100, "max_stored_bytes": 1_000_000}
+
+
+async def test_no_outbox_seq_is_handed_out_twice_after_its_item_was_deleted(open_store: Opener) -> None:
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    await store.add_message("ana", "bob", "m1", now=1.0, max_stored=3, max_stored_bytes=1_000_000)
+    [receipt] = await store.mark_delivered("bob", [1], now=2.0)
+    await store.close()
+
+    # A new process: the receipt is pushed and forgotten (the highest seq in the table goes) before
+    # anything new is stored. A courier that pushed that seq skips any item that reuses it.
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    await store.remove_items([receipt.seq])
+    item, new = await store.add_message("ana", "bob", "m2", now=3.0, max_stored=3, max_stored_bytes=1_000_000)
+    assert new
+    assert item.seq > receipt.seq
+    await store.close()
+
+
+async def test_refused_messages_change_nothing_and_counters_survive_a_restart(open_store: Opener) -> None:
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    for n in range(1, 4):
+        item, _ = await store.add_message(
+            "ana", "bob", f"m{n}", now=float(n), key=f"k{n}", max_stored=3, max_stored_bytes=1_000_000
+        )
+        assert item.message_id == n
+    with pytest.raises(LimitExceeded):
+        await store.add_message(
+            "ana", "bob", "m4", now=4.0, key="k4", max_stored=3, max_stored_bytes=1_000_000
+        )
+    await store.close()
+
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    # The cached counters were written with the batch: the limit still holds, the ids go on.
+    [_, _, receipt] = await store.mark_delivered("bob", [1, 2, 3, 99], now=5.0)
+    assert (receipt.kind, receipt.message_id, receipt.owner) == (ItemKind.DELIVERED, 3, "ana")
+    item, new = await store.add_message(
+        "ana", "bob", "m4", now=6.0, key="k4", max_stored=3, max_stored_bytes=1_000_000
+    )
+    assert (item.message_id, new) == (4, True)
+    again, new = await store.add_message(
+        "ana", "bob", "m4", now=7.0, key="k4", max_stored=3, max_stored_bytes=1_000_000
+    )
+    assert (again.message_id, new) == (4, False)
+    assert [i.message_id for i in await store.pending("bob", 0, 10) if i.kind is ItemKind.MESSAGE] == [4]
+    await store.close()
+
+
+async def test_a_failed_batch_acknowledges_nothing_and_leaves_no_trace(open_store: Opener) -> None:
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    # A lone surrogate cannot be written as UTF-8: not a domain error but a failure of the batch,
+    # which takes the good message of the same batch down with it (nothing is half-committed).
+    good = store.add_message("ana", "bob", "fine", now=1.0, max_stored=3, max_stored_bytes=1_000_000)
+    bad = store.add_message("ana", "bob", "\ud800", now=1.0, max_stored=3, max_stored_bytes=1_000_000)
+    outcomes = await asyncio.gather(good, bad, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [StoreError, StoreError]
+    # The cached counters were dropped with the rollback: ids and limits carry on from what is stored.
+    for n in (1, 2, 3):
+        item, _ = await store.add_message(
+            "ana", "bob", f"m{n}", now=2.0, max_stored=3, max_stored_bytes=1_000_000
+        )
+        assert item.message_id == n
+    with pytest.raises(LimitExceeded):
+        await store.add_message("ana", "bob", "m4", now=3.0, max_stored=3, max_stored_bytes=1_000_000)
+    assert [i.text for i in await store.pending("bob", 0, 10)] == ["m1", "m2", "m3"]
+    await store.close()
+
+
+async def test_accounts_sessions_and_unregister(open_store: Opener) -> None:
+    store = await open_store()
+    await store.register(User("ana", "Ana", "01/02/2000"), "hash-a")
+    await store.register(User("bob", "Bob", "01/02/2000"))
+    with pytest.raises(AliasTaken):
+        await store.register(User("ana", "Other", "01/02/2000"))
+    record = await store.user("ana")
+    assert record is not None
+    assert (record.password_hash, record.protected) == ("hash-a", True)
+    assert (await store.user("bob")) is not None
+    assert await store.user("nobody") is None
+    await store.set_password("ana", "hash-b")
+    assert (await store.user("ana")).password_hash == "hash-b"  # type: ignore[union-attr]
+    with pytest.raises(UnknownUser):
+        await store.set_password("nobody", "x")
+    await store.create_session("ana", b"t1", now=1.0, expires_at=100.0)
+    await store.create_session("ana", b"t2", now=1.0, expires_at=100.0)
+    with pytest.raises(UnknownUser):
+        await store.create_session("nobody", b"t3", now=1.0, expires_at=100.0)
+    assert await store.session_user(b"t1", now=50.0) == ("ana", 100.0)
+    assert await store.session_user(b"t1", now=150.0) is None  # expired
+    await store.revoke_sessions("ana", b"t1")
+    assert await store.session_user(b"t1", now=50.0) is None
+    assert await store.session_user(b"t2", now=50.0) == ("ana", 100.0)
+    await store.revoke_sessions("ana")
+    assert await store.session_user(b"t2", now=50.0) is None
+    # Unregistering takes the user's mailbox and sessions; what they sent stays with its recipient.
+    await store.add_message("ana", "bob", "to bob", now=1.0, **LIMITS)
+    await store.add_message("bob", "ana", "to ana", now=2.0, **LIMITS)
+    await store.create_session("ana", b"t4", now=1.0, expires_at=100.0)
+    await store.unregister("ana")
+    with pytest.raises(UnknownUser):
+        await store.unregister("ana")
+    assert await store.session_user(b"t4", now=50.0) is None
+    assert [i.text for i in await store.pending("bob", 0, 10)] == ["to bob"]
+    assert await store.pending("ana", 0, 10) == []
+    # A new "ana" starts with an empty mailbox, ids from 1, and none of the old one's history.
+    await store.register(User("ana", "New Ana", "01/02/2000"))
+    item, _ = await store.add_message("bob", "ana", "hello again", now=3.0, **LIMITS)
+    assert item.message_id == 1
+    assert [m.text for m in await store.history("ana", "bob", 0, 10)] == ["hello again"]
+    await store.close()
+
+
+async def test_receipts_read_marks_and_history(open_store: Opener) -> None:
+    store = await open_store()
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    for n in range(1, 6):
+        await store.add_message("ana", "bob", f"m{n}", now=float(n), key=f"k{n}", **LIMITS)
+    receipts = await store.mark_delivered("bob", [1, 2, 99], now=10.0)
+    assert [(r.owner, r.kind, r.message_id, r.peer, r.key) for r in receipts] == [
+        ("ana", ItemKind.DELIVERED, 1, "bob", "k1"),
+        ("ana", ItemKind.DELIVERED, 2, "bob", "k2"),
+    ]
+    assert await store.mark_delivered("bob", [1], now=11.0) == []  # a repeated Ack changes nothing
+    read = await store.mark_read("bob", [2], now=12.0)
+    assert [(r.kind, r.message_id) for r in read] == [(ItemKind.READ, 2)]
+    assert await store.mark_read("bob", [2], now=13.0) == []
+    pending = await store.pending("ana", 0, 10)
+    assert [(i.kind, i.message_id) for i in pending] == [
+        (ItemKind.DELIVERED, 1), (ItemKind.DELIVERED, 2), (ItemKind.READ, 2),
+    ]  # fmt: skip
+    assert [i.seq for i in pending] == sorted(i.seq for i in pending)
+    await store.remove_items([pending[0].seq, pending[1].seq])
+    assert [i.seq for i in await store.pending("ana", 0, 10)] == [pending[2].seq]
+    # Only what is still undelivered waits for bob, after a given seq.
+    waiting = await store.pending("bob", 0, 10)
+    assert [i.message_id for i in waiting] == [3, 4, 5]
+    assert [i.message_id for i in await store.pending("bob", waiting[0].seq, 1)] == [4]
+    page = await store.history("bob", "ana", 0, 10)
+    assert [(m.message_id, m.delivered_at, m.read_at) for m in page] == [
+        (5, None, None), (4, None, None), (3, None, None), (2, 10.0, 12.0), (1, 10.0, None),
+    ]  # fmt: skip
+    assert [m.message_id for m in await store.history("ana", "bob", 3.0, 10)] == [2, 1]
+    assert [m.message_id for m in await store.history("ana", "bob", 0, 2)] == [5, 4]
+    # A page stops once its texts pass max_bytes (the row that passed is kept).
+    assert [m.message_id for m in await store.history("ana", "bob", 0, 10, max_bytes=3)] == [5, 4]
+    # Purge forgets delivered messages older than the cut, never one a receipt still points at.
+    assert await store.purge(delivered_before=100.0) == 1
+    assert [m.message_id for m in await store.history("ana", "bob", 0, 10)] == [5, 4, 3, 2]
+    await store.close()
+
+
+async def test_attachments_in_chunks(open_store: Opener) -> None:
+    store = await open_store()
+    for alias in ("ana", "bob", "eve"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    data = bytes(range(256)) * 40
+    upload = await store.start_upload("ana", "data.bin", "application/octet-stream", len(data), now=1.0)
+    with pytest.raises(UnknownAttachment):
+        await store.add_message("ana", "bob", "early", now=1.0, attachment=upload, **LIMITS)
+    assert await store.attachment(upload) is None  # not complete yet
+    offset = 0
+    for size in (1000, 3000, 5000, 1240):
+        with pytest.raises(InvalidField):
+            await store.append_upload("ana", upload, offset + 1, data[offset : offset + size])
+        offset = await store.append_upload("ana", upload, offset, data[offset : offset + size])
+    assert offset == len(data)
+    with pytest.raises(UnknownAttachment):
+        await store.append_upload("ana", upload, offset, b"more")  # complete: closed
+    with pytest.raises(UnknownAttachment):
+        await store.append_upload("eve", upload, 0, b"x")
+    info = await store.attachment(upload)
+    assert info is not None
+    assert (info.name, info.size) == ("data.bin", len(data))
+    item, _ = await store.add_message("ana", "bob", "here", now=2.0, attachment=upload, **LIMITS)
+    assert item.attachment == info
+    [pushed] = await store.pending("bob", 0, 10)
+    assert pushed.attachment == info
+    # Reads across chunk boundaries, by the owner and the recipient, never by anyone else.
+    for reader in ("ana", "bob"):
+        assert await store.read_attachment(reader, upload, 900, 4200) == data[900:5100]
+        assert await store.read_attachment(reader, upload, 0, len(data) + 10) == data
+    with pytest.raises(UnknownAttachment):
+        await store.read_attachment("eve", upload, 0, 10)
+    with pytest.raises(UnknownAttachment):
+        await store.add_message("eve", "bob", "not mine", now=3.0, attachment=upload, **LIMITS)
+    empty = await store.start_upload("ana", "empty", "text/plain", 0, now=1.0)
+    assert await store.attachment(empty) is not None  # nothing to send: complete at once
+    await store.close()
+
+
+async def test_unknown_users_and_limits_refuse_only_their_own_message(open_store: Opener) -> None:
+    store = await open_store()
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    outcomes = await asyncio.gather(
+        store.add_message("ana", "bob", "one", now=1.0, max_stored=2, max_stored_bytes=100),
+        store.add_message("ghost", "bob", "x", now=1.0, max_stored=2, max_stored_bytes=100),
+        store.add_message("ana", "ghost", "x", now=1.0, max_stored=2, max_stored_bytes=100),
+        store.add_message("ana", "bob", "y" * 200, now=1.0, max_stored=2, max_stored_bytes=100),
+        store.add_message("ana", "bob", "two", now=1.0, max_stored=2, max_stored_bytes=100),
+        store.add_message("ana", "bob", "three", now=1.0, max_stored=2, max_stored_bytes=100),
+        return_exceptions=True,
+    )
+    kinds = [type(o).__name__ if isinstance(o, BaseException) else o[0].message_id for o in outcomes]
+    assert kinds == [1, "UnknownUser", "UnknownUser", "LimitExceeded", 2, "LimitExceeded"]
+    await store.close()
