@@ -68,6 +68,7 @@ from dmds.client.session import (
     SessionError,
 )
 from dmds.protocols.classic import Connect, MessagePush, Push, ReceiptPush, Register, Send
+from dmds.protocols.session.codes import ErrorCode
 
 if TYPE_CHECKING:
     from dmds.cluster.postgres import LocalPostgres
@@ -282,6 +283,9 @@ class Ledger:
     latencies: list[list[float]] = field(default_factory=lambda: [[]])
     reconnections: int = 0  # session clients that got their connection back by themselves
     replaced_clients: int = 0  # session clients that gave up and were replaced
+    #: the database is killed too: the store-failure answer (INTERNAL) is then expected, and counted
+    database_killed: bool = False
+    store_failures: int = 0
 
     def acked(self, latency_s: float | None = None) -> None:
         self.lives[-1] += 1
@@ -413,8 +417,11 @@ class SessionSender(SessionUser):
             assert client is not None
             try:
                 accepted = await client.send(self.log.to, text, key=key)
-            except SessionError as exc:  # not expected with KILL_SERVER_ARGS; safe to resend
-                self.log.errors[exc.code.name] += 1
+            except SessionError as exc:  # safe to resend with the key
+                if exc.code is ErrorCode.INTERNAL and self.ledger.database_killed:
+                    self.ledger.store_failures += 1  # the database is down: what must be answered
+                else:  # not expected with KILL_SERVER_ARGS
+                    self.log.errors[exc.code.name] += 1
                 await asyncio.sleep(0.1)
                 continue
             except ConnectionLost:
@@ -818,7 +825,7 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
         for prot in ("session", "classic")
         for i, rec in enumerate(recipients)
     ]
-    ledger = Ledger(senders, recipients)
+    ledger = Ledger(senders, recipients, database_killed=cfg.database is not None)
     stop, idle = asyncio.Event(), asyncio.Event()
     s_senders = [
         SessionSender(node_of(i), ledger, s, cfg.window)
@@ -935,6 +942,7 @@ async def kill_loop(cfg: KillLoopConfig) -> dict[str, Any]:
         "kills": kills,
         "nodes": len(fleet),
         "database_kills": db_kills,
+        "store_failure_answers": ledger.store_failures,
         "restarts_on_new_ports": sum(node.moved for node in fleet),
         "seed": cfg.seed,
         **verdict.counts,

@@ -25,7 +25,8 @@ queue is half empty), so a long offline queue drains without waiting for the sto
 
 `cursor`, the seq of the last item pushed, makes each item pushed at most once per connection.
 A push that fails ends the courier; the service then treats the user as disconnected. What was not
-pushed is still stored, and is delivered on the next CONNECT.
+pushed is still stored, and is delivered on the next CONNECT. A read of the store that fails with
+StoreError (PostgreSQL restarting) is retried with backoff: the user is still connected.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from collections.abc import Callable
 
 from dmds.core.model import OutboxItem
 from dmds.core.ports import Endpoint, Store
-from dmds.errors import DeliveryFailed
+from dmds.errors import DeliveryFailed, StoreError
 
 log = logging.getLogger(__name__)
 
 #: Pushed items dropped from the front of a courier's list once this many have gone.
 COMPACT_AT = 256
+#: seconds between reads of the outbox while the store fails: first, and at most
+RETRY_S = (0.05, 2.0)
 
 
 class Courier:
@@ -137,6 +140,7 @@ class Courier:
 
     async def _work(self) -> None:
         half = max(1, self._max_pending // 2)
+        retry_s = RETRY_S[0]
         while True:
             if self._more and self._loading is None and self._waiting() <= half:
                 self._loading = asyncio.ensure_future(
@@ -152,6 +156,17 @@ class Courier:
             if self._loading is not None and self._loading.done():
                 try:
                     self._page(self._loading.result())
+                    retry_s = RETRY_S[0]
+                except StoreError as exc:
+                    # The store is failing for now (PostgreSQL restarting): read the page again.
+                    log.warning(
+                        "reading the outbox of %s failed (%s); retrying in %.2f s", self.alias, exc, retry_s
+                    )
+                    self._loading = None
+                    self._more = True
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(retry_s * 2, RETRY_S[1])
+                    continue
                 except Exception as exc:
                     # Nobody would deliver to a user still shown connected: end it like a failed push.
                     log.exception("reading the outbox of %s failed", self.alias)

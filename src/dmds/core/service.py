@@ -13,13 +13,14 @@ CONNECT, DISCONNECT, SEND or UNREGISTER as them (`Forbidden`); classic users can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from dmds.core.accounts import Accounts
-from dmds.core.delivery import Courier
+from dmds.core.delivery import RETRY_S, Courier
 from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, Presence, StoredMessage, User
 from dmds.core.ports import Cluster, Endpoint, PresenceWatcher, Store
 from dmds.core.presence import Directory
@@ -33,12 +34,14 @@ from dmds.errors import (
     InvalidField,
     LimitExceeded,
     NotConnected,
+    StoreError,
     UnknownAttachment,
     UnknownUser,
 )
 from dmds.settings import AccountSettings, DeliverySettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Service:
@@ -67,6 +70,7 @@ class Service:
         self.classic_endpoint: Callable[[str], Endpoint] | None = None
         self._buckets: dict[str, TokenBucket] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._closing = asyncio.Event()
         # Store work that follows pushes and acks, gathered over one loop pass and done in one
         # call: under load, thousands of acks cost a few store jobs, not one task each.
         self._forget: list[int] = []
@@ -411,7 +415,8 @@ class Service:
         self._flush_scheduled = False
         if self._forget:
             seqs, self._forget = self._forget, []
-            self._spawn(self._store.remove_items(seqs))
+            forget = self._store.remove_items
+            self._spawn(self._until_stored("forgetting pushed receipts", lambda: forget(seqs)))
         settling, self._settling = self._settling, {}
         for (owner, kind), ids in settling.items():
             self._spawn(self._settle(owner, ids, kind))
@@ -423,14 +428,37 @@ class Service:
     async def mark_read(self, alias: str, message_ids: list[int]) -> None:
         await self._settle(alias, message_ids, ItemKind.READ)
 
+    async def _until_stored(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt` again, with backoff, while the store fails (PostgreSQL restarting): a push that
+        happened must be recorded, or the sender's receipt would wait for the recipient's next
+        connect. Given up when the service closes (then it is pushed again: a duplicate, not a loss)."""
+        delay, warned = RETRY_S[0], False
+        while True:
+            try:
+                return await attempt()
+            except StoreError as exc:
+                if self._closing.is_set():
+                    raise
+                if not warned:
+                    log.warning("%s: the store failed (%s); retrying", what, exc)
+                    warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay)
+            delay = min(delay * 2, RETRY_S[1])
+
     async def _settle(self, owner: str, message_ids: list[int], kind: ItemKind) -> None:
         now = self._clock()
-        try:
+
+        async def attempt() -> list[OutboxItem]:
             # Read implies delivered: a client that marks read without acking still gives its
             # sender both receipts (mark_delivered skips what is delivered already).
             receipts = await self._store.mark_delivered(owner, message_ids, now)
             if kind is ItemKind.READ:
                 receipts += await self._store.mark_read(owner, message_ids, now)
+            return receipts
+
+        try:
+            receipts = await self._until_stored(f"recording {kind.name} for {owner}", attempt)
         except Exception:
             # The messages stay stored and are pushed again on the next connect: a duplicate,
             # never a loss.
@@ -487,6 +515,7 @@ class Service:
         return await self._store.read_attachment(reader, attachment_id, offset, length)
 
     async def close(self) -> None:
+        self._closing.set()
         couriers, self._couriers = list(self._couriers.values()), {}
         for courier in couriers:
             await courier.stop()
