@@ -15,8 +15,9 @@ import time
 from dmds.cli.cluster import PORTS_PER_NODE
 from dmds.protocols.session import frames as f
 from tests import wire
-from tests.integration.listener import Listener, exchange, message, sent
+from tests.integration.listener import exchange, message, sent
 from tests.integration.session_wire import account
+from tests.integration.test_cluster import classic_online
 
 
 def _is_free(port: int) -> bool:
@@ -67,9 +68,7 @@ async def test_two_nodes_one_service_then_ctrl_c_stops_everything() -> None:
         database = re.search(r"@127\.0\.0\.1:(\d+)/dmds \(thrown away at exit\)", guide)
         assert database, guide
         # A classic user on node1 and a session user on node2 are users of one service.
-        juan = Listener()
-        assert exchange(base, wire.register("Juan", "juan", "01/02/2000")) == b"0\0"
-        assert exchange(base, wire.connect("juan", juan.port)) == b"0\0"
+        juan = classic_online(base, "juan")
         maria = await account(base + 4, "maria")
         await maria.request(f.Send, to="juan", key="k", text="hola")
         assert await asyncio.to_thread(juan.wait, 1) == [message("maria", 1, "hola")]

@@ -40,6 +40,14 @@ def until(check: object, timeout_s: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def classic_online(port: int, alias: str) -> Listener:
+    """A classic user registered and connected through `port`, with the listener pushes go to."""
+    listener = Listener()
+    register(port, alias)
+    assert exchange(port, wire.connect(alias, listener.port)) == b"0\0"
+    return listener
+
+
 def users(port: int, alias: str) -> list[str]:
     reply = exchange(port, wire.connected_users(alias))
     assert reply.startswith(b"0\0"), reply
@@ -50,9 +58,7 @@ async def test_classic_and_session_users_on_different_nodes_talk(
     server_factory: ServerFactory, pg_url: str
 ) -> None:
     a, b = nodes(server_factory, pg_url, 2)
-    juan = Listener()
-    register(a.port, "juan")
-    assert exchange(a.port, wire.connect("juan", juan.port)) == b"0\0"
+    juan = classic_online(a.port, "juan")
     maria = await account(b.session_port, "maria")
     # Presence of every node, in both protocols.
     assert sorted((await maria.request(f.Subscribe)).online) == ["juan", "maria"]
@@ -158,9 +164,7 @@ async def test_a_dead_nodes_classic_user_is_taken_over_and_its_session_users_go_
     server_factory: ServerFactory, pg_url: str
 ) -> None:
     a, b = nodes(server_factory, pg_url, 2)
-    juan = Listener()
-    register(a.port, "juan")
-    assert exchange(a.port, wire.connect("juan", juan.port)) == b"0\0"
+    juan = classic_online(a.port, "juan")
     gone = await account(a.session_port, "gone")
     watcher = await account(b.session_port, "watcher")
     assert sorted((await watcher.request(f.Subscribe)).online) == ["gone", "juan", "watcher"]

@@ -15,9 +15,9 @@ from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
 from tests import wire
 from tests.conftest import ServerFactory
-from tests.integration.listener import Listener, exchange, message, sent
+from tests.integration.listener import exchange, message, sent
 from tests.integration.session_wire import Peer, account
-from tests.integration.test_cluster import nodes, register
+from tests.integration.test_cluster import classic_online, nodes
 
 
 @pytest.fixture
@@ -48,9 +48,7 @@ async def test_the_database_restarting_under_two_nodes(
     a, b = nodes(server_factory, url, 2)
     ana = await account(a.session_port, "ana")
     bob = await account(b.session_port, "bob")
-    juan = Listener()
-    register(a.port, "juan")
-    assert exchange(a.port, wire.connect("juan", juan.port)) == b"0\0"
+    juan = classic_online(a.port, "juan")
     assert isinstance(await ana.request(f.Send, to="bob", key="k1", text="before"), f.Accepted)
     assert (await bob.expect(f.Message, message_id=1)).text == "before"
     bob.write(f.Ack(message_ids=[1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -54,17 +55,13 @@ def cpu_seconds(pid: int) -> float:
 def tree_cpu_seconds(pid: int) -> float:
     """CPU of a process, of its children that ended (reaped: cutime, cstime) and of those still
     running: PostgreSQL's postmaster and its backends."""
+    from dmds.cluster.postgres import children  # noqa: PLC0415
+
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     total = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(child[1]) == pid:
-            total += (int(child[11]) + int(child[12])) / os.sysconf("SC_CLK_TCK")
+    for child in children(pid):
+        with contextlib.suppress(OSError):  # a backend that ended meanwhile
+            total += cpu_seconds(child)
     return total
 
 

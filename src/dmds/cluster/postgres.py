@@ -101,7 +101,7 @@ class LocalPostgres:
         pid = self.pid()
         if pid is None:
             return
-        victims = [pid, *_children(pid)]
+        victims = [pid, *children(pid)]
         for victim in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
@@ -191,7 +191,7 @@ class LocalPostgres:
             )
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """Direct children of `pid` (PostgreSQL's backends and auxiliary processes), from /proc."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
