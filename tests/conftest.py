@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from dmds.soap.service import SoapServer, make_server
-from tests.pg import pg_url, postgres_server  # noqa: F401  (fixtures for every test)
+from tests.pg import crashable_postgres, pg_url, postgres_server  # noqa: F401  (fixtures for every test)
 
 #: `python -c` shim that starts `dmds` asking the kernel for SIGKILL when the test run dies
 #: (prctl PR_SET_PDEATHSIG = 1), so that no server outlives an aborted run. Set in the child itself:

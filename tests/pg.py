@@ -26,3 +26,12 @@ def pg_url(postgres_server: LocalPostgres) -> Iterator[str]:
     name = f"dmds_test_{next(_names)}"
     yield postgres_server.create_database(name)
     postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def crashable_postgres() -> Iterator[LocalPostgres]:
+    """A server of the test's own, for tests that kill it: killing the shared one would fail other
+    tests' databases."""
+    server = LocalPostgres().start()
+    yield server
+    server.stop()

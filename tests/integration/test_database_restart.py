@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from dmds.cluster.postgres import LocalPostgres
 from dmds.protocols.session import frames as f
@@ -18,14 +15,6 @@ from tests.conftest import ServerFactory
 from tests.integration.listener import exchange, message, sent
 from tests.integration.session_wire import Peer, account
 from tests.integration.test_cluster import classic_online, nodes
-
-
-@pytest.fixture
-def crashable_postgres() -> Iterator[LocalPostgres]:
-    """A server of this test's own: killing the shared one would fail other tests' databases."""
-    server = LocalPostgres().start()
-    yield server
-    server.stop()
 
 
 async def _send_until_accepted(peer: Peer, key: str, text: str, timeout_s: float = 20) -> f.Accepted:

@@ -61,8 +61,10 @@ async def test_resend_with_the_same_key_after_a_dropped_connection(server: Serve
     juan.write(f.Send(id=99, to="maria", key="once", text="only once"))
     await juan.close()  # dropped before reading the answer: did it arrive?
     juan = await Peer.open(server.session_port)
-    await juan.request(f.Login, token=(await account_token(server, "juan")))
+    resumed = await juan.request(f.Login, token=(await account_token(server, "juan")))
+    assert isinstance(resumed, f.LoggedIn), resumed
     first = await juan.request(f.Send, to="maria", key="once", text="only once")
+    assert isinstance(first, f.Accepted), first
     assert first.message_id == 1
     assert (await maria.expect(f.Message)).text == "only once"
     await asyncio.sleep(0.3)

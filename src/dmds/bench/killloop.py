@@ -259,6 +259,9 @@ class SenderLog:
     receipts: Counter[int] = field(default_factory=Counter)  # message id -> receipts received
     receipt_keys: dict[int, str] = field(default_factory=dict)  # session: message id -> key of its receipt
     errors: Counter[str] = field(default_factory=Counter)  # unexpected answers
+    #: session: texts refused with a store failure and sent again; a refused send stored nothing,
+    #: so its resend is a new send that texts already in flight behind it may overtake
+    refused: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -420,6 +423,7 @@ class SessionSender(SessionUser):
             except SessionError as exc:  # safe to resend with the key
                 if exc.code is ErrorCode.INTERNAL and self.ledger.database_killed:
                     self.ledger.store_failures += 1  # the database is down: what must be answered
+                    self.log.refused.add(n)
                 else:  # not expected with KILL_SERVER_ARGS
                     self.log.errors[exc.code.name] += 1
                 await asyncio.sleep(0.1)
@@ -673,9 +677,10 @@ def check(ledger: Ledger, fences: dict[str, int], undelivered_in_history: int = 
                 problem(
                     "corrupt", f"{log.alias}#{n} acknowledged as id {mid}, delivered as {sorted(mine[n])}"
                 )
-        # In order: the sender's texts in increasing n have increasing ids.
+        # In order: the sender's texts in increasing n have increasing ids (a refused text, sent
+        # again later, has no place in that order).
         previous = 0
-        for n in sorted(mine):
+        for n in sorted(set(mine) - log.refused):
             mid = min(mine[n])
             if mid < previous:
                 problem("out_of_order", f"{log.alias}#{n} has id {mid}, after an earlier text's {previous}")

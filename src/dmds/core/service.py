@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any, TypeVar
 
@@ -63,6 +64,8 @@ class Service:
         self.node_id = cluster.node_id if cluster is not None else ""
         #: the users this node pushes to
         self._couriers: dict[str, Courier] = {}
+        #: users with a `connect` in flight here: a disconnect meanwhile must not release their entry
+        self._connecting: Counter[str] = Counter()
         #: every online user, on every node
         self._directory = Directory()
         #: builds a classic user's endpoint from its listener's host:port (set by the classic front-end),
@@ -161,23 +164,38 @@ class Service:
         """Go online at `endpoint`. Classic: AlreadyConnected if online (on any node). Session
         (already authenticated): takes over from an earlier session connection of the same user,
         on whichever node it is."""
+        self._connecting[alias] += 1
+        try:
+            await self._connect(alias, endpoint, classic)
+        finally:
+            self._connecting[alias] -= 1
+            if not self._connecting[alias]:
+                del self._connecting[alias]
+        log.info("connected %s at %s", alias, endpoint.describe())
+
+    async def _connect(self, alias: str, endpoint: Endpoint, classic: bool) -> None:
         current = self._couriers.get(alias)
         if current is not None and (classic or not current.endpoint.confirms):
             raise AlreadyConnected(alias)
         if classic and alias in self._directory:
             raise AlreadyConnected(alias)
         await self._guarded(alias, classic)
-        if self._cluster is not None:
-            address = endpoint.describe() if classic else ""
-            await self._cluster.claim(alias, classic, address)
-        current = self._couriers.get(alias)  # the store was awaited: look again
-        if current is not None:
-            if classic or not current.endpoint.confirms:
-                raise AlreadyConnected(alias)
-            await current.stop()
-            current.endpoint.replaced()
-        self._serve(alias, endpoint, classic)
-        log.info("connected %s at %s", alias, endpoint.describe())
+        try:
+            if self._cluster is not None:
+                address = endpoint.describe() if classic else ""
+                await self._cluster.claim(alias, classic, address)
+            current = self._couriers.get(alias)  # the store was awaited: look again
+            if current is not None:
+                if classic or not current.endpoint.confirms:
+                    raise AlreadyConnected(alias)
+                await current.stop()
+                current.endpoint.replaced()
+            self._serve(alias, endpoint, classic)
+        except BaseException:
+            if self._cluster is not None and alias not in self._couriers and self._connecting[alias] == 1:
+                # Claimed (or left to us by a disconnect meanwhile), and no one is online here.
+                self._spawn(self._release(alias))
+            raise
 
     def _serve(self, alias: str, endpoint: Endpoint, classic: bool) -> None:
         """Start pushing to `alias` from this node."""
@@ -222,11 +240,14 @@ class Service:
     async def _drop(self, alias: str) -> None:
         courier = self._couriers.pop(alias, None)
         self._buckets.pop(alias, None)
-        if courier is not None:
-            await courier.stop()
-            self._directory.remove(alias)
-            if self._cluster is not None:
-                await self._release(alias)
+        if courier is None:
+            return
+        # Before any await: a new connection of the user may come online meanwhile, and its entry
+        # must stay.
+        self._directory.remove(alias)
+        await courier.stop()
+        if self._cluster is not None and alias not in self._couriers and not self._connecting[alias]:
+            await self._release(alias)
 
     async def _release(self, alias: str) -> None:
         assert self._cluster is not None
