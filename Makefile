@@ -7,7 +7,14 @@ DATA_DIR ?= dmds-data
 PORT ?= 7000
 WS_PORT ?= 5000
 
-.PHONY: run test install lint typecheck pytest system-deps bench chaos cluster clean
+.PHONY: run test install lint typecheck pytest system-deps web bench chaos cluster clean
+
+# The web client, built from web/ with the npm registry's packages at the lock file's versions.
+WEB_BUILT := src/dmds/web/static/index.html
+$(WEB_BUILT): web/package-lock.json web/build.mjs $(wildcard web/src/*)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+web: $(WEB_BUILT)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +26,7 @@ install: $(STAMP)
 
 # The SOAP normaliser in the background, the server in the foreground; Ctrl-C (or the server
 # stopping for any reason) stops both.
-run: $(STAMP)
+run: $(STAMP) $(WEB_BUILT)
 	@$(BIN)/dmds ws --host 127.0.0.1 --port $(WS_PORT) & ws=$$!; \
 	trap 'kill $$ws 2>/dev/null; wait $$ws 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dmds serve --port $(PORT) --data-dir $(DATA_DIR)
@@ -71,8 +78,9 @@ system-deps: $(STAMP)
 	$(call need,/usr/sbin/mosquitto,mosquitto)
 	$(call need,/usr/lib/postgresql/*/bin/initdb,postgresql)
 	$(call need,/usr/sbin/haproxy,haproxy)
+	$(call need,/usr/bin/chromium,chromium)
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) system-deps $(WEB_BUILT)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
@@ -106,4 +114,4 @@ chaos: $(STAMP) system-deps
 	$(BIN)/dmds bench chaos --json $(BENCH_OUT)/chaos.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache src/dmds/web/static web/node_modules

@@ -33,7 +33,7 @@ _DMDS = (
 FAST = ("--request-timeout-s", "2", "--connect-timeout-s", "1", "--push-timeout-s", "2")
 _LISTENING = re.compile(r"classic server listening on [^ ]+:(\d+)")
 _SESSION_LISTENING = re.compile(r"session server listening on [^ ]+:(\d+)")
-_WEB_LISTENING = re.compile(r"over WebSocket at ws://[^ ]+:(\d+)/session")
+_WEB_LISTENING = re.compile(r"over WebSocket at wss?://[^ ]+:(\d+)/session")
 #: Cheap password hashing: tests check behaviour, not argon2's cost.
 CHEAP_ARGON2 = ("--argon2-time-cost", "1", "--argon2-memory-kib", "64")
 

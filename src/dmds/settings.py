@@ -172,8 +172,12 @@ class SessionSettings:
     web_host: str = setting(
         "0.0.0.0", "address of the session protocol over WebSocket (ws://HOST:PORT/session)"
     )
-    web_port: int = setting(7002, "TCP port of the session protocol over WebSocket (0: a free port)")
-    tls_cert: str = setting("", "PEM certificate chain: serve the session protocol over TLS")
+    web_port: int = setting(
+        7002, "TCP port of the web client and of the session protocol over WebSocket (0: a free port)"
+    )
+    tls_cert: str = setting(
+        "", "PEM certificate chain: serve the session protocol, and the web port, over TLS"
+    )
     tls_key: str = setting("", "PEM private key of tls_cert")
     max_frame_bytes: int = setting(1024 * 1024, "largest session frame, in bytes")
     heartbeat_s: float = setting(30.0, "seconds of silence after which a Ping is sent")

@@ -62,8 +62,17 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
             session_port,
             "TLS" if s.tls_cert else "plain TCP: put it behind TLS or set --tls-cert/--tls-key",
         )
-        web_port = await web.start(s.web_host, s.web_port)
-        log.info("dmds session server over WebSocket at ws://%s:%d/session", s.web_host, web_port)
+        web_port = await web.start(s.web_host, s.web_port, s.tls_cert, s.tls_key)
+        tls = bool(s.tls_cert)
+        log.info(
+            "dmds web client at %s://%s:%d/, session server over WebSocket at %s://%s:%d/session",
+            "https" if tls else "http",
+            s.web_host,
+            web_port,
+            "wss" if tls else "ws",
+            s.web_host,
+            web_port,
+        )
         await stop.wait()
         log.info("stopping")
     finally:

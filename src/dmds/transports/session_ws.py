@@ -1,6 +1,7 @@
 """The session protocol over WebSocket, for browsers: the same frames, one per binary message.
 
-A Starlette app (the web client will be served from it too) with one WebSocket route, `/session`.
+A Starlette app with one WebSocket route, `/session`, and the web client's page and assets
+(`dmds.web.app`).
 Each WebSocket gets a `SessionConnection` with the codec in unframed mode, so everything after the
 bytes (login, delivery, receipts, limits) is the TCP server's code. `_WsLink` adapts the WebSocket to
 the `Link` the session needs: writes go through a queue drained by one sender task, whose backlog
@@ -24,6 +25,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dmds.transports.session_server import SessionConnection, SessionServer
+from dmds.web import app as web
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,9 @@ def build_app(server: SessionServer) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError, RuntimeError, OSError):
                 await asyncio.wait_for(sender, 5)
 
-    return Starlette(routes=[WebSocketRoute("/session", session_endpoint)])
+    return Starlette(
+        routes=[WebSocketRoute("/session", session_endpoint), *web.routes()], middleware=web.middleware()
+    )
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -128,10 +132,18 @@ class WebServer:
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, tls_cert: str = "", tls_key: str = "") -> int:
+        """Listen on `port` (0: a free one), over TLS with `tls_cert`/`tls_key` (HTTPS and WSS)."""
         sock = socket.create_server((host, port), reuse_port=False)
         bound = int(sock.getsockname()[1])
-        config = uvicorn.Config(self._app, lifespan="off", log_level="warning", ws="websockets-sansio")
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            log_level="warning",
+            ws="websockets-sansio",
+            ssl_certfile=tls_cert or None,
+            ssl_keyfile=tls_key or None,
+        )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         # uvicorn offers a flag, not an event, for "listening"

@@ -1,0 +1,177 @@
+"""The web client in a real Chromium (Debian's, by path) against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
+
+from tests.conftest import ServerProcess, TlsServer
+from tests.integration.listener import Listener, exchange, message, sent
+from tests.integration.test_cluster import classic_online
+from tests.wire import send as classic_send
+
+AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def url(server: ServerProcess, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{server.web_port}/"
+
+
+async def sign_up(context: BrowserContext, server: ServerProcess, alias: str, scheme: str = "http") -> Page:
+    page = await context.new_page()
+    await page.goto(url(server, scheme))
+    await page.get_by_role("tab", name="Register").click()
+    form = page.locator("#register-form")
+    await form.get_by_label("Full name").fill(f"{alias.title()} Pérez")
+    await form.get_by_label("Alias").fill(alias)
+    await form.get_by_label("Birth date").fill("2000-02-01")
+    await form.get_by_label("Password (8 characters or more)").fill("secreto123")
+    await form.get_by_label("Password again").fill("secreto123")
+    await form.get_by_role("button", name="Register").click()
+    await expect(page.locator("#me")).to_have_text(alias)
+    return page
+
+
+async def log_in(context: BrowserContext, server: ServerProcess, alias: str) -> Page:
+    page = await context.new_page()
+    await page.goto(url(server))
+    form = page.locator("#login-form")
+    await form.get_by_label("Alias").fill(alias)
+    await form.get_by_label("Password").fill("secreto123")
+    await form.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#me")).to_have_text(alias)
+    return page
+
+
+async def open_chat(page: Page, alias: str) -> None:
+    await page.get_by_placeholder("Start a conversation: alias").fill(alias)
+    await page.get_by_role("button", name="Open").click()
+    await expect(page.locator("#peer")).to_have_text(alias)
+
+
+async def say(page: Page, text: str) -> None:
+    await page.get_by_label("Message", exact=True).fill(text)
+    await page.get_by_label("Message", exact=True).press("Enter")
+
+
+def bubbles(page: Page, text: str) -> Locator:
+    return page.locator("#messages .bubble .text", has_text=text)
+
+
+async def test_two_people_register_see_each_other_and_talk(browser: Browser, server: ServerProcess) -> None:
+    juan_ctx, maria_ctx = await browser.new_context(), await browser.new_context()
+    juan = await sign_up(juan_ctx, server, "juan")
+    maria = await sign_up(maria_ctx, server, "maria")
+    # Presence, live, with the count.
+    await expect(juan.locator("#online")).to_contain_text("maria")
+    await expect(juan.locator("#online-count")).to_have_text("2 online")
+    await open_chat(juan, "maria")
+    await expect(juan.locator("#peer-state")).to_have_text("online")
+    hostile = "<img src=x onerror=\"document.title='pwned'\"><script>alert(1)</script>"
+    await say(juan, hostile)
+    # At maria: unread in the list and the title, shown as text, not HTML.
+    await expect(maria.locator("#conversations .badge")).to_have_text("1")
+    await expect(maria).to_have_title("(1) dmds")
+    await maria.locator("#conversations button", has_text="juan").click()
+    await expect(bubbles(maria, "<script>alert(1)</script>")).to_have_count(1)
+    assert await maria.locator("#messages img, #messages script").count() == 0
+    await expect(maria).to_have_title("dmds")
+    # juan sees it read (maria has the conversation open).
+    mine = juan.locator("#messages .bubble.mine").first
+    await expect(mine).to_have_attribute("data-state", "read")
+    await say(maria, "¡hola, juan!")
+    await expect(bubbles(juan, "¡hola, juan!")).to_have_count(1)
+    # A reload keeps the session (token) and shows the history.
+    await juan.reload()
+    await expect(juan.locator("#me")).to_have_text("juan")
+    await open_chat(juan, "maria")
+    await expect(bubbles(juan, "¡hola, juan!")).to_have_count(1)
+    await expect(bubbles(juan, "<script>alert(1)</script>")).to_have_count(1)
+    assert await juan.title() != "pwned"
+
+
+async def test_messages_wait_for_an_offline_user_and_typed_offline_go_once(
+    browser: Browser, server: ServerProcess
+) -> None:
+    juan_ctx = await browser.new_context()
+    juan = await sign_up(juan_ctx, server, "juan")
+    maria_ctx = await browser.new_context()
+    await sign_up(maria_ctx, server, "maria")
+    await maria_ctx.close()  # maria goes away
+    await expect(juan.locator("#online")).not_to_contain_text("maria")
+    await open_chat(juan, "maria")
+    for n in range(3):
+        await say(juan, f"stored {n}")
+    await expect(juan.locator("#messages .bubble.mine[data-state=sent]")).to_have_count(3)
+    # juan's network goes; what he types meanwhile is sent once he is back.
+    await juan_ctx.set_offline(True)
+    await expect(juan.locator("#status")).to_contain_text("Offline")
+    await say(juan, "typed offline")
+    await expect(juan.locator("#messages .bubble.mine[data-state=queued]")).to_have_count(1)
+    await juan_ctx.set_offline(False)
+    await expect(juan.locator("#status")).to_be_hidden(timeout=20_000)
+    await expect(juan.locator("#messages .bubble.mine[data-state=sent]")).to_have_count(4)
+    # maria comes back and gets the four, in order, once each.
+    maria = await log_in(await browser.new_context(), server, "maria")
+    await maria.locator("#conversations button", has_text="juan").click()
+    texts = maria.locator("#messages .bubble .text")
+    await expect(texts).to_have_text(["stored 0", "stored 1", "stored 2", "typed offline"])
+    await expect(juan.locator("#messages .bubble.mine[data-state=read]")).to_have_count(4)
+
+
+async def test_a_classic_user_and_a_browser_user_talk(browser: Browser, server: ServerProcess) -> None:
+    listener: Listener = await asyncio.to_thread(classic_online, server.port, "pepe")
+    try:
+        maria = await sign_up(await browser.new_context(), server, "maria")
+        await expect(maria.locator("#online")).to_contain_text("pepe")
+        reply = await asyncio.to_thread(exchange, server.port, classic_send("pepe", "maria", "hola desde C"))
+        assert reply == sent(1)
+        await maria.locator("#conversations button", has_text="pepe").click()
+        await expect(bubbles(maria, "hola desde C")).to_have_count(1)
+        await say(maria, "hola, pepe")
+        pushed = await asyncio.to_thread(listener.wait, 2)
+        assert message("maria", 1, "hola, pepe") in pushed
+    finally:
+        listener.close()
+
+
+async def test_phone_width_shows_the_list_and_the_conversation_as_two_screens(
+    browser: Browser, server: ServerProcess
+) -> None:
+    await sign_up(await browser.new_context(), server, "maria")
+    phone = await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    juan = await sign_up(phone, server, "juan")
+    await expect(juan.locator("#chat")).to_be_hidden()
+    await juan.locator("#online button", has_text="maria").click()
+    await expect(juan.locator("#chat")).to_be_visible()
+    await expect(juan.locator(".sidebar")).to_be_hidden()
+    await juan.get_by_role("button", name="Back to conversations").click()
+    await expect(juan.locator(".sidebar")).to_be_visible()
+
+
+async def test_no_serious_accessibility_violation(browser: Browser, server: ServerProcess) -> None:
+    context = await browser.new_context(bypass_csp=True)  # axe is injected as a script of its own
+    page = await context.new_page()
+    await page.goto(url(server))
+    screens = {"login": page}
+    screens["main"] = await sign_up(context, server, "juan")
+    await open_chat(screens["main"], "maria")
+    for name, screen in screens.items():
+        await screen.add_script_tag(path=str(AXE))
+        result = await screen.evaluate("axe.run(document).then(r => JSON.stringify(r.violations))")
+        serious = [v for v in json.loads(result) if v["impact"] in ("serious", "critical")]
+        assert not serious, (name, [(v["id"], v["help"], len(v["nodes"])) for v in serious])
+
+
+async def test_the_page_and_its_websocket_over_tls(browser: Browser, tls_server: TlsServer) -> None:
+    server = tls_server.server
+    juan = await sign_up(await browser.new_context(ignore_https_errors=True), server, "juan", "https")
+    maria = await sign_up(await browser.new_context(ignore_https_errors=True), server, "maria", "https")
+    await open_chat(juan, "maria")
+    await say(juan, "por TLS")
+    await maria.locator("#conversations button", has_text="juan").click()
+    await expect(bubbles(maria, "por TLS")).to_have_count(1)
+    assert await juan.evaluate("location.protocol") == "https:"

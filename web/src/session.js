@@ -1,0 +1,213 @@
+// The session protocol over the page's WebSocket: Hello, Login (password or token), requests with
+// ids and answers by `re`, pushes to the page, reconnection with backoff, and an outbox of sends that
+// survives reloads and goes out again with the same key (the server stores a key once).
+import { ERROR, VERSION, decodeFrame, encodeFrame } from "./codec.js";
+
+const OUTBOX = "dmds.outbox";
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
+// Answers after which a send is tried again (with the same key) rather than given up.
+const RETRY = new Set([ERROR.INTERNAL, ERROR.RATE_LIMITED, ERROR.NOT_LOGGED_IN]);
+
+export class RequestError extends Error {
+  constructor(frame) {
+    super(frame.message || `error ${frame.code}`);
+    this.code = frame.code;
+    this.retryAfterS = frame.retry_after_s;
+  }
+}
+
+export class Session extends EventTarget {
+  constructor(url) {
+    super();
+    this.url = url;
+    this.ws = null;
+    this.nextId = 1;
+    this.waiting = new Map(); // request id -> {resolve, reject}
+    this.credentials = null; // {alias, token}
+    this.online = false;
+    this.attempt = 0;
+    this.welcome = null;
+    this.outbox = JSON.parse(localStorage.getItem(OUTBOX) || "[]");
+    this.timer = null;
+    this.stopped = false;
+    this.lastHeard = 0;
+    this.watchdog = setInterval(() => this.check(), 1000);
+    // The browser knows before the socket does: an open WebSocket can outlive the network.
+    this.onOffline = () => this.ws?.close();
+    this.onOnline = () => {
+      if (!this.online && this.credentials && !this.stopped) {
+        this.attempt = 0;
+        clearTimeout(this.timer);
+        this.reconnect();
+      }
+    };
+    window.addEventListener("offline", this.onOffline);
+    window.addEventListener("online", this.onOnline);
+  }
+
+  /** No frame for two heartbeats (the server pings when it has nothing to say): the link is dead. */
+  check() {
+    const heartbeat = this.welcome?.heartbeat_s;
+    if (this.online && heartbeat && Date.now() - this.lastHeard > (2 * heartbeat + 5) * 1000) this.ws?.close();
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** Open the socket and say Hello; resolves with Welcome. */
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      ws.binaryType = "arraybuffer";
+      this.ws = ws;
+      let welcomed = false;
+      ws.onopen = () => ws.send(encodeFrame({ t: "hello", version: VERSION, client: "dmds web" }));
+      ws.onmessage = (event) => {
+        this.lastHeard = Date.now();
+        let frame;
+        try {
+          frame = decodeFrame(new Uint8Array(event.data));
+        } catch (error) {
+          console.warn("dmds: dropped a frame that is not one", error);
+          return;
+        }
+        if (!welcomed && frame.t === "welcome") {
+          welcomed = true;
+          this.welcome = frame;
+          resolve(frame);
+          return;
+        }
+        this.received(frame);
+      };
+      ws.onclose = () => {
+        if (!welcomed) reject(new Error("the server is unreachable"));
+        this.lost(ws);
+      };
+    });
+  }
+
+  request(frame) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.write({ ...frame, id });
+    });
+  }
+
+  write(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeFrame(frame));
+  }
+
+  received(frame) {
+    if (frame.t === "ping") {
+      this.write({ t: "pong", n: frame.n });
+      return;
+    }
+    const waiter = frame.re ? this.waiting.get(frame.re) : undefined;
+    if (waiter) {
+      this.waiting.delete(frame.re);
+      if (frame.t === "error") waiter.reject(new RequestError(frame));
+      else waiter.resolve(frame);
+      return;
+    }
+    if (frame.t === "error" && !frame.re) {
+      this.emit("closing", frame);
+      return;
+    }
+    this.emit(frame.t, frame);
+  }
+
+  async register(fields) {
+    await this.request({ t: "register", ...fields });
+  }
+
+  /** Log in with a password, or with the token of an earlier login (`password` undefined). */
+  async login(alias, password, token) {
+    const frame = password !== undefined ? { t: "login", alias, password } : { t: "login", token };
+    const answer = await this.request(frame);
+    this.credentials = { alias: answer.alias, token: answer.token };
+    this.online = true;
+    this.attempt = 0;
+    this.emit("online", answer);
+    this.flush();
+    return answer;
+  }
+
+  /** Queue a message: kept in localStorage until the server has accepted it. */
+  send(to, text) {
+    const item = { to, text, key: crypto.randomUUID(), queued_at: Date.now() / 1000 };
+    this.outbox.push(item);
+    this.saveOutbox();
+    this.emit("queued", item);
+    if (this.online) this.sendItem(item);
+    return item;
+  }
+
+  async sendItem(item) {
+    try {
+      const accepted = await this.request({ t: "send", to: item.to, key: item.key, text: item.text });
+      this.outbox = this.outbox.filter((x) => x.key !== item.key);
+      this.saveOutbox();
+      this.emit("accepted", { ...item, message_id: accepted.message_id });
+    } catch (error) {
+      if (error instanceof RequestError && !RETRY.has(error.code)) {
+        // refused for good (unknown user, too long...): it stays out of the outbox
+        this.outbox = this.outbox.filter((x) => x.key !== item.key);
+        this.saveOutbox();
+        this.emit("refused", { ...item, error });
+      } else if (error instanceof RequestError && this.online) {
+        const delay = Math.max(1000, error.retryAfterS * 1000);
+        setTimeout(() => this.online && this.sendItem(item), delay);
+      } // else the connection went: sent again with the same key once logged in again
+    }
+  }
+
+  flush() {
+    for (const item of this.outbox) this.sendItem(item);
+  }
+
+  saveOutbox() {
+    localStorage.setItem(OUTBOX, JSON.stringify(this.outbox));
+  }
+
+  lost(ws) {
+    if (ws !== this.ws) return;
+    const wasOnline = this.online;
+    this.online = false;
+    for (const { reject } of this.waiting.values()) reject(new Error("connection lost"));
+    this.waiting.clear();
+    if (wasOnline) this.emit("offline");
+    if (this.credentials && !this.stopped) this.reconnectLater();
+  }
+
+  reconnectLater() {
+    clearTimeout(this.timer);
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    this.timer = setTimeout(() => this.reconnect(), delay * (0.75 + Math.random() / 2));
+  }
+
+  async reconnect() {
+    try {
+      await this.open();
+      await this.login(undefined, undefined, this.credentials.token);
+    } catch (error) {
+      if (error instanceof RequestError) {
+        this.credentials = null;
+        this.emit("expired", error);
+        return;
+      }
+      if (this.ws) this.ws.close();
+    }
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.watchdog);
+    window.removeEventListener("offline", this.onOffline);
+    window.removeEventListener("online", this.onOnline);
+    if (this.ws) this.ws.close();
+  }
+}
