@@ -8,6 +8,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
+from dmds.client.session import Message, SessionClient
 from tests.conftest import ServerProcess, TlsServer
 from tests.integration.listener import Listener, exchange, message, sent
 from tests.integration.test_cluster import classic_online
@@ -175,3 +176,67 @@ async def test_the_page_and_its_websocket_over_tls(browser: Browser, tls_server:
     await maria.locator("#conversations button", has_text="juan").click()
     await expect(bubbles(maria, "por TLS")).to_have_count(1)
     assert await juan.evaluate("location.protocol") == "https:"
+
+
+async def test_a_desktop_client_and_a_browser_user_talk(browser: Browser, server: ServerProcess) -> None:
+    desktop = await SessionClient.connect("127.0.0.1", server.session_port)
+    try:
+        await desktop.register("pepa", "Pepa Gómez", "03/04/1990", "desktop password")
+        await desktop.login("pepa", "desktop password")
+        maria = await sign_up(await browser.new_context(), server, "maria")
+        accepted = await desktop.send("maria", "hola desde el escritorio")
+        await maria.locator("#conversations button", has_text="pepa").click()
+        await expect(bubbles(maria, "hola desde el escritorio")).to_have_count(1)
+        await say(maria, "hola, pepa")
+        async with asyncio.timeout(10):
+            async for event in desktop.events():
+                if isinstance(event, Message):
+                    assert (event.sender, event.text) == ("maria", "hola, pepa")
+                    break
+        assert accepted.message_id == 1
+    finally:
+        await desktop.close()
+
+
+async def test_log_out_and_delete_the_account(browser: Browser, server: ServerProcess) -> None:
+    context = await browser.new_context()
+    page = await sign_up(context, server, "juan")
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.locator("#login-form")).to_be_visible()
+    await page.reload()  # the token went with the logout: no session to resume
+    await expect(page.locator("#login-form")).to_be_visible()
+    page = await log_in(context, server, "juan")
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("secreto123")))
+    await page.get_by_role("button", name="Delete account").click()
+    await expect(page.locator("#login-form")).to_be_visible()
+    form = page.locator("#login-form")
+    await form.get_by_label("Alias").fill("juan")
+    await form.get_by_label("Password").fill("secreto123")
+    await form.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#auth-error")).not_to_be_empty()
+
+
+async def test_a_file_sent_by_drop_and_by_picker_is_downloaded(
+    browser: Browser, server: ServerProcess
+) -> None:
+    juan = await sign_up(await browser.new_context(), server, "juan")
+    maria = await sign_up(await browser.new_context(accept_downloads=True), server, "maria")
+    await open_chat(juan, "maria")
+    content = bytes(range(256)) * 1200  # 300 KiB: several chunks
+    await juan.locator("#file").set_input_files(
+        files=[{"name": "datos.bin", "mimeType": "application/octet-stream", "buffer": content}]
+    )
+    # Dropped: a DataTransfer with a File, dispatched as the browser does on a drop.
+    drop = await juan.evaluate_handle(
+        """() => { const dt = new DataTransfer();
+                   dt.items.add(new File(["dropped text"], "nota.txt", {type: "text/plain"})); return dt; }"""
+    )
+    await juan.dispatch_event("#chat", "drop", {"dataTransfer": drop})
+    await expect(juan.locator("#messages .bubble.mine[data-state=delivered]")).to_have_count(2)
+    await maria.locator("#conversations button", has_text="juan").click()
+    for name, expected in (("datos.bin", content), ("nota.txt", b"dropped text")):
+        async with maria.expect_download() as download_info:
+            await maria.get_by_role("button", name=f"Download {name}").click()
+        download = await download_info.value
+        assert download.suggested_filename == name
+        assert Path(await download.path()).read_bytes() == expected

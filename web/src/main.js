@@ -144,7 +144,7 @@ function wire(s) {
     s.write({ t: "ack", message_ids: [detail.message_id] });
     const chat = chats.get(detail.sender);
     chat.add({ id: `in:${detail.message_id}`, mine: false, text: detail.text, at: detail.sent_at,
-      message_id: detail.message_id });
+      message_id: detail.message_id, attachment: detail.attachment });
     if (detail.sender === current && !document.hidden) {
       s.write({ t: "mark_read", message_ids: [detail.message_id] });
     } else {
@@ -155,7 +155,7 @@ function wire(s) {
   });
   s.addEventListener("queued", ({ detail }) => {
     chats.get(detail.to).add({ id: `key:${detail.key}`, mine: true, text: detail.text,
-      at: detail.queued_at, state: "queued" });
+      at: detail.queued_at, state: "queued", attachment: detail.attachment });
     renderAll();
   });
   s.addEventListener("accepted", ({ detail }) => {
@@ -205,7 +205,8 @@ async function loadHistory(chat) {
       const mine = entry.sender === me;
       const state = entry.read_at ? "read" : entry.delivered_at ? "delivered" : "sent";
       chat.add({ id: mine ? `out:${entry.message_id}` : `in:${entry.message_id}`, mine, text: entry.text,
-        at: entry.sent_at, message_id: entry.message_id, state: mine ? state : undefined });
+        at: entry.sent_at, message_id: entry.message_id, state: mine ? state : undefined,
+        attachment: entry.attachment });
       if (!mine && !entry.read_at) unread.push(entry.message_id);
     }
     chat.complete = !page.more;
@@ -267,6 +268,57 @@ $("composer").addEventListener("submit", (event) => {
   $("text").value = "";
   localStorage.removeItem(DRAFT + current);
 });
+
+// -- files --------------------------------------------------------------------------------------
+
+async function sendFiles(files) {
+  const peer = current;
+  for (const file of files) {
+    if (session.welcome && file.size > session.welcome.max_attachment_bytes) {
+      setStatus(`${file.name} is larger than the server accepts`);
+      continue;
+    }
+    try {
+      setStatus(`Uploading ${file.name}…`);
+      const attachment = await session.upload(file, (done) =>
+        setStatus(`Uploading ${file.name}: ${Math.round(done * 100)}%`));
+      session.send(peer, "", attachment);
+      setStatus("");
+    } catch (error) {
+      setStatus(`${file.name} was not sent: ${error.message}`);
+    }
+  }
+}
+
+$("file").addEventListener("change", () => {
+  const files = [...$("file").files];
+  $("file").value = "";
+  if (current) sendFiles(files);
+});
+$("chat").addEventListener("dragover", (event) => {
+  if (current && event.dataTransfer?.types.includes("Files")) {
+    event.preventDefault();
+    $("chat").classList.add("dropping");
+  }
+});
+$("chat").addEventListener("dragleave", () => $("chat").classList.remove("dropping"));
+$("chat").addEventListener("drop", (event) => {
+  $("chat").classList.remove("dropping");
+  if (!current || !event.dataTransfer?.files.length) return;
+  event.preventDefault();
+  sendFiles([...event.dataTransfer.files]);
+});
+
+async function saveAttachment(attachment) {
+  const blob = await session.download(attachment);
+  const link = el("a", { href: URL.createObjectURL(blob), download: attachment.name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+const size = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`);
 
 $("text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey) {
@@ -351,7 +403,14 @@ function renderMessages() {
         if (m.error) mark.title = m.error;
         meta.append(mark);
       }
-      const item = el("li", { class: m.mine ? "bubble mine" : "bubble" }, el("span", { class: "text" }, m.text), meta);
+      const item = el("li", { class: m.mine ? "bubble mine" : "bubble" }, el("span", { class: "text" }, m.text));
+      if (m.attachment) {
+        const file = el("button", { type: "button", class: "file" }, `📄 ${m.attachment.name} (${size(m.attachment.size)})`);
+        file.setAttribute("aria-label", `Download ${m.attachment.name}`);
+        file.addEventListener("click", () => saveAttachment(m.attachment));
+        item.append(file);
+      }
+      item.append(meta);
       item.dataset.state = m.state || "";
       return item;
     }),

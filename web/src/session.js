@@ -134,9 +134,36 @@ export class Session extends EventTarget {
     return answer;
   }
 
+  /** Upload a File or Blob in chunks; resolves with the Attachment to name in `send`. */
+  async upload(file, onProgress = () => {}) {
+    const mediaType = file.type || "application/octet-stream";
+    let ready = await this.request({ t: "upload_start", name: file.name, media_type: mediaType, size: file.size });
+    // A chunk and its frame's fields must fit in one frame.
+    const chunk = Math.max(1024, Math.min(256 * 1024, (this.welcome?.max_frame_bytes || 65536) - 1024));
+    while (!ready.attachment) {
+      const data = new Uint8Array(await file.slice(ready.offset, ready.offset + chunk).arrayBuffer());
+      ready = await this.request({ t: "upload_chunk", upload: ready.upload, offset: ready.offset, data });
+      onProgress(ready.offset / file.size);
+    }
+    return { attachment_id: ready.attachment, name: file.name, media_type: mediaType, size: file.size };
+  }
+
+  /** The bytes of an attachment, fetched in chunks, as a Blob of its type. */
+  async download(attachment) {
+    const parts = [];
+    let offset = 0;
+    do {
+      const chunk = await this.request({ t: "fetch", attachment: attachment.attachment_id, offset });
+      parts.push(chunk.data);
+      offset += chunk.data.length;
+      if (!chunk.data.length) break;
+    } while (offset < attachment.size);
+    return new Blob(parts, { type: attachment.media_type });
+  }
+
   /** Queue a message: kept in localStorage until the server has accepted it. */
-  send(to, text) {
-    const item = { to, text, key: crypto.randomUUID(), queued_at: Date.now() / 1000 };
+  send(to, text, attachment = null) {
+    const item = { to, text, attachment, key: crypto.randomUUID(), queued_at: Date.now() / 1000 };
     this.outbox.push(item);
     this.saveOutbox();
     this.emit("queued", item);
@@ -146,7 +173,9 @@ export class Session extends EventTarget {
 
   async sendItem(item) {
     try {
-      const accepted = await this.request({ t: "send", to: item.to, key: item.key, text: item.text });
+      const frame = { t: "send", to: item.to, key: item.key, text: item.text };
+      if (item.attachment) frame.attachment = item.attachment.attachment_id;
+      const accepted = await this.request(frame);
       this.outbox = this.outbox.filter((x) => x.key !== item.key);
       this.saveOutbox();
       this.emit("accepted", { ...item, message_id: accepted.message_id });
