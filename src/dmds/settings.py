@@ -189,6 +189,9 @@ class SessionSettings:
         4 * 1024 * 1024, "bytes queued for one client before it is disconnected"
     )
     max_sessions: int = setting(20000, "session connections at once")
+    typing_interval_s: float = setting(
+        1.0, "least seconds between two typing notices from one connection to one user; more are dropped"
+    )
 
     def __post_init__(self) -> None:
         _check_port("session_port", self.session_port, allow_zero=True)

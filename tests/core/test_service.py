@@ -34,6 +34,7 @@ class RecordingEndpoint:
         self.fail = fail
         self.confirms = confirms
         self.was_replaced = False
+        self.typists: list[str] = []
         self.arrived = asyncio.Event()
 
     async def deliver(self, item: OutboxItem) -> None:
@@ -47,6 +48,9 @@ class RecordingEndpoint:
 
     def replaced(self) -> None:
         self.was_replaced = True
+
+    def typing(self, sender: str) -> None:
+        self.typists.append(sender)
 
     async def wait_for(self, count: int) -> list[OutboxItem]:
         async with asyncio.timeout(5):

@@ -27,13 +27,20 @@ class Peer:
         self.token = ""
 
     @classmethod
-    async def open(cls, port: int, *, hello: bool = True, tls: ssl.SSLContext | None = None) -> Peer:
+    async def open(
+        cls,
+        port: int,
+        *,
+        hello: bool = True,
+        tls: ssl.SSLContext | None = None,
+        features: tuple[str, ...] = (),
+    ) -> Peer:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
         )
         peer = cls(reader, writer)
         if hello:
-            peer.write(f.Hello(version=f.VERSION, client="tests"))
+            peer.write(f.Hello(version=f.VERSION, client="tests", features=list(features)))
             await peer.expect(f.Welcome)
         return peer
 
@@ -89,8 +96,15 @@ class Peer:
             await self.writer.wait_closed()
 
 
-async def account(port: int, alias: str, password: str = "secret password", *, register: bool = True) -> Peer:
-    peer = await Peer.open(port)
+async def account(
+    port: int,
+    alias: str,
+    password: str = "secret password",
+    *,
+    register: bool = True,
+    features: tuple[str, ...] = (),
+) -> Peer:
+    peer = await Peer.open(port, features=features)
     if register:
         answer = await peer.request(
             f.Register, alias=alias, full_name=f"User {alias}", birth_date="01/02/2000", password=password

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
+from playwright.async_api import Browser, BrowserContext, FilePayload, Locator, Page, expect
 
 from dmds.client.session import Message, SessionClient
 from tests.conftest import ServerProcess, TlsServer
@@ -223,9 +223,8 @@ async def test_a_file_sent_by_drop_and_by_picker_is_downloaded(
     maria = await sign_up(await browser.new_context(accept_downloads=True), server, "maria")
     await open_chat(juan, "maria")
     content = bytes(range(256)) * 1200  # 300 KiB: several chunks
-    await juan.locator("#file").set_input_files(
-        files=[{"name": "datos.bin", "mimeType": "application/octet-stream", "buffer": content}]
-    )
+    payload: FilePayload = {"name": "datos.bin", "mimeType": "application/octet-stream", "buffer": content}
+    await juan.locator("#file").set_input_files(files=[payload])
     # Dropped: a DataTransfer with a File, dispatched as the browser does on a drop.
     drop = await juan.evaluate_handle(
         """() => { const dt = new DataTransfer();
@@ -240,3 +239,14 @@ async def test_a_file_sent_by_drop_and_by_picker_is_downloaded(
         download = await download_info.value
         assert download.suggested_filename == name
         assert Path(await download.path()).read_bytes() == expected
+
+
+async def test_typing_is_shown_to_the_other_person(browser: Browser, server: ServerProcess) -> None:
+    juan = await sign_up(await browser.new_context(), server, "juan")
+    maria = await sign_up(await browser.new_context(), server, "maria")
+    await open_chat(juan, "maria")
+    await open_chat(maria, "juan")
+    await expect(maria.locator("#peer-state")).to_have_text("online")
+    await juan.get_by_label("Message", exact=True).press_sequentially("hola, ¿qué tal?")
+    await expect(maria.locator("#peer-state")).to_have_text("typing…")
+    await expect(maria.locator("#peer-state")).to_have_text("online", timeout=10_000)  # it fades

@@ -18,7 +18,8 @@ WEB = Path(__file__).resolve().parents[2] / "web"
 # Every client frame with every field away from its default, so that the JS side must write each
 # field, in order; floats are not whole numbers (JS writes whole ones as integers).
 CLIENT: list[f.Frame] = [
-    f.Hello(version=1, client="web 1.0"),
+    f.Hello(version=1, client="web 1.0", features=["typing"]),
+    f.Typing(to="maría"),
     f.Ping(n=7),
     f.Pong(n=8),
     f.Register(id=1, alias="juan", full_name="Juan Pérez", birth_date="01/02/2000", password="pw"),
@@ -63,6 +64,7 @@ SERVER: list[f.Frame] = [
     f.Read(to="maria", message_id=12),
     f.Presence(re=9, online=["juan", "maria"]),
     f.PresenceChanged(alias="maria", online=False),
+    f.TypingFrom(sender="maria"),
     f.HistoryPage(
         re=10,
         entries=[

@@ -32,7 +32,7 @@ export const ERROR = {
 
 // Client frames: each field with its default (undefined: required).
 const CLIENT = {
-  hello: [["version"], ["client", ""]],
+  hello: [["version"], ["client", ""], ["features", []]],
   ping: [["n", 0]],
   pong: [["n", 0]],
   register: [["id"], ["alias"], ["full_name"], ["birth_date"], ["password"]],
@@ -43,6 +43,7 @@ const CLIENT = {
   send: [["id"], ["to"], ["key"], ["text"], ["attachment", 0]],
   ack: [["message_ids"]],
   mark_read: [["message_ids"]],
+  typing: [["to"]],
   subscribe: [["id"]],
   history: [["id"], ["peer"], ["before", 0], ["limit", 50]],
   upload_start: [["id"], ["name"], ["media_type"], ["size"]],
@@ -77,7 +78,7 @@ export function encodeFrame(frame) {
       if (fallback === undefined) throw new CodecError(`${frame.t}: ${name} is required`);
       continue;
     }
-    if (value === fallback) continue;
+    if (value === fallback || (Array.isArray(fallback) && Array.isArray(value) && !value.length)) continue;
     out[name] = value;
   }
   return encode(out);

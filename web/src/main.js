@@ -12,6 +12,10 @@ let session = null;
 let me = "";
 let current = null; // the alias of the open conversation
 let online = new Set();
+const typingUntil = new Map(); // alias -> when their "typing…" goes (ms)
+let typedAt = 0;
+const TYPING_SHOWN_MS = 4000;
+const TYPING_EVERY_MS = 2000;
 const chats = new Conversations();
 
 // -- text helpers ----------------------------------------------------------------------------------
@@ -142,6 +146,7 @@ $("menu-delete").addEventListener("click", async () => {
 function wire(s) {
   s.addEventListener("message", ({ detail }) => {
     s.write({ t: "ack", message_ids: [detail.message_id] });
+    typingUntil.delete(detail.sender);
     const chat = chats.get(detail.sender);
     chat.add({ id: `in:${detail.message_id}`, mine: false, text: detail.text, at: detail.sent_at,
       message_id: detail.message_id, attachment: detail.attachment });
@@ -152,6 +157,11 @@ function wire(s) {
       notify(detail);
     }
     renderAll();
+  });
+  s.addEventListener("typing", ({ detail }) => {
+    typingUntil.set(detail.sender, Date.now() + TYPING_SHOWN_MS);
+    renderHeader();
+    setTimeout(renderHeader, TYPING_SHOWN_MS + 50);
   });
   s.addEventListener("queued", ({ detail }) => {
     chats.get(detail.to).add({ id: `key:${detail.key}`, mine: true, text: detail.text,
@@ -326,7 +336,14 @@ $("text").addEventListener("keydown", (event) => {
     $("composer").requestSubmit();
   }
 });
-$("text").addEventListener("input", () => current && localStorage.setItem(DRAFT + current, $("text").value));
+$("text").addEventListener("input", () => {
+  if (!current) return;
+  localStorage.setItem(DRAFT + current, $("text").value);
+  if ($("text").value && Date.now() - typedAt > TYPING_EVERY_MS && session?.online) {
+    typedAt = Date.now();
+    session.write({ t: "typing", to: current });
+  }
+});
 
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && current) {
@@ -384,7 +401,8 @@ function renderOnline() {
 
 function renderHeader() {
   $("peer").textContent = current || "Choose a conversation";
-  $("peer-state").textContent = current ? (online.has(current) ? "online" : "offline") : "";
+  const typing = current && (typingUntil.get(current) || 0) > Date.now();
+  $("peer-state").textContent = !current ? "" : typing ? "typing…" : online.has(current) ? "online" : "offline";
 }
 
 function renderMessages() {

@@ -62,7 +62,7 @@ export class Session extends EventTarget {
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       let welcomed = false;
-      ws.onopen = () => ws.send(encodeFrame({ t: "hello", version: VERSION, client: "dmds web" }));
+      ws.onopen = () => ws.send(encodeFrame({ t: "hello", version: VERSION, client: "dmds web", features: ["typing"] }));
       ws.onmessage = (event) => {
         this.lastHeard = Date.now();
         let frame;

@@ -119,6 +119,9 @@ class Endpoint(Protocol):
     def replaced(self) -> None:
         """The user connected again elsewhere: this endpoint no longer receives anything."""
 
+    def typing(self, sender: str) -> None:
+        """`sender` is typing to this user: shown if the client can, dropped otherwise."""
+
 
 class PresenceWatcher(Protocol):
     """A subscriber to presence changes (a session connection that sent Subscribe)."""

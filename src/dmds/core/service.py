@@ -267,6 +267,14 @@ class Service:
     def is_connected(self, alias: str) -> bool:
         return alias in self._directory
 
+    def typing(self, sender: str, to: str) -> None:
+        """Tell `to` that `sender` is typing, if `to` is connected to this node. Ephemeral: nothing
+        is stored, and a user on another node is not told (a NOTIFY per keystroke would cost every
+        node's commits the database-wide lock NOTIFY takes)."""
+        courier = self._couriers.get(to)
+        if courier is not None and sender != to:
+            courier.endpoint.typing(sender)
+
     def subscribe(self, watcher: PresenceWatcher) -> list[str]:
         """Watch presence: returns who is online now; then watcher.presence_changed(...) per change."""
         return self._directory.subscribe(watcher)

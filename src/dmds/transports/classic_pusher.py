@@ -54,6 +54,9 @@ class ClassicEndpoint:
     def replaced(self) -> None:
         pass  # classic users cannot be taken over: CONNECT answers 2 instead
 
+    def typing(self, sender: str) -> None:
+        pass  # the classic protocol has no typing notices
+
     async def deliver(self, item: OutboxItem) -> None:
         if item.kind is ItemKind.READ:
             return  # the classic protocol has no read receipts

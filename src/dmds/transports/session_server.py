@@ -124,8 +124,9 @@ class SessionConnection:
     confirms = True
     # Slots: one of these per connected client, most of them idle (see `dmds bench connections`).
     __slots__ = (
-        "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "_reads", "alias", "codec",
-        "loop", "opened_at", "peer", "server", "service", "subscribed", "token", "transport",
+        "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "_reads", "_typed", "alias",
+        "codec", "loop", "opened_at", "peer", "server", "service", "subscribed", "token", "transport",
+        "wants_typing",
     )  # fmt: skip
 
     def __init__(self, server: SessionServer, *, framed: bool = True) -> None:
@@ -152,6 +153,8 @@ class SessionConnection:
         self._in_flight = 0  # requests being served (their tasks are held by the server)
         self._reads: asyncio.Lock | None = None  # made on the first History
         self._paused = False
+        self.wants_typing = False  # asked for TypingFrom pushes in Hello.features
+        self._typed: dict[str, float] | None = None  # recipient -> when this client last typed to them
 
     # -- the link's events ---------------------------------------------------------------------------
 
@@ -206,6 +209,7 @@ class SessionConnection:
     def _handle(self, frame: Any) -> None:
         if isinstance(frame, f.Hello):
             s = self.server.settings
+            self.wants_typing = f.TYPING in frame.features
             self.queue(
                 f.Welcome(
                     version=f.VERSION,
@@ -227,8 +231,25 @@ class SessionConnection:
                 self.service.settle_soon(self.alias, list(frame.message_ids), kind)
         elif isinstance(frame, f.Send) and self.alias is not None and not frame.attachment:
             self._send(frame, self.alias)
+        elif isinstance(frame, f.Typing):
+            self._typing(frame.to)
         else:
             self._spawn(self._request(frame))
+
+    def _typing(self, to: str) -> None:
+        """Pass a typing notice on, at most one per `typing_interval_s` per recipient; the rest, and
+        any before login, are dropped without an answer (they are ephemeral)."""
+        if self.alias is None:
+            return
+        now = self.loop.time()
+        typed = self._typed if self._typed is not None else {}
+        if now - typed.get(to, -1e9) < self.server.settings.typing_interval_s:
+            return
+        if len(typed) >= 64:  # recipients of long ago; keeps this bounded per connection
+            typed.clear()
+        typed[to] = now
+        self._typed = typed
+        self.service.typing(self.alias, to)
 
     def _send(self, frame: f.Send, alias: str) -> None:
         """The hot path: no task per message, only the store's future and a callback."""
@@ -483,6 +504,10 @@ class SessionConnection:
 
     def presence_changed(self, alias: str, online: bool) -> None:
         self.queue(f.PresenceChanged(alias=alias, online=online))
+
+    def typing(self, sender: str) -> None:
+        if self.wants_typing:
+            self.queue(f.TypingFrom(sender=sender))
 
 
 #: Room in a frame for everything but the entries of a history page.

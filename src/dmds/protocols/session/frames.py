@@ -38,11 +38,17 @@ class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_def
 # -- connection ---------------------------------------------------------------------------------------
 
 
+#: What a client may ask for in Hello.features: pushes that a client which did not ask never gets.
+TYPING = "typing"
+
+
 class Hello(Frame, tag="hello"):
-    """Client, first frame: the protocol version it speaks and what it is."""
+    """Client, first frame: the protocol version it speaks, what it is, and the optional pushes it
+    understands (`features`; a server ignores names it does not know)."""
 
     version: int
     client: ShortText = ""
+    features: Annotated[list[ShortText], msgspec.Meta(max_length=16)] = msgspec.field(default_factory=list)
 
 
 class Welcome(Frame, tag="welcome"):
@@ -192,6 +198,19 @@ class Read(Frame, tag="read"):
     key: str = ""
 
 
+class Typing(Frame, tag="typing"):
+    """Client: the person is typing to `to`. Ephemeral: never stored, never answered, dropped when
+    `to` is not connected or when it comes sooner than `typing_interval_s` after the last one."""
+
+    to: Alias
+
+
+class TypingFrom(Frame, tag="typing"):
+    """Server push (to clients that asked for the "typing" feature): `sender` is typing to you."""
+
+    sender: Alias
+
+
 # -- presence -----------------------------------------------------------------------------------------
 
 
@@ -305,6 +324,7 @@ ClientFrame = (
     | Send
     | Ack
     | MarkRead
+    | Typing
     | Subscribe
     | History
     | UploadStart
@@ -322,6 +342,7 @@ ServerFrame = (
     | Message
     | Delivered
     | Read
+    | TypingFrom
     | Presence
     | PresenceChanged
     | HistoryPage
