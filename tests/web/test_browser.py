@@ -250,3 +250,58 @@ async def test_typing_is_shown_to_the_other_person(browser: Browser, server: Ser
     await juan.get_by_label("Message", exact=True).press_sequentially("hola, ¿qué tal?")
     await expect(maria.locator("#peer-state")).to_have_text("typing…")
     await expect(maria.locator("#peer-state")).to_have_text("online", timeout=10_000)  # it fades
+
+
+async def test_history_loads_as_one_scrolls_up_and_drafts_survive_a_reload(
+    browser: Browser, server: ServerProcess
+) -> None:
+    desktop = await SessionClient.connect("127.0.0.1", server.session_port)
+    try:
+        await desktop.register("pepa", "Pepa Gómez", "03/04/1990", "desktop password")
+        await desktop.login("pepa", "desktop password")
+        context = await browser.new_context()
+        maria = await sign_up(context, server, "maria")
+        await maria.get_by_role("button", name="Log out").click()
+        for n in range(70):
+            await desktop.send("maria", f"mensaje {n}")
+    finally:
+        await desktop.close()
+    maria = await log_in(context, server, "maria")
+    await maria.locator("#conversations button", has_text="pepa").click()
+    texts = maria.locator("#messages .bubble .text")
+    await expect(texts).to_have_count(70)  # pushed at login, as they were stored
+    await maria.reload()
+    await open_chat(maria, "pepa")
+    await expect(texts).to_have_count(50)  # the newest page of History
+    await expect(texts.last).to_have_text("mensaje 69")
+    await maria.locator("#messages").evaluate("list => { list.scrollTop = 0; }")
+    await expect(texts).to_have_count(70)
+    await expect(texts.first).to_have_text("mensaje 0")
+    # A draft stays with its conversation across a reload.
+    await maria.get_by_label("Message", exact=True).fill("a medio escribir")
+    await maria.reload()
+    await open_chat(maria, "pepa")
+    await expect(maria.get_by_label("Message", exact=True)).to_have_value("a medio escribir")
+
+
+async def test_the_keyboard_alone_is_enough(browser: Browser, server: ServerProcess) -> None:
+    await sign_up(await browser.new_context(), server, "maria")
+    juan = await sign_up(await browser.new_context(), server, "juan")
+    await juan.get_by_role("button", name="Log out").click()
+    await juan.get_by_role("tab", name="Log in").focus()
+    keys = juan.keyboard
+    await keys.press("Tab")  # past the Register tab
+    await keys.press("Tab")
+    await keys.type("juan")
+    await keys.press("Tab")
+    await keys.type("secreto123")
+    await keys.press("Enter")
+    await expect(juan.locator("#me")).to_have_text("juan")
+    await juan.get_by_placeholder("Start a conversation: alias").focus()
+    await keys.type("maria")
+    await keys.press("Enter")
+    await expect(juan.locator("#peer")).to_have_text("maria")
+    # Opening a conversation puts the focus in the composer.
+    await keys.type("sin ratón")
+    await keys.press("Enter")
+    await expect(bubbles(juan, "sin ratón")).to_have_count(1)
