@@ -288,6 +288,7 @@ async def test_the_keyboard_alone_is_enough(browser: Browser, server: ServerProc
     await sign_up(await browser.new_context(), server, "maria")
     juan = await sign_up(await browser.new_context(), server, "juan")
     await juan.get_by_role("button", name="Log out").click()
+    await expect(juan.locator("#me")).to_have_text("")
     await juan.get_by_role("tab", name="Log in").focus()
     keys = juan.keyboard
     await keys.press("Tab")  # past the Register tab

@@ -64,6 +64,10 @@ export class Conversations {
     this.all = new Map();
   }
 
+  clear() {
+    this.all.clear();
+  }
+
   get(peer) {
     let chat = this.all.get(peer);
     if (!chat) {

@@ -117,16 +117,28 @@ function loggedOut() {
   localStorage.removeItem(TOKEN);
   session?.stop();
   session = null;
+  me = "";
+  $("me").textContent = "";
+  current = null;
+  chats.clear();
+  online = new Set();
+  $("messages").replaceChildren();
+  $("composer").hidden = true;
   $("app").hidden = true;
   $("auth").hidden = false;
   showTab("login");
 }
 
 $("menu-logout").addEventListener("click", async () => {
+  const leaving = session;
+  session = null; // its events are ignored from now on
+  loggedOut(); // at once: the answer only confirms, and a new login must not be undone by it
   try {
-    await session.request({ t: "logout" });
+    await leaving.request({ t: "logout" });
+  } catch {
+    // the token is forgotten here either way; the server drops it at its expiry
   } finally {
-    loggedOut();
+    leaving.stop();
   }
 });
 
@@ -144,7 +156,9 @@ $("menu-delete").addEventListener("click", async () => {
 // -- the session's events -----------------------------------------------------------------------
 
 function wire(s) {
-  s.addEventListener("message", ({ detail }) => {
+  // Only the current session speaks to the page: one logged out or replaced is ignored.
+  const on = (type, handler) => s.addEventListener(type, (event) => s === session && handler(event));
+  on("message", ({ detail }) => {
     s.write({ t: "ack", message_ids: [detail.message_id] });
     typingUntil.delete(detail.sender);
     const chat = chats.get(detail.sender);
@@ -158,40 +172,40 @@ function wire(s) {
     }
     renderAll();
   });
-  s.addEventListener("typing", ({ detail }) => {
+  on("typing", ({ detail }) => {
     typingUntil.set(detail.sender, Date.now() + TYPING_SHOWN_MS);
     renderHeader();
     setTimeout(renderHeader, TYPING_SHOWN_MS + 50);
   });
-  s.addEventListener("queued", ({ detail }) => {
+  on("queued", ({ detail }) => {
     chats.get(detail.to).add({ id: `key:${detail.key}`, mine: true, text: detail.text,
       at: detail.queued_at, state: "queued", attachment: detail.attachment });
     renderAll();
   });
-  s.addEventListener("accepted", ({ detail }) => {
+  on("accepted", ({ detail }) => {
     chats.get(detail.to).accepted(detail.key, detail.message_id);
     renderAll();
   });
-  s.addEventListener("refused", ({ detail }) => {
+  on("refused", ({ detail }) => {
     chats.get(detail.to).failed(detail.key, detail.error.message);
     renderAll();
   });
-  s.addEventListener("delivered", ({ detail }) => {
+  on("delivered", ({ detail }) => {
     chats.get(detail.to).mark(detail.message_id, "delivered");
     renderAll();
   });
-  s.addEventListener("read", ({ detail }) => {
+  on("read", ({ detail }) => {
     chats.get(detail.to).mark(detail.message_id, "read");
     renderAll();
   });
-  s.addEventListener("presence_changed", ({ detail }) => {
+  on("presence_changed", ({ detail }) => {
     if (detail.online) online.add(detail.alias);
     else online.delete(detail.alias);
     renderOnline();
     renderHeader();
   });
-  s.addEventListener("offline", () => setStatus("Offline: reconnecting… Messages you write are sent once back."));
-  s.addEventListener("online", ({ detail }) => {
+  on("offline", () => setStatus("Offline: reconnecting… Messages you write are sent once back."));
+  on("online", ({ detail }) => {
     localStorage.setItem(TOKEN, detail.token);
     setStatus("");
     if (me) s.request({ t: "subscribe" }).then((presence) => {
@@ -199,8 +213,8 @@ function wire(s) {
       renderOnline();
     });
   });
-  s.addEventListener("expired", () => loggedOut());
-  s.addEventListener("closing", ({ detail }) => setStatus(`The server closed the session: ${detail.message}`));
+  on("expired", () => loggedOut());
+  on("closing", ({ detail }) => setStatus(`The server closed the session: ${detail.message}`));
 }
 
 // -- history ------------------------------------------------------------------------------------
