@@ -306,3 +306,32 @@ async def test_the_keyboard_alone_is_enough(browser: Browser, server: ServerProc
     await keys.type("sin ratón")
     await keys.press("Enter")
     await expect(bubbles(juan, "sin ratón")).to_have_count(1)
+
+
+# Headless Chromium has no screen to hide a tab on: the page is told it is hidden, and notifications
+# (real ones, the permission granted) are recorded as they are made.
+HIDDEN_TAB = """
+Object.defineProperty(Document.prototype, "hidden", { get: () => window.__hidden === true });
+window.__notes = [];
+const Real = window.Notification;
+window.Notification = class extends Real {
+  constructor(title, options) { super(title, options); window.__notes.push([title, options.body]); }
+};
+"""
+
+
+async def test_a_message_in_a_hidden_tab_makes_a_notification(
+    browser: Browser, server: ServerProcess
+) -> None:
+    context = await browser.new_context()
+    await context.grant_permissions(["notifications"], origin=url(server).rstrip("/"))
+    await context.add_init_script(HIDDEN_TAB)
+    maria = await sign_up(context, server, "maria")
+    juan = await sign_up(await browser.new_context(), server, "juan")
+    await open_chat(juan, "maria")
+    await say(juan, "visible")
+    await expect(maria.locator("#conversations .badge")).to_have_text("1")
+    await maria.evaluate("window.__hidden = true")
+    await say(juan, "¿estás?")
+    await expect(maria.locator("#conversations .badge")).to_have_text("2")
+    assert await maria.evaluate("window.__notes") == [["juan", "¿estás?"]]
