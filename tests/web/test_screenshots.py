@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
@@ -17,8 +18,8 @@ from tests.web.test_browser import bubbles, open_chat, say, sign_up
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
-async def _conversation(browser: Browser, server: ServerProcess, **context: object) -> tuple[Page, Page]:
-    juan = await sign_up(await browser.new_context(**context), server, "juan")  # type: ignore[arg-type]
+async def _conversation(browser: Browser, server: ServerProcess, **context: Any) -> tuple[Page, Page]:
+    juan = await sign_up(await browser.new_context(**context), server, "juan")
     maria = await sign_up(await browser.new_context(), server, "maria")
     await open_chat(juan, "maria")
     await say(juan, "Hola María, ¿llegaste bien?")
@@ -37,10 +38,10 @@ async def _shot(page: Page, name: str, tmp_path: Path) -> None:
 
 
 async def test_screenshots(browser: Browser, server: ServerProcess, tmp_path: Path) -> None:
-    desktop = {"viewport": {"width": 1040, "height": 640}}
+    desktop: dict[str, Any] = {"viewport": {"width": 1040, "height": 640}}
     juan, _ = await _conversation(browser, server, **desktop)
     await _shot(juan, "web-conversation.png", tmp_path)
-    login = await (await browser.new_context(**desktop)).new_page()  # type: ignore[arg-type]
+    login = await (await browser.new_context(**desktop)).new_page()
     await login.goto(f"http://127.0.0.1:{server.web_port}/")
     await _shot(login, "web-login.png", tmp_path)
 

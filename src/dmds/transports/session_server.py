@@ -241,14 +241,14 @@ class SessionConnection:
         any before login, are dropped without an answer (they are ephemeral)."""
         if self.alias is None:
             return
+        if self._typed is None:
+            self._typed = {}
         now = self.loop.time()
-        typed = self._typed if self._typed is not None else {}
-        if now - typed.get(to, -1e9) < self.server.settings.typing_interval_s:
+        if now - self._typed.get(to, -1e9) < self.server.settings.typing_interval_s:
             return
-        if len(typed) >= 64:  # recipients of long ago; keeps this bounded per connection
-            typed.clear()
-        typed[to] = now
-        self._typed = typed
+        if len(self._typed) >= 64:  # recipients of long ago; keeps this bounded per connection
+            self._typed.clear()
+        self._typed[to] = now
         self.service.typing(self.alias, to)
 
     def _send(self, frame: f.Send, alias: str) -> None:
