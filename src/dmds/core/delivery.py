@@ -16,12 +16,16 @@ A courier learns of items three ways:
 - pages read from the store (`pending(after_seq=loaded_to)`): the items stored while the user was
   offline, and whatever was not queued in memory (`max_pending` bounds memory, not what is kept).
 
-`loaded_to` is the highest seq the queue reflects; `more` says the store may hold items above it
-that are not queued. While `more` is set, offers are not queued (they would overtake the stored
-items below them): they are read back in order with the next page. An offer made while a page is
-being read may be missing from that page (read before the item's commit), so it keeps `more` set
-for one more page. The next page is read while the current one is still being pushed (when the
-queue is half empty), so a long offline queue drains without waiting for the store between pages.
+`loaded_to` is the highest seq the queue reflects (every item of the user up to it was queued or
+pushed); `more` says the store may hold items above it that are not queued. While `more` is set,
+offers are not queued (they would overtake the stored items below them): they are read back in
+order with the next page. An offer made while a page is being read may be missing from that page
+(read before the item's commit), so it keeps `more` set for one more page. An offered item also
+names the user's item stored before it (`after`, from a store that other nodes write too); if that
+is above `loaded_to`, another node's item lies between, whose wake-up is late or lost: the offer
+is read back with a page too. The next page is read while the current one is still being pushed
+(when the queue is half empty), so a long offline queue drains without waiting for the store
+between pages.
 
 `cursor`, the seq of the last item pushed, makes each item pushed at most once per connection.
 A push that fails ends the courier; the service then treats the user as disconnected. What was not
@@ -114,6 +118,11 @@ class Courier:
             return
         if self._more or self._loading is not None:
             self._missed = True  # in the store: read back in order with a page
+        elif item.after > self._loaded_to:
+            # Another node stored an item of this user's just before it, not read yet (its wake-up
+            # is late or lost): queueing this one would skip that one. Read both in order.
+            self._more = True
+            self._kick()
         elif self._waiting() >= self._max_pending:
             self._more = True  # safe in the store: read back when the queue has room
             self._kick()

@@ -53,6 +53,11 @@ class OutboxItem:
     `seq` orders every item of the store (and so every item of one owner). `message_id` is the
     message's id in its recipient's mailbox. For a MESSAGE, `peer` is the sender; for a receipt,
     `peer` is the recipient the owner sent the message to, and `key` the key the owner gave it.
+
+    `after` is for a store that other processes write too: the seq of the owner's item stored just
+    before this one (0 if none is left), so that a courier offered this item knows whether another
+    node's item lies between it and what the courier has read. 0 from a store no other process
+    writes (SQLite): every item of the owner committed while a courier runs is offered to it.
     """
 
     seq: int
@@ -64,6 +69,7 @@ class OutboxItem:
     key: str = ""
     sent_at: float = 0.0
     attachment: AttachmentInfo | None = None
+    after: int = 0
 
     @property
     def sender(self) -> str:

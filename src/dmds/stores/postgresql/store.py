@@ -212,16 +212,19 @@ class PostgresStore:
 
         async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:
             rows = await conn.fetch(
-                "SELECT seq, sender, message_id, recipient, client_key FROM dmds_settle($1, $2, $3, $4)",
+                "SELECT seq, sender, message_id, recipient, client_key, after_seq"
+                " FROM dmds_settle_v3($1, $2, $3, $4)",
                 owner,
                 message_ids,
                 now,
                 int(kind),
             )
             receipts = []
-            for seq, sender, message_id, recipient, key in sorted(rows, key=lambda r: r[2]):
+            for seq, sender, message_id, recipient, key, after in sorted(rows, key=lambda r: r[2]):
                 batch.wake(sender)
-                receipts.append(OutboxItem(seq, sender, kind, message_id, recipient, "", key or "", now))
+                receipts.append(
+                    OutboxItem(seq, sender, kind, message_id, recipient, "", key or "", now, after=after)
+                )
             return receipts
 
         result: list[OutboxItem] = await self.engine.submit(job, locks=(owner,), acks=(owner, message_ids))
@@ -386,15 +389,17 @@ async def _add_messages(conn: asyncpg.Connection, batch: Batch, calls: list[Any]
     for call in calls:
         for column, value in zip(columns, call, strict=True):
             column.append(value)
-    rows = await conn.fetch("SELECT * FROM dmds_add_messages($1, $2, $3, $4, $5, $6, $7, $8)", *columns)
+    rows = await conn.fetch("SELECT * FROM dmds_add_messages_v3($1, $2, $3, $4, $5, $6, $7, $8)", *columns)
     out: list[Any] = [None] * len(calls)
-    for i, status, seq, message_id, sent_at, recipient, att_name, att_type, att_size in rows:
+    for i, status, seq, message_id, sent_at, recipient, att_name, att_type, att_size, after in rows:
         sender, wanted, text, key, attachment, _now, max_stored, max_bytes = calls[i - 1]
         result: Any
         if status == 0:
             batch.wake(recipient)
             info = None if att_name is None else AttachmentInfo(attachment, att_name, att_type, att_size)
-            item = OutboxItem(seq, recipient, MESSAGE, message_id, sender, text, key or "", sent_at, info)
+            item = OutboxItem(
+                seq, recipient, MESSAGE, message_id, sender, text, key or "", sent_at, info, after
+            )
             result = (item, True)
         elif status == 1:
             result = (OutboxItem(0, recipient, MESSAGE, message_id, sender, text, key, sent_at), False)
