@@ -59,7 +59,7 @@ def test_help_and_readme_list_every_setting() -> None:
     help_text = serve.format_help()
     for _, name, _, _ in settings.describe(ServeSettings):
         assert "--" + name.replace("_", "-") in help_text
-    # The README's table is exactly the generated one (`python -m dmds.settings` rewrites it).
+    # The README's table is exactly the generated one (`python -m dmds.settings` prints it).
     assert settings.markdown_table(ServeSettings) in (ROOT / "README.md").read_text()
 
 

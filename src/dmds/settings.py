@@ -63,10 +63,15 @@ class StoreSettings:
     # commit measured ~35x faster than one).
     max_batch: int = setting(256, "most store operations grouped into one commit")
     store_connect_timeout_s: float = setting(5.0, "seconds to connect to PostgreSQL before a request fails")
+    # Long enough for a PostgreSQL restart; until then the requests of that one batch wait.
+    store_outcome_timeout_s: float = setting(
+        30.0, "seconds to learn whether a batch whose COMMIT broke committed, before its requests fail"
+    )
 
     def __post_init__(self) -> None:
         _check_positive("max_batch", self.max_batch)
         _check_positive("store_connect_timeout_s", self.store_connect_timeout_s)
+        _check_positive("store_outcome_timeout_s", self.store_outcome_timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,12 @@ commit, src/backend/commands/async.c).
 
 When the connection is lost (PostgreSQL restarting, the network), the batch fails with StoreError and
 the next one connects again; until the database is back every request gets the store-failure error.
+A connection lost *during COMMIT* leaves the outcome unknown: the commit record may be on disk. To
+answer "failed" then would have a classic client (which has no key to make a resend safe) send the
+message again and store it twice. So the batch asks for its transaction id as its last statement,
+and a batch whose COMMIT broke waits (off the queue: later batches go on) until a new connection can
+tell, by `pg_xact_status`, whether it committed; then its requests get their results or the failure.
+Only if the database cannot say within `store_outcome_timeout_s` do they fail as in doubt.
 """
 
 from __future__ import annotations
@@ -81,6 +87,15 @@ class Batch:
 Job = Callable[[asyncpg.Connection, Batch], Awaitable[Any]]
 #: A bulk job runs many calls' arguments at once and returns one result (or DmdsError) per call.
 Bulk = Callable[[asyncpg.Connection, Batch, list[Any]], Awaitable[list[Any]]]
+
+
+class _CommitInDoubt(Exception):
+    """The connection broke during COMMIT: the batch (transaction `xid`) may have committed."""
+
+    def __init__(self, xid: str, results: list[tuple[Any, BaseException | None]]) -> None:
+        super().__init__(xid)
+        self.xid = xid
+        self.results = results
 
 
 @dataclass(slots=True)
@@ -147,11 +162,16 @@ def redact(url: str) -> str:
 class Engine:
     """One node's writing connection and its queue of jobs."""
 
-    def __init__(self, url: str, node_id: str, max_batch: int, connect_timeout_s: float) -> None:
+    def __init__(
+        self, url: str, node_id: str, max_batch: int, connect_timeout_s: float, outcome_timeout_s: float
+    ) -> None:
         self.url = url
         self.node_id = node_id
         self._max_batch = max_batch
         self._connect_timeout_s = connect_timeout_s
+        self._outcome_timeout_s = outcome_timeout_s
+        #: batches whose COMMIT broke, waiting to learn whether it happened
+        self._in_doubt: set[asyncio.Task[None]] = set()
         self._conn: asyncpg.Connection | None = None
         self._jobs: deque[_Pending] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -205,50 +225,120 @@ class Engine:
                 log.debug("batch of %d retried after %s", len(jobs), type(exc).__name__)
                 await asyncio.sleep(0.001 * (attempt + 1))
                 continue
+            except _CommitInDoubt as doubt:
+                await self._drop_connection()
+                task = asyncio.get_running_loop().create_task(self._resolve(jobs, doubt))
+                self._in_doubt.add(task)
+                task.add_done_callback(self._in_doubt.discard)
+                return
             except Exception as exc:
                 if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | StoreError):
                     log.exception("store job failed")
                 await self._drop_connection()
                 self._fail(jobs, exc)
                 return
-            self.batches += 1
-            for job, (value, error) in zip(jobs, results, strict=True):
-                if job.future.cancelled():
-                    continue
-                if error is not None:
-                    job.future.set_exception(error)
-                else:
-                    job.future.set_result(value)
+            self._answer(jobs, results)
             return
+
+    def _answer(self, jobs: list[_Pending], results: list[tuple[Any, BaseException | None]]) -> None:
+        self.batches += 1
+        for job, (value, error) in zip(jobs, results, strict=True):
+            if job.future.done():
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(value)
+
+    async def _resolve(self, jobs: list[_Pending], doubt: _CommitInDoubt) -> None:
+        """Answer a batch whose COMMIT broke once the database says whether it committed."""
+        cause = doubt.__cause__ or doubt
+        try:
+            status = await self._outcome(doubt.xid)
+        except asyncio.CancelledError:
+            self._fail(jobs, StoreError(f"closed before the outcome of a broken commit was known ({cause})"))
+            raise
+        if status == "committed":
+            log.warning("the COMMIT of a batch of %d broke (%s), and it had committed", len(jobs), cause)
+            self._answer(jobs, doubt.results)
+        elif status == "aborted":
+            self._fail(jobs, cause)
+        else:
+            self._fail(jobs, StoreError(f"the outcome of a broken commit is unknown ({cause})"))
+
+    async def _outcome(self, xid: str) -> str | None:
+        """'committed' or 'aborted' (a crash aborts what was in progress), or None: the database
+        could not be asked in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._outcome_timeout_s
+        warned = False
+        while loop.time() < deadline:
+            try:
+                conn = await connect(self.url, self._connect_timeout_s)
+                try:
+                    status: str | None = await conn.fetchval("SELECT pg_xact_status($1::text::xid8)", xid)
+                finally:
+                    conn.terminate()
+                if status in ("committed", "aborted"):
+                    return status
+            except (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                if not warned:
+                    log.warning("cannot ask yet whether transaction %s committed: %s", xid, exc)
+                    warned = True
+            await asyncio.sleep(0.1)
+        return None
 
     async def _attempt(
         self, conn: asyncpg.Connection, jobs: list[_Pending]
     ) -> list[tuple[Any, BaseException | None]]:
         results: list[tuple[Any, BaseException | None]] = []
         batch = Batch()
-        async with conn.transaction():
-            await self._lock(conn, jobs)
-            i = 0
-            while i < len(jobs):
-                job = jobs[i]
-                if job.bulk is not None:
-                    j = i
-                    while j < len(jobs) and jobs[j].bulk is job.bulk:
-                        j += 1
-                    out = await job.bulk(conn, batch, [p.args for p in jobs[i:j]])
-                    results.extend((None, o) if isinstance(o, DmdsError) else (o, None) for o in out)
-                    i = j
-                    continue
-                assert job.fn is not None
-                try:
-                    results.append((await job.fn(conn, batch), None))
-                except DmdsError as exc:
-                    results.append((None, exc))  # raised before the job wrote anything
-                i += 1
-            payload = batch.payload(self.node_id)
-            if payload is not None:
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        xid: str | None = None
+        try:
+            async with conn.transaction():
+                await self._jobs_of(conn, jobs, batch, results)
+                # The last statement before COMMIT, so that an exception with `xid` set is COMMIT's.
+                # `_if_assigned`: a batch that wrote nothing has no id, and needs none.
+                payload = batch.payload(self.node_id)
+                if payload is not None:
+                    row = await conn.fetchrow(
+                        "SELECT pg_notify($1, $2), pg_current_xact_id_if_assigned()::text", CHANNEL, payload
+                    )
+                    assert row is not None
+                    xid = row[1]
+                else:
+                    xid = await conn.fetchval("SELECT pg_current_xact_id_if_assigned()::text")
+        except Exception as exc:
+            if xid is not None:
+                raise _CommitInDoubt(xid, results) from exc
+            raise
         return results
+
+    async def _jobs_of(
+        self,
+        conn: asyncpg.Connection,
+        jobs: list[_Pending],
+        batch: Batch,
+        results: list[tuple[Any, BaseException | None]],
+    ) -> None:
+        await self._lock(conn, jobs)
+        i = 0
+        while i < len(jobs):
+            job = jobs[i]
+            if job.bulk is not None:
+                j = i
+                while j < len(jobs) and jobs[j].bulk is job.bulk:
+                    j += 1
+                out = await job.bulk(conn, batch, [p.args for p in jobs[i:j]])
+                results.extend((None, o) if isinstance(o, DmdsError) else (o, None) for o in out)
+                i = j
+                continue
+            assert job.fn is not None
+            try:
+                results.append((await job.fn(conn, batch), None))
+            except DmdsError as exc:
+                results.append((None, exc))  # raised before the job wrote anything
+            i += 1
 
     async def _lock(self, conn: asyncpg.Connection, jobs: list[_Pending]) -> None:
         aliases = sorted({alias for job in jobs for alias in job.locks})
@@ -285,6 +375,9 @@ class Engine:
         self._closed = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._in_doubt:
+            task.cancel()
+        await asyncio.gather(*self._in_doubt, return_exceptions=True)
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
         self._conn = None

@@ -69,7 +69,8 @@ class PostgresStore:
             await migrate(conn)
         finally:
             await conn.close()
-        engine = Engine(url, node_id, settings.max_batch, settings.store_connect_timeout_s)
+        timeouts = settings.store_connect_timeout_s, settings.store_outcome_timeout_s
+        engine = Engine(url, node_id, settings.max_batch, *timeouts)
         await engine.open()
         return cls(engine)
 
