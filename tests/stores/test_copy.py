@@ -111,10 +111,10 @@ async def test_copy_refuses_a_store_in_use_and_a_missing_one(tmp_path: Path, pg_
 def test_migrate_says_what_it_did(pg_url: str, tmp_path: Path) -> None:
     first = dmds("migrate", "--store", pg_url)
     assert first.returncode == 0, first.stderr
-    applied = "001_initial.sql, 002_lock_by_index.sql, 003_offer_after.sql"
-    assert f"applied {applied}; now at version 3" in first.stdout
+    applied = "001_initial.sql, 002_lock_by_index.sql, 003_offer_after.sql, 004_last_seq.sql"
+    assert f"applied {applied}; now at version 4" in first.stdout
     second = dmds("migrate", "--store", pg_url)
-    assert "up to date at version 3; nothing applied" in second.stdout
+    assert "up to date at version 4; nothing applied" in second.stdout
     sqlite = dmds("migrate", "--data-dir", str(tmp_path))
     assert "applied 001_initial.sql, 002_session.sql, 003_lean_outbox.sql" in sqlite.stdout
     unreachable = dmds("migrate", "--store", "postgresql://postgres@127.0.0.1:1/none")

@@ -119,6 +119,11 @@ async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection) -> CopyRep
                 f" FROM {table}"
             )
         await conn.execute("SELECT setval('outbox_seq', coalesce(max(seq), 0) + 1, false) FROM outbox")
+        # Each owner's last seq, which new items name as the one before them (schema 4).
+        await conn.execute(
+            "UPDATE users u SET last_seq = o.top"
+            " FROM (SELECT owner_id, max(seq) AS top FROM outbox GROUP BY owner_id) o WHERE o.owner_id = u.id"
+        )
     return report
 
 
