@@ -101,6 +101,8 @@ DECLARE
     freed_n bigint;
     freed_b bigint;
     r record;
+    cur bigint;
+    top bigint;
 BEGIN
     SELECT u.id INTO me FROM users u WHERE u.alias = owner FOR NO KEY UPDATE;
     IF me IS NULL THEN RETURN; END IF;
@@ -127,14 +129,27 @@ BEGIN
         UPDATE users u SET stored_messages = u.stored_messages - freed_n, stored_bytes = u.stored_bytes - freed_b
             WHERE u.id = me;
     END IF;
+    -- One UPDATE of each sender's row per call, not per receipt: a row updated many times in one
+    -- transaction makes every later UPDATE of it walk a longer chain of its versions.
     FOR r IN SELECT * FROM dmds_settled s WHERE s.sender_id IS NOT NULL ORDER BY s.sender_id, s.message_id LOOP
-        -- The sender's row lock before its seq: see outbox_seq.
-        UPDATE users u SET prev_seq = u.last_seq, last_seq = nextval('outbox_seq') WHERE u.id = r.sender_id
-            RETURNING u.last_seq, u.prev_seq INTO seq, after_seq;
+        IF cur IS DISTINCT FROM r.sender_id THEN
+            IF cur IS NOT NULL THEN
+                UPDATE users u SET last_seq = top WHERE u.id = cur;
+            END IF;
+            -- The sender's row lock before its seqs: see outbox_seq.
+            SELECT u.last_seq INTO top FROM users u WHERE u.id = r.sender_id FOR NO KEY UPDATE;
+            cur := r.sender_id;
+        END IF;
+        after_seq := top;
+        seq := nextval('outbox_seq');
+        top := seq;
         INSERT INTO outbox (seq, owner_id, kind, message_id, sender_alias, sender_id, ref)
             VALUES (seq, r.sender_id, receipt, r.message_id, '', NULL, r.ref);
         sender := r.sender_alias; message_id := r.message_id; recipient := r.recipient_alias;
         client_key := r.client_key;
         RETURN NEXT;
     END LOOP;
+    IF cur IS NOT NULL THEN
+        UPDATE users u SET last_seq = top WHERE u.id = cur;
+    END IF;
 END $$;
