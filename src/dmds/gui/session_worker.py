@@ -194,7 +194,10 @@ class SessionModeWorker(LoopWorker):
             await client.close()
 
     def _on_client_event_of(self, generation_and_event: tuple[int, Event]) -> None:
-        self._on_client_event(*generation_and_event)
+        # At the loop's next pass, not now: an Accepted and the Delivered read right behind it in
+        # one chunk would otherwise reach the window as receipt first, send second (the send's
+        # task resumes only at the next pass).
+        asyncio.get_running_loop().call_soon(self._on_client_event, *generation_and_event)
 
     def _on_client_event(self, generation: int, event: Event) -> None:
         """An event of the client (in the loop, as it happens): tell the window."""
