@@ -69,3 +69,17 @@ def test_bad_bench_input_gets_one_clear_line(capsys: pytest.CaptureFixture[str])
     args = parser.parse_args(["bench", "send", "--host", "127.0.0.1", "--port", str(port), "--messages", "5"])
     assert args.func(args) == 1
     assert "dmds bench send: [Errno 111] Connection refused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workload", ["send", "queue"])
+def test_the_minimal_relay_runs_beside_dmds_under_the_same_checks(tmp_path: Path, workload: str) -> None:
+    """The reference of the durable path: every message once, in order, with its receipt (send),
+    drained in order (queue), through a relay process of its own whose CPU is measured."""
+    out = tmp_path / f"{workload}.json"
+    argv = ["bench", workload, "--protocol", "session", "--messages", "300", "--relay", "--json", str(out)]
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    dmds, relay = json.loads(out.read_text())["runs"]
+    assert dmds["system"] == "dmds --sync full"
+    assert (relay["system"], relay["count"], relay["errors"]) == ("minimal relay (fsync)", 300, 0)
+    assert relay["server_cpu_s"] is not None

@@ -137,6 +137,11 @@ def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="session: also run the same workload against Mosquitto, alternating, in the same result",
     )
+    send.add_argument(
+        "--relay",
+        action="store_true",
+        help="session: also run it against the minimal durable relay (bench/relay.py), the reference",
+    )
     send.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take (default: 300)")
     _common(send, cluster=True)
     send.set_defaults(func=_handler(None, "run_send"))
@@ -150,6 +155,11 @@ def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--mqtt",
         action="store_true",
         help="session: also run the same workload against Mosquitto, alternating, in the same result",
+    )
+    queue.add_argument(
+        "--relay",
+        action="store_true",
+        help="session: also run it against the minimal durable relay (bench/relay.py), the reference",
     )
     queue.add_argument("--timeout", type=float, default=300.0, help="seconds a run may take (default: 300)")
     _common(queue, cluster=True)

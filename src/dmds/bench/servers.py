@@ -224,3 +224,16 @@ def cluster_target(args: argparse.Namespace, sync: str, *extra: str) -> Iterator
         finally:
             for node in nodes:
                 node.stop()
+
+
+@contextmanager
+def relay_target(args: argparse.Namespace) -> Iterator[Target]:
+    """The minimal durable session relay (`relay.py`) on a temporary data dir."""
+    with tempfile.TemporaryDirectory(prefix="dmds-bench-relay-", dir=args.data_dir) as tmp:
+        data_dir = Path(tmp) / "data"
+        command = [sys.executable, "-m", "dmds.bench.relay", str(data_dir)]
+        proc, port = start(command, r"relay listening on [^ ]+:(\d+)", Path(tmp) / "relay.log")
+        try:
+            yield Target("127.0.0.1", None, port, proc.pid, data_dir)
+        finally:
+            stop(proc)

@@ -306,6 +306,8 @@ async def _queue(
     return elapsed
 
 
+#: The reference of the durable path: `relay.py`, fsync before `accepted` like dmds --sync full.
+RELAY = "minimal relay (fsync)"
 #: What a started server needs for a benchmark: no send-rate limit, cheap password hashing (the
 #: accounts are throwaway), room for the queue.
 SERVER_FLAGS = ("--max-send-rate", "0", "--argon2-time-cost", "1", "--argon2-memory-kib", "1024")
@@ -373,6 +375,13 @@ def run_send(args: argparse.Namespace) -> common.Result:
                 label = f"session send {sync}"
                 total = pairs * messages
                 runs.append(_measure(target, _system(args, sync), total, label, work, args.timeout))
+        if args.relay:
+            with servers.relay_target(args) as relay:
+
+                def on_relay(tick: Callable[[int], None], _: object, t: servers.Target = relay) -> Any:
+                    return _pairs(t, pairs, messages=messages, window=args.window, tick=tick)
+
+                runs.append(_measure(relay, RELAY, pairs * messages, "relay send", on_relay, args.timeout))
         if args.mqtt:
             from dmds.bench import mqtt  # noqa: PLC0415 - only with --mqtt
 
@@ -419,6 +428,16 @@ def run_queue(args: argparse.Namespace) -> common.Result:
 
                 label = f"session queue {sync}"
                 runs.append(_measure(target, _system(args, sync), args.messages, label, work, args.timeout))
+        if args.relay:
+            with servers.relay_target(args) as relay:
+
+                def drain(
+                    tick: Callable[[int], None], mark: Callable[[], None], t: servers.Target = relay
+                ) -> Any:
+                    port = t.node_port(0)
+                    return _queue(t.host, port, messages=args.messages, window=500, tick=tick, mark=mark)
+
+                runs.append(_measure(relay, RELAY, args.messages, "relay queue", drain, args.timeout))
         if args.mqtt:
             from dmds.bench import mqtt  # noqa: PLC0415 - only with --mqtt
 
