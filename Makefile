@@ -50,7 +50,7 @@ QT_PROBE ?= QT_QPA_PLATFORM=offscreen $(BIN)/python -c \
 	&& fc-list 2>/dev/null | grep -q .
 
 # Programs the tests start themselves, each installed from Debian (as root with apt-get) only when
-# missing: Mosquitto (the MQTT broker dmds is compared with), PostgreSQL (the store of several
+# missing: Mosquitto and NATS (the brokers dmds is compared with), PostgreSQL (the store of several
 # nodes: the tests run a throw-away server as the `postgres` user) and HAProxy (the load balancer of
 # docs/deploy.md, tested). A package's own service, if the machine starts it, is not used.
 # $(call need,PROGRAM,PACKAGES): the shell lines of one such check.
@@ -76,6 +76,7 @@ system-deps: $(STAMP)
 			"$(QT_DEBS)" >&2; \
 	fi
 	$(call need,/usr/sbin/mosquitto,mosquitto)
+	$(call need,/usr/sbin/nats-server,nats-server)
 	$(call need,/usr/lib/postgresql/*/bin/initdb,postgresql)
 	$(call need,/usr/sbin/haproxy,haproxy)
 	$(call need,/usr/bin/chromium,chromium)
@@ -85,19 +86,19 @@ pytest: $(STAMP) system-deps $(WEB_BUILT)
 
 test: lint typecheck pytest
 
-# Every benchmark of docs/benchmarks.md, three runs each, side by side with the trivial server and
-# Mosquitto; JSON, report.md and report.png land in $(BENCH_OUT). Takes about 10 minutes; run it on
-# a quiet machine. Not part of `make test`: benchmarks are never assertions.
+# Every benchmark of docs/benchmarks.md, three runs each, side by side with the trivial server,
+# Mosquitto and NATS JetStream; JSON, report.md and report.png land in $(BENCH_OUT). Takes about 10
+# minutes; run it on a quiet machine. Not part of `make test`: benchmarks are never assertions.
 BENCH_OUT ?= bench-results
 bench: $(STAMP) system-deps
 	mkdir -p $(BENCH_OUT)
 	$(BIN)/dmds bench register --runs 3 --json $(BENCH_OUT)/register.json
 	$(BIN)/dmds bench send --protocol classic --pairs 8 --messages 1000 --runs 3 \
 		--json $(BENCH_OUT)/send-classic.json
-	$(BIN)/dmds bench send --protocol session --messages 20000 --runs 3 --mqtt \
+	$(BIN)/dmds bench send --protocol session --messages 20000 --runs 3 --mqtt --nats \
 		--json $(BENCH_OUT)/send-session.json
 	$(BIN)/dmds bench queue --protocol classic --messages 10000 --runs 3 --json $(BENCH_OUT)/queue-classic.json
-	$(BIN)/dmds bench queue --protocol session --messages 10000 --runs 3 --mqtt \
+	$(BIN)/dmds bench queue --protocol session --messages 10000 --runs 3 --mqtt --nats \
 		--json $(BENCH_OUT)/queue-session.json
 	$(BIN)/dmds bench connections --count 15000 --runs 3 --json $(BENCH_OUT)/connections.json
 	$(BIN)/dmds bench report $(BENCH_OUT)/*.json --out $(BENCH_OUT)

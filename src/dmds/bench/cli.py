@@ -138,6 +138,11 @@ def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="session: also run the same workload against Mosquitto, alternating, in the same result",
     )
     send.add_argument(
+        "--nats",
+        action="store_true",
+        help="session: also run the same workload against NATS JetStream (file storage), in the same result",
+    )
+    send.add_argument(
         "--relay",
         action="store_true",
         help="session: also run it against the minimal durable relay (bench/relay.py), the reference",
@@ -155,6 +160,11 @@ def add_parsers(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--mqtt",
         action="store_true",
         help="session: also run the same workload against Mosquitto, alternating, in the same result",
+    )
+    queue.add_argument(
+        "--nats",
+        action="store_true",
+        help="session: also run the same workload against NATS JetStream (file storage), in the same result",
     )
     queue.add_argument(
         "--relay",

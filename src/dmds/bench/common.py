@@ -7,6 +7,7 @@ prints the table and writes the JSON that `dmds bench report` reads.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -26,6 +27,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 #: Writes timed by `fsync_ms`, each followed by an fsync.
 FSYNC_SAMPLES = 50
+#: Iterations of `calibration_s`'s loop (~0.26 s of CPU on the 2-vCPU bench machine), and its repeats.
+CALIBRATION_LOOPS = 1_000_000
+CALIBRATION_REPEATS = 3
+#: Figures of a Run computed from its fields, added to its JSON and dropped when read back.
+_DERIVED = ("rate", "server_cpu_us_per_op")
 
 console = Console(stderr=True)
 
@@ -46,6 +52,15 @@ class Run:
     @property
     def rate(self) -> float:
         return self.count / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def server_cpu_us_per_op(self) -> float | None:
+        """The server's CPU per operation counted (per message in send and queue), in µs: unlike
+        the rate, it does not depend on what else limited the run (the generator, the window).
+        /proc counts CPU in clock ticks (10 ms), so it is within 10 ms / count of the truth."""
+        if self.server_cpu_s is None or self.count <= 0:
+            return None
+        return self.server_cpu_s / self.count * 1e6
 
 
 @dataclass
@@ -71,16 +86,45 @@ class Result:
         data = asdict(self)
         for run, raw in zip(self.runs, data["runs"], strict=True):
             raw["rate"] = run.rate
+            raw["server_cpu_us_per_op"] = run.server_cpu_us_per_op
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
-        runs = [Run(**{k: v for k, v in r.items() if k != "rate"}) for r in data["runs"]]
+        runs = [Run(**{k: v for k, v in r.items() if k not in _DERIVED}) for r in data["runs"]]
         return cls(**{**data, "runs": runs})
 
 
+def _calibration_work(loops: int) -> int:
+    """A fixed mix of what the servers and generators spend their time on in Python: int
+    arithmetic, str formatting, dict stores and loads. No input, no I/O: the same work every time."""
+    table: dict[int, str] = {}
+    total = 0
+    for i in range(loops):
+        key = i & 1023
+        table[key] = f"message {i}"
+        total += len(table[key]) ^ key
+    return total
+
+
+@functools.cache
+def calibration_s(loops: int = CALIBRATION_LOOPS, repeats: int = CALIBRATION_REPEATS) -> float:
+    """Seconds of CPU (`time.process_time`) the fixed loop takes, best of `repeats`, once per
+    process: how fast this machine runs Python today. Results of different days or machines are
+    comparable only in proportion to it: a rate measured with calibration 0.40 s against one with
+    0.30 s says the CPU was a third slower, not dmds. CPU time rather than wall time, so that a
+    moment of waiting for a busy core does not count; the best of several, so that a cold cache or
+    a frequency ramp does not."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        _calibration_work(loops)
+        best = min(best, time.process_time() - start)
+    return best
+
+
 def machine() -> dict[str, Any]:
-    """What the figures depend on: cores, memory, CPU model, Python, SQLite."""
+    """What the figures depend on: cores, memory, CPU model, Python, SQLite, and the calibration."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -96,7 +140,23 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "system": f"{platform.system()} {platform.release()}",
+        "calibration_s": round(calibration_s(), 4),
+        "calibration_loops": CALIBRATION_LOOPS,
+        "calibration_repeats": CALIBRATION_REPEATS,
     }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """The machine in one line, with the calibration where the result has one (older JSON has not)."""
+    line = (
+        f"{info.get('cores')} cores ({info.get('cpu') or 'unknown CPU'}), {info.get('memory_gib')} GiB, "
+        f"{info.get('system')}, Python {info.get('python')}, SQLite {info.get('sqlite')}"
+    )
+    if info.get("calibration_s") is not None:
+        loops, repeats = info.get("calibration_loops"), info.get("calibration_repeats")
+        line += f"; calibration {info['calibration_s']:.3f} s CPU"
+        line += f" ({loops:,} fixed Python loops, best of {repeats}; lower is faster)" if loops else ""
+    return line
 
 
 def fsync_ms(directory: Path | None = None, samples: int = FSYNC_SAMPLES) -> float:
@@ -153,12 +213,14 @@ def table(result: Result) -> str:
         f"{result.workload}: {', '.join(f'{k}={v}' for k, v in result.params.items())}",
         f"checked: {result.checked}",
     ]
+    if result.machine:
+        lines.append(f"machine: {machine_line(result.machine)}")
     if result.fsync_ms is not None:
         lines.append(f"fsync (4 KiB write + fsync, median): {result.fsync_ms:.3f} ms")
     width = max([32, *(len(r.system) + 1 for r in result.runs)])
     lines.append(
-        f"{'system':{width}} {'count':>8} {'seconds':>8} {'rate/s':>9} {'server CPU':>10} {'gen CPU':>8}"
-        f" {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+        f"{'system':{width}} {'count':>8} {'seconds':>8} {'rate/s':>9} {'server CPU':>10} {'srv µs/op':>9}"
+        f" {'gen CPU':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
     )
     for r in result.runs:
 
@@ -168,9 +230,10 @@ def table(result: Result) -> str:
         lat = r.latency_ms or {}
         p50 = f"{lat['p50']:.2f}" if "p50" in lat else "-"
         p99 = f"{lat['p99']:.2f}" if "p99" in lat else "-"
+        per_op = f"{r.server_cpu_us_per_op:.1f}" if r.server_cpu_us_per_op is not None else "-"
         lines.append(
             f"{r.system:{width}} {r.count:8d} {r.seconds:8.3f} {r.rate:9.0f} {share(r.server_cpu_s):>10}"
-            f" {share(r.generator_cpu_s):>8} {p50:>7} {p99:>7} {r.errors:6d}"
+            f" {per_op:>9} {share(r.generator_cpu_s):>8} {p50:>7} {p99:>7} {r.errors:6d}"
         )
     systems = result.systems()
     if len(result.runs) > len(systems):

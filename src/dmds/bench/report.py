@@ -2,9 +2,10 @@
 
 One table per workload, merging the runs of every file that measured it: per system, the median
 rate with its spread, median seconds, the server's and the generator's CPU as a share of a core,
-latency percentiles where measured, and the ratio to the workload's first system (for `register`,
-the baseline of the same repetition). The chart has a bar per system and workload: median rate,
-whiskers from the slowest to the fastest run.
+the server's CPU per operation (µs per message in send and queue), latency percentiles where
+measured, and the ratio to the workload's first system (for `register`, the baseline of the same
+repetition). The machine section gives each file's CPU calibration (`common.calibration_s`). The
+chart has a bar per system and workload: median rate, whiskers from the slowest to the fastest run.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def _table(workload: str, group: list[tuple[Path, common.Result]]) -> list[str]:
     extras = [k for k in EXTRA_COLUMNS if any(k in r.extra for runs in by_system.values() for r in runs)]
     has_latency = any(r.latency_ms for runs in by_system.values() for r in runs)
     has_busy = any(BUSY in r.extra for runs in by_system.values() for r in runs)
-    header = ["system", "runs", "median rate/s (min-max)", "median s", "server CPU", "generator CPU"]
+    header = ["system", "runs", "median rate/s (min-max)", "median s", "server CPU", "server µs/op"]
+    header.append("generator CPU")
     if has_busy:
         header.append("machine busy")
     if has_latency:
@@ -112,6 +114,7 @@ def _table(workload: str, group: list[tuple[Path, common.Result]]) -> list[str]:
             f"{rate:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})",
             f"{statistics.median(r.seconds for r in runs):.3f}",
             _fmt(_median([_share(r.server_cpu_s, r.seconds) for r in runs]), "{:.0%}"),
+            _fmt(_median([r.server_cpu_us_per_op for r in runs]), "{:.1f}"),
             _fmt(_median([_share(r.generator_cpu_s, r.seconds) for r in runs]), "{:.0%}"),
         ]
         if has_busy:
@@ -125,17 +128,27 @@ def _table(workload: str, group: list[tuple[Path, common.Result]]) -> list[str]:
 
 
 def _machines(results: list[tuple[Path, common.Result]]) -> list[str]:
+    """Each machine once; the calibration, measured by every invocation of the bench, per file."""
     lines = ["## Machine", ""]
     seen: list[dict[str, Any]] = []
-    for _, result in results:
-        if result.machine and result.machine not in seen:
-            seen.append(result.machine)
-    for machine in seen:
-        lines.append(
-            f"- {machine.get('cores')} cores ({machine.get('cpu') or 'unknown CPU'}), "
-            f"{machine.get('memory_gib')} GiB, {machine.get('system')}, Python {machine.get('python')}, "
-            f"SQLite {machine.get('sqlite')}"
-        )
+    calibrations: list[list[tuple[str, float]]] = []
+    for path, result in results:
+        if not result.machine:
+            continue
+        fixed = {k: v for k, v in result.machine.items() if not k.startswith("calibration")}
+        if fixed not in seen:
+            seen.append(fixed)
+            calibrations.append([])
+        if (seconds := result.machine.get("calibration_s")) is not None:
+            calibrations[seen.index(fixed)].append((path.name, seconds))
+    for machine, files in zip(seen, calibrations, strict=True):
+        lines.append(f"- {common.machine_line(machine)}")
+        if files:
+            each = ", ".join(f"`{name}` {seconds:.3f} s" for name, seconds in files)
+            lines.append(
+                f"  - CPU calibration (seconds of a fixed Python loop, lower is faster; rates of different "
+                f"days compare in proportion to it): {each}"
+            )
     if len(seen) > 1:
         lines.append("- (the results come from more than one machine: compare ratios only)")
     return [*lines, ""]

@@ -387,6 +387,11 @@ def run_send(args: argparse.Namespace) -> common.Result:
 
             with mqtt.mosquitto() as broker:
                 runs.append(mqtt.send_once(broker, messages, args.window, args.timeout))
+        if args.nats:
+            from dmds.bench import nats  # noqa: PLC0415 - only with --nats (nats-py)
+
+            with nats.nats_server() as server:
+                runs.append(nats.send_once(server, messages, args.window, args.timeout))
     return common.Result(
         workload="send",
         params={
@@ -443,6 +448,11 @@ def run_queue(args: argparse.Namespace) -> common.Result:
 
             with mqtt.mosquitto() as broker:
                 runs.append(mqtt.queue_once(broker, args.messages, args.timeout))
+        if args.nats:
+            from dmds.bench import nats  # noqa: PLC0415 - only with --nats (nats-py)
+
+            with nats.nats_server() as server:
+                runs.append(nats.queue_once(server, args.messages, args.timeout))
     return common.Result(
         workload="queue",
         params={
