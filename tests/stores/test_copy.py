@@ -116,7 +116,8 @@ def test_migrate_says_what_it_did(pg_url: str, tmp_path: Path) -> None:
     second = dmds("migrate", "--store", pg_url)
     assert "up to date at version 4; nothing applied" in second.stdout
     sqlite = dmds("migrate", "--data-dir", str(tmp_path))
-    assert "applied 001_initial.sql, 002_session.sql, 003_lean_outbox.sql" in sqlite.stdout
+    applied = "001_initial.sql, 002_session.sql, 003_lean_outbox.sql, 004_one_row_per_message.sql"
+    assert f"applied {applied}" in sqlite.stdout
     unreachable = dmds("migrate", "--store", "postgresql://postgres@127.0.0.1:1/none")
     assert unreachable.returncode == 1
     assert "cannot connect" in unreachable.stderr

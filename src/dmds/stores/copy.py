@@ -51,7 +51,10 @@ _TABLES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "outbox",
-        "SELECT seq, owner_id, kind, message_id, sender_alias, sender_id, ref FROM outbox ORDER BY seq",
+        # SQLite keeps no outbox row for an undelivered message (schema 4); PostgreSQL does.
+        "SELECT id, recipient_id, 1, message_id, sender_alias, sender_id, id FROM messages"
+        " WHERE delivered_at IS NULL UNION ALL"
+        " SELECT seq, owner_id, kind, message_id, sender_alias, sender_id, ref FROM outbox ORDER BY 1",
         ["seq", "owner_id", "kind", "message_id", "sender_alias", "sender_id", "ref"],
     ),
     (
@@ -168,8 +171,9 @@ async def _copy_attachment_data(source: sqlite3.Connection, conn: asyncpg.Connec
 
 
 async def _check_counts(source: sqlite3.Connection, conn: asyncpg.Connection, report: CopyReport) -> None:
+    selects = {table: select for table, select, _ in _TABLES}
     for table in report.rows:
-        ours = source.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        ours = source.execute(f"SELECT count(*) FROM ({selects[table]})").fetchone()[0]
         theirs = await conn.fetchval(f"SELECT count(*) FROM {table}")
         if ours != theirs:
             raise StoreError(f"copy check failed: {table} has {ours} rows in SQLite, {theirs} in PostgreSQL")

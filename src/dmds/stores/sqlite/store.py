@@ -180,7 +180,7 @@ class SqliteStore:
         self._commits_since_checkpoint = 0
         self._accounts: dict[str, _Account] = {}
         self._writes = _Writes()
-        self._next_ref = self._next_seq = 0
+        self._next_seq = 0
         self._ids(conn)
         self._committer = threading.Thread(target=self._commit_loop, name="dmds-sqlite-commit", daemon=True)
         self._committer.start()
@@ -308,11 +308,15 @@ class SqliteStore:
         return account
 
     def _ids(self, conn: sqlite3.Connection) -> None:
-        """Load the id counters, once, before anything runs: afterwards they only go up, even past
+        """Load the seq counter, once, before anything runs: afterwards it only goes up, even past
         deleted rows and rolled-back batches, so no seq a courier has passed is handed out again
-        (read later, after receipts were deleted, max(seq) would hand out a pushed seq anew)."""
-        self._next_ref = (conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) + 1
-        self._next_seq = (conn.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0) + 1
+        (read later, after receipts were deleted, max(seq) would hand out a pushed seq anew). A
+        message's seq is its row id; receipts count on from the same counter (schema 4)."""
+        top = conn.execute(
+            "SELECT max(coalesce((SELECT max(id) FROM messages), 0),"
+            " coalesce((SELECT max(seq) FROM outbox), 0))"
+        ).fetchone()[0]
+        self._next_seq = top + 1
 
     def _batch_done(
         self, results: list[_Result], error: BaseException | None, committed: bool = False
@@ -506,8 +510,9 @@ class SqliteStore:
             if to.stored_messages >= max_stored or to.stored_bytes + size > max_stored_bytes:
                 waiting = f"{max_stored} undelivered messages or {max_stored_bytes} bytes"
                 raise LimitExceeded(f"{recipient} has {waiting} waiting")
-            ref, seq = self._next_ref, self._next_seq
-            self._next_ref, self._next_seq = ref + 1, seq + 1
+            # The message's row id is its seq: no outbox row (schema 4).
+            seq = self._next_seq
+            self._next_seq = seq + 1
             to.last_message_id += 1
             to.stored_messages += 1
             to.stored_bytes += size
@@ -515,11 +520,10 @@ class SqliteStore:
             message_id = to.last_message_id
             writes.messages.append(
                 (
-                    ref, to.id, recipient, message_id, me.id, sender, key,
+                    seq, to.id, recipient, message_id, me.id, sender, key,
                     _pair(sender, recipient), text, attachment or None, size, now,
                 )
             )  # fmt: skip
-            writes.outbox.append((seq, to.id, ItemKind.MESSAGE, message_id, sender, me.id, ref))
             if key is not None:
                 writes.keys[(me.id, key)] = (recipient, message_id, now)
             return OutboxItem(
@@ -535,8 +539,7 @@ class SqliteStore:
             if me is None:
                 return []
             rows = conn.execute(
-                f"{_ITEM_SELECT} WHERE o.owner_id = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
-                (me.id, after_seq, limit),
+                _PENDING, (me.id, after_seq, limit, me.id, after_seq, limit, limit)
             ).fetchall()
             return [_item(owner, row) for row in rows]
 
@@ -557,39 +560,38 @@ class SqliteStore:
     ) -> list[OutboxItem]:
         """Mark messages of `owner` delivered or read, and queue the receipts for their senders.
 
-        One UPDATE ... RETURNING and one DELETE per `MAX_IDS` ids rather than statements per message;
-        the receipts join the batch's deferred outbox rows."""
+        One UPDATE ... RETURNING per `MAX_IDS` ids (two to mark read) rather than statements per
+        message; the receipts join the batch's deferred outbox rows."""
         me = self._account(conn, owner)
         if me is None or not message_ids:
             return []
         if self._writes:
             self._write_deferred(conn)  # the messages acked must be rows (they always are: committed)
-        column = "delivered_at" if receipt is ItemKind.DELIVERED else "read_at"
         settled: list[tuple[Any, ...]] = []
-        freed: dict[int, int] = {}
+        freed: list[int] = []  # sizes of the messages leaving the undelivered set
         for start in range(0, len(message_ids), MAX_IDS):
             chunk = message_ids[start : start + MAX_IDS]
             marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                f"UPDATE messages SET {column} = ?, delivered_at = coalesce(delivered_at, ?)"
-                f" WHERE recipient_id = ? AND message_id IN ({marks}) AND {column} IS NULL"
-                " RETURNING id, message_id, sender_id, sender_alias, recipient_alias, client_key, size",
-                (now, now, me.id, *chunk),
+            where = f"WHERE recipient_id = ? AND message_id IN ({marks})"
+            # Setting delivered_at takes the message out of the partial index of what waits: that is
+            # its leaving the outbox (schema 4). Read implies delivered.
+            delivered = conn.execute(
+                f"UPDATE messages SET delivered_at = ? {where} AND delivered_at IS NULL {_SETTLED}",
+                (now, me.id, *chunk),
             ).fetchall()
-            if not rows:
-                continue  # unknown, or already marked: a repeated Ack changes nothing
-            settled.extend(rows)
-            refs = [row[0] for row in rows]
-            sizes = {row[0]: row[6] for row in rows}
-            # The outbox copy goes once the message has reached the client (read implies delivered).
-            for (ref,) in conn.execute(
-                f"DELETE FROM outbox WHERE kind = ? AND ref IN ({','.join('?' * len(refs))}) RETURNING ref",
-                (ItemKind.MESSAGE, *refs),
-            ).fetchall():
-                freed[ref] = sizes[ref]
+            freed.extend(row[6] for row in delivered)
+            if receipt is ItemKind.DELIVERED:
+                settled.extend(delivered)  # unknown, or already marked: a repeated Ack changes nothing
+            else:
+                settled.extend(
+                    conn.execute(
+                        f"UPDATE messages SET read_at = ? {where} AND read_at IS NULL {_SETTLED}",
+                        (now, me.id, *chunk),
+                    ).fetchall()
+                )
         if freed:
             me.stored_messages -= len(freed)
-            me.stored_bytes -= sum(freed.values())
+            me.stored_bytes -= sum(freed)
             self._writes.dirty[me.id] = me
         receipts = []
         outbox = self._writes.outbox
@@ -606,10 +608,7 @@ class SqliteStore:
         def job(conn: sqlite3.Connection) -> None:
             for start in range(0, len(seqs), MAX_IDS):
                 chunk = seqs[start : start + MAX_IDS]
-                conn.execute(
-                    f"DELETE FROM outbox WHERE kind != ? AND seq IN ({','.join('?' * len(chunk))})",
-                    (ItemKind.MESSAGE, *chunk),
-                )
+                conn.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
 
         # Lazy: a receipt pushed but not yet forgotten when the server dies is pushed again (once
         # more, never lost); a courier's cursor already skips it until then.
@@ -722,11 +721,20 @@ class SqliteStore:
         return await self._submit(job)
 
 
-# Outbox item with its message (receipts point at the message they are about through `ref`).
-_ITEM_SELECT = (
-    "SELECT o.seq, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
-    " m.sent_at, o.text, a.id, a.name, a.media_type, a.size FROM outbox o"
-    " LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
+_SETTLED = "RETURNING id, message_id, sender_id, sender_alias, recipient_alias, client_key, size"
+# What waits for an owner: the undelivered messages to them (through the partial index) and the
+# receipts for messages they sent (outbox rows pointing at their message through `ref`), merged in
+# seq order. Each side is limited first, so that a page reads at most `limit` rows of each.
+_PENDING = (
+    "SELECT * FROM (SELECT m.id AS seq, 1, m.message_id, m.sender_alias, m.recipient_alias, m.text,"
+    " m.client_key, m.sent_at, '', a.id, a.name, a.media_type, a.size FROM messages m"
+    " LEFT JOIN attachments a ON a.id = m.attachment_id"
+    " WHERE m.recipient_id = ? AND m.delivered_at IS NULL AND m.id > ? ORDER BY m.id LIMIT ?)"
+    " UNION ALL SELECT * FROM (SELECT o.seq AS seq, o.kind, o.message_id, o.sender_alias,"
+    " m.recipient_alias, m.text, m.client_key, m.sent_at, o.text, a.id, a.name, a.media_type, a.size"
+    " FROM outbox o LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
+    " WHERE o.owner_id = ? AND o.seq > ? ORDER BY o.seq LIMIT ?)"
+    " ORDER BY 1 LIMIT ?"
 )
 # A dict lookup rather than the enum's call: a courier's page is up to a thousand rows.
 _KINDS = {kind.value: kind for kind in ItemKind}

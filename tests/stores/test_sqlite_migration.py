@@ -1,0 +1,92 @@
+"""A store written by an earlier schema opens with today's, and nothing it held is lost or changed.
+
+`data/schema3` was written by the schema-3 store (commit 1678a6b) with `data/write_store.py`: users
+with and without a password, a session, an attachment, undelivered messages with and without keys,
+delivered and read ones, receipts waiting and one already pushed; `waiting.json` is what each user
+had waiting then, in order, as that store returned it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dmds.core.model import ItemKind
+from dmds.errors import LimitExceeded
+from dmds.settings import StoreSettings, SyncMode
+from dmds.stores.sqlite import SqliteStore
+
+DATA = Path(__file__).parent / "data"
+MAX_STORED = 7
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> SqliteStore:
+    shutil.copytree(DATA / "schema3", tmp_path / "data")
+    return await SqliteStore.open(tmp_path / "data", StoreSettings(sync=SyncMode.FULL))
+
+
+async def test_a_schema_3_store_keeps_what_waits_in_order(store: SqliteStore) -> None:
+    waiting = json.loads((DATA / "schema3" / "waiting.json").read_text())
+    seqs: list[int] = []
+    for alias, expected in waiting.items():
+        items = await store.pending(alias, 0, 100)
+        got = [[i.kind.name, i.message_id, i.peer, i.text, i.key] for i in items]
+        # Each kind in its order (messages by id, receipts as stored); how a user's messages and
+        # receipts interleave means nothing, and the migration moves the receipts after them.
+        for kind in ItemKind:
+            assert [g for g in got if g[0] == kind.name] == [e for e in expected if e[0] == kind.name]
+        assert len(got) == len(expected)
+        seqs += [i.seq for i in items]
+        # A courier reads in pages after the last seq it saw: a page boundary changes nothing.
+        rest = await store.pending(alias, items[0].seq, 100) if items else []
+        assert [i.seq for i in rest] == [i.seq for i in items[1:]]
+    assert len(set(seqs)) == len(seqs)  # one seq, one item
+    [(item, new)] = [
+        await store.add_message(
+            "ana", "bob", "after", now=30.0, max_stored=MAX_STORED, max_stored_bytes=1_000_000
+        )
+    ]
+    assert (new, item.message_id) == (True, 8)
+    assert item.seq > max(seqs)  # ids and seqs go on above
+    await store.close()
+
+
+async def test_a_schema_3_store_settles_and_counts_what_it_held(store: SqliteStore) -> None:
+    await store.add_message(
+        "ana", "bob", "third", now=30.0, max_stored=MAX_STORED, max_stored_bytes=1_000_000
+    )
+    with pytest.raises(LimitExceeded):  # six from before and this one: the count came across
+        await store.add_message(
+            "ana", "bob", "fourth", now=31.0, max_stored=MAX_STORED, max_stored_bytes=1_000_000
+        )
+    receipts = await store.mark_delivered("bob", list(range(2, 9)), now=32.0)
+    assert [(r.owner, r.kind, r.message_id, r.key) for r in receipts] == [
+        ("ana", ItemKind.DELIVERED, 2, "k-a2"), ("carl", ItemKind.DELIVERED, 3, ""),
+        *[("carl", ItemKind.DELIVERED, n, "") for n in range(4, 8)], ("ana", ItemKind.DELIVERED, 8, ""),
+    ]  # fmt: skip
+    assert [i.kind for i in await store.pending("bob", 0, 100)] == [
+        ItemKind.DELIVERED,
+        ItemKind.DELIVERED,
+        ItemKind.READ,
+    ]
+    for n in range(7):  # room again for seven
+        await store.add_message(
+            "carl", "bob", f"again {n}", now=33.0, max_stored=MAX_STORED, max_stored_bytes=1_000_000
+        )
+    history = await store.history("ana", "bob", 0, 10)
+    assert [(m.text, m.delivered_at is not None, m.read_at is not None) for m in reversed(history)] == [
+        ("a1", True, False), ("a2", True, False), ("b1", True, True), ("b2", True, False),
+        ("third", True, False),
+    ]  # fmt: skip
+    [file] = [m for m in await store.history("ana", "carl", 0, 10) if m.attachment is not None]
+    assert file.attachment is not None
+    assert await store.read_attachment("ana", file.attachment.attachment_id, 0, 5) == b"hello"
+    assert await store.session_user(b"t" * 32, now=2.0) == ("dora", 4e9)
+    user = await store.user("dora")
+    assert user is not None
+    assert user.password_hash == "$argon2id$fake"
+    await store.close()
