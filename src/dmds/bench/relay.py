@@ -32,6 +32,7 @@ from dmds.protocols.session.connection import CLOSED_EVENT, Connection, RemotePr
 
 #: Rows per transaction at most (as dmds's `max_batch`).
 MAX_BATCH = 256
+INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?)"
 
 # A job for the writer thread: a statement, its parameters, and what to call on the loop with its
 # rows once the batch has committed.
@@ -66,9 +67,19 @@ class Writer:
             while len(batch) < MAX_BATCH and not self._jobs.empty():
                 batch.append(self._jobs.get())
             self._db.execute("BEGIN")
-            results = []
+            results: list[tuple[Callable[[Any], None], Any]] = []
+            inserts: list[tuple[Any, ...]] = []
             for sql, params, done in batch:
+                if sql is INSERT:
+                    inserts.append(params)  # one executemany for a run of them, as dmds does
+                    results.append((done, None))
+                    continue
+                if inserts:
+                    self._db.executemany(INSERT, inserts)
+                    inserts = []
                 results.append((done, self._db.execute(sql, params).fetchall()))
+            if inserts:
+                self._db.executemany(INSERT, inserts)
             self._db.execute("COMMIT")  # the fsync: only now are the senders answered
             self._loop.call_soon_threadsafe(_resolve, results)
 
@@ -173,9 +184,7 @@ class Peer(asyncio.Protocol):
             if peer is not None and not peer.draining and message_id > peer.pushed_to:
                 peer.push([(message_id, sender, frame.text, now)])
 
-        self.relay.writer.submit(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?)", (to, message_id, sender, frame.text, now), stored
-        )
+        self.relay.writer.submit(INSERT, (to, message_id, sender, frame.text, now), stored)
 
     def ack(self, message_ids: list[int]) -> None:
         alias = self.alias
