@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -40,7 +41,10 @@ class RecordingEndpoint:
     async def deliver(self, item: OutboxItem) -> None:
         if self.fail:
             raise DeliveryFailed("listener gone")
-        self.items.append(item)
+        if item.kind is ItemKind.MESSAGE:
+            self.items.append(item)
+        else:  # a receipt per message, as the protocols push a range
+            self.items += [dataclasses.replace(item, message_id=m, key=k, ids=()) for m, k in item.receipts]
         self.arrived.set()
 
     def describe(self) -> str:

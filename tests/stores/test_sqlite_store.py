@@ -48,6 +48,6 @@ async def test_pushed_receipts_are_forgotten_lazily_but_surely(tmp_path: Path) -
     await store.add_message("ana", "bob", "m1", now=1.0, max_stored=3, max_stored_bytes=1_000_000)
     [receipt] = await store.mark_delivered("bob", [1], now=2.0)
     # Nothing else to ride with: the removal starts a commit of its own after LAZY_S.
-    await asyncio.wait_for(store.remove_items([receipt.seq]), 10 * sqlite_store.LAZY_S + 1)
+    await asyncio.wait_for(store.forget([receipt]), 10 * sqlite_store.LAZY_S + 1)
     assert await store.pending("ana", 0, 10) == []
     await store.close()

@@ -7,12 +7,17 @@ from typing import Any
 
 import pytest
 
-from dmds.core.model import ItemKind, User
+from dmds.core.model import ItemKind, OutboxItem, User
 from dmds.errors import AliasTaken, InvalidField, LimitExceeded, StoreError, UnknownAttachment, UnknownUser
 from dmds.settings import StoreSettings, SyncMode
 from tests.engines import Opener
 
 LIMITS: dict[str, Any] = {"max_stored": 100, "max_stored_bytes": 1_000_000}
+
+
+def _each(receipts: list[OutboxItem]) -> list[tuple[str, ItemKind, int, str, str]]:
+    """One entry per message receipted, whether the store keeps receipts as ranges or not."""
+    return [(r.owner, r.kind, mid, r.peer, key) for r in receipts for mid, key in r.receipts]
 
 
 async def test_no_outbox_seq_is_handed_out_twice_after_its_item_was_deleted(open_store: Opener) -> None:
@@ -26,7 +31,7 @@ async def test_no_outbox_seq_is_handed_out_twice_after_its_item_was_deleted(open
     # A new process: the receipt is pushed and forgotten (the highest seq in the table goes) before
     # anything new is stored. A courier that pushed that seq skips any item that reuses it.
     store = await open_store(StoreSettings(sync=SyncMode.FULL))
-    await store.remove_items([receipt.seq])
+    await store.forget([receipt])
     item, new = await store.add_message("ana", "bob", "m2", now=3.0, max_stored=3, max_stored_bytes=1_000_000)
     assert new
     assert item.seq > receipt.seq
@@ -50,8 +55,8 @@ async def test_refused_messages_change_nothing_and_counters_survive_a_restart(op
 
     store = await open_store(StoreSettings(sync=SyncMode.FULL))
     # The cached counters were written with the batch: the limit still holds, the ids go on.
-    [_, _, receipt] = await store.mark_delivered("bob", [1, 2, 3, 99], now=5.0)
-    assert (receipt.kind, receipt.message_id, receipt.owner) == (ItemKind.DELIVERED, 3, "ana")
+    receipts = await store.mark_delivered("bob", [1, 2, 3, 99], now=5.0)
+    assert _each(receipts)[-1][:3] == ("ana", ItemKind.DELIVERED, 3)
     item, new = await store.add_message(
         "ana", "bob", "m4", now=6.0, key="k4", max_stored=3, max_stored_bytes=1_000_000
     )
@@ -137,7 +142,7 @@ async def test_receipts_read_marks_and_history(open_store: Opener) -> None:
     for n in range(1, 6):
         await store.add_message("ana", "bob", f"m{n}", now=float(n), key=f"k{n}", **LIMITS)
     receipts = await store.mark_delivered("bob", [1, 2, 99], now=10.0)
-    assert [(r.owner, r.kind, r.message_id, r.peer, r.key) for r in receipts] == [
+    assert _each(receipts) == [
         ("ana", ItemKind.DELIVERED, 1, "bob", "k1"),
         ("ana", ItemKind.DELIVERED, 2, "bob", "k2"),
     ]
@@ -146,12 +151,12 @@ async def test_receipts_read_marks_and_history(open_store: Opener) -> None:
     assert [(r.kind, r.message_id) for r in read] == [(ItemKind.READ, 2)]
     assert await store.mark_read("bob", [2], now=13.0) == []
     pending = await store.pending("ana", 0, 10)
-    assert [(i.kind, i.message_id) for i in pending] == [
+    assert [(kind, message_id) for _, kind, message_id, _, _ in _each(pending)] == [
         (ItemKind.DELIVERED, 1), (ItemKind.DELIVERED, 2), (ItemKind.READ, 2),
     ]  # fmt: skip
     assert [i.seq for i in pending] == sorted(i.seq for i in pending)
-    await store.remove_items([pending[0].seq, pending[1].seq])
-    assert [i.seq for i in await store.pending("ana", 0, 10)] == [pending[2].seq]
+    await store.forget([i for i in pending if i.kind is ItemKind.DELIVERED])
+    assert [i.seq for i in await store.pending("ana", 0, 10)] == [pending[-1].seq]
     # Only what is still undelivered waits for bob, after a given seq.
     waiting = await store.pending("bob", 0, 10)
     assert [i.message_id for i in waiting] == [3, 4, 5]
@@ -224,4 +229,24 @@ async def test_unknown_users_and_limits_refuse_only_their_own_message(open_store
     )
     kinds = [type(o).__name__ if isinstance(o, BaseException) else o[0].message_id for o in outcomes]
     assert kinds == [1, "UnknownUser", "UnknownUser", "LimitExceeded", 2, "LimitExceeded"]
+    await store.close()
+
+
+async def test_receipts_acked_out_of_order_come_once_each_and_none_is_lost(open_store: Opener) -> None:
+    """A store that keeps receipts as ranges holds back one above a gap until the gap closes; one
+    that keeps them per message gives each at once. Either way each comes once, none is lost."""
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    for alias in ("ana", "bob", "carl"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    for n, sender in enumerate(["ana", "ana", "carl", "ana", "ana", "carl"], start=1):
+        await store.add_message(sender, "bob", f"m{n}", now=float(n), key=f"k{n}", **LIMITS)
+    told = []
+    for acked in ([1], [4], [5, 3], [2], [6]):
+        told += _each(await store.mark_delivered("bob", acked, now=10.0))
+    assert sorted(told) == [("ana", ItemKind.DELIVERED, n, "bob", f"k{n}") for n in (1, 2, 4, 5)] + [
+        ("carl", ItemKind.DELIVERED, n, "bob", f"k{n}") for n in (3, 6)
+    ]
+    for sender in ("ana", "carl"):  # what waits in the store is the same, once each
+        waiting = _each(await store.pending(sender, 0, 100))
+        assert sorted(waiting) == sorted(t for t in told if t[0] == sender)
     await store.close()

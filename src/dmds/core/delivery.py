@@ -27,7 +27,10 @@ is read back with a page too. The next page is read while the current one is sti
 (when the queue is half empty), so a long offline queue drains without waiting for the store
 between pages.
 
-`cursor`, the seq of the last item pushed, makes each item pushed at most once per connection.
+`cursor`, the seq of the last item pushed, makes each item pushed at most once per connection. A
+receipt range (`OutboxItem.ids`) is kept under one seq that moves up as the range grows, so a page
+may hold a range an offer already pushed in part: `receipted`, the highest id pushed per peer,
+trims it to what is new.
 A push that fails ends the courier; the service then treats the user as disconnected. What was not
 pushed is still stored, and is delivered on the next CONNECT. A read of the store that fails with
 StoreError (PostgreSQL restarting) is retried with backoff: the user is still connected.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -57,7 +61,7 @@ class Courier:
 
     __slots__ = (
         "_cursor", "_failed", "_head", "_loaded_to", "_loading", "_max_pending", "_missed", "_more",
-        "_on_failed", "_on_pushed", "_queue", "_store", "_task", "alias", "endpoint",
+        "_on_failed", "_on_pushed", "_queue", "_receipted", "_store", "_task", "alias", "endpoint",
     )  # fmt: skip
 
     def __init__(
@@ -81,6 +85,7 @@ class Courier:
         self._queue: list[OutboxItem] = []
         self._head = 0
         self._cursor = 0
+        self._receipted: dict[str, int] = {}
         self._loaded_to = 0
         self._more = True  # nothing read yet: the store may hold items stored while offline
         self._missed = False
@@ -191,6 +196,11 @@ class Courier:
                 self._head = 0
             if item.seq <= self._cursor:
                 continue
+            if item.ids:
+                trimmed = self._unreceipted(item)
+                if trimmed is None:
+                    continue
+                item = trimmed
             try:
                 await self.endpoint.deliver(item)
             except DeliveryFailed as exc:
@@ -203,7 +213,17 @@ class Courier:
                 self._fail(DeliveryFailed(str(exc)))
                 return
             self._cursor = item.seq
+            if item.ids:
+                self._receipted[item.peer] = item.ids[-1][0]
             self._on_pushed(self, item)
+
+    def _unreceipted(self, item: OutboxItem) -> OutboxItem | None:
+        """What of a receipt range was not pushed on this connection yet (None: nothing)."""
+        done = self._receipted.get(item.peer, 0)
+        if item.ids[0][0] > done:
+            return item
+        ids = tuple(entry for entry in item.ids if entry[0] > done)
+        return dataclasses.replace(item, ids=ids) if ids else None
 
     def _fail(self, exc: DeliveryFailed) -> None:
         self._failed = True

@@ -58,6 +58,11 @@ class OutboxItem:
     before this one (0 if none is left), so that a courier offered this item knows whether another
     node's item lies between it and what the courier has read. 0 from a store no other process
     writes (SQLite): every item of the owner committed while a courier runs is offered to it.
+
+    `ids`, for a DELIVERED receipt from a store that keeps receipts as ranges (SQLite): the
+    messages of the owner's to `peer` it covers, as (message_id, key) in id order, `message_id`
+    being the last. Ranges of one sender and recipient only grow upwards, so a courier pushes each
+    id once per connection. Empty for an item about one message (`receipts` covers both).
     """
 
     seq: int
@@ -70,6 +75,12 @@ class OutboxItem:
     sent_at: float = 0.0
     attachment: AttachmentInfo | None = None
     after: int = 0
+    ids: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def receipts(self) -> tuple[tuple[int, str], ...]:
+        """(message_id, key) of every message this receipt is about."""
+        return self.ids or ((self.message_id, self.key),)
 
     @property
     def sender(self) -> str:

@@ -70,12 +70,16 @@ class Store(Protocol):
 
     async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
         """Messages `owner` received: out of their outbox, delivered_at set, and a DELIVERED receipt
-        stored for each sender that still exists. Returns the receipts. Unknown ids are ignored."""
+        stored for each sender that still exists. Returns the receipts. Unknown ids are ignored.
+
+        A store may keep receipts as ranges (`OutboxItem.ids`): then each sender's receipt covers the
+        messages from them that are delivered with none of theirs to `owner` undelivered before
+        them, so a message acked out of order is receipted when the gap below it closes."""
 
     async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
         """Messages `owner` read: read_at set (once), a READ receipt stored for each sender."""
 
-    async def remove_items(self, seqs: list[int]) -> None:
+    async def forget(self, receipts: list[OutboxItem]) -> None:
         """Receipts were pushed: forget them."""
 
     async def history(

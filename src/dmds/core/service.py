@@ -76,7 +76,7 @@ class Service:
         self._closing = asyncio.Event()
         # Store work that follows pushes and acks, gathered over one loop pass and done in one
         # call: under load, thousands of acks cost a few store jobs, not one task each.
-        self._forget: list[int] = []
+        self._forget: list[OutboxItem] = []
         self._settling: dict[tuple[str, ItemKind], list[int]] = {}
         self._flush_scheduled = False
 
@@ -427,7 +427,7 @@ class Service:
             if not courier.endpoint.confirms:  # classic: written is delivered
                 self.settle_soon(item.owner, [item.message_id], ItemKind.DELIVERED)
         else:
-            self._forget.append(item.seq)
+            self._forget.append(item)
             self._schedule_flush()
 
     def settle_soon(self, owner: str, message_ids: list[int], kind: ItemKind = ItemKind.DELIVERED) -> None:
@@ -443,9 +443,9 @@ class Service:
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._forget:
-            seqs, self._forget = self._forget, []
-            forget = self._store.remove_items
-            self._spawn(self._until_stored("forgetting pushed receipts", lambda: forget(seqs)))
+            pushed, self._forget = self._forget, []
+            forget = self._store.forget
+            self._spawn(self._until_stored("forgetting pushed receipts", lambda: forget(pushed)))
         settling, self._settling = self._settling, {}
         for (owner, kind), ids in settling.items():
             self._spawn(self._settle(owner, ids, kind))

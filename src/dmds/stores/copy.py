@@ -51,10 +51,17 @@ _TABLES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "outbox",
-        # SQLite keeps no outbox row for an undelivered message (schema 4); PostgreSQL does.
+        # SQLite keeps no outbox row for an undelivered message (schema 4) nor for each delivery
+        # receipt of a range (schema 5); PostgreSQL does, and gets them, with seqs above SQLite's.
         "SELECT id, recipient_id, 1, message_id, sender_alias, sender_id, id FROM messages"
         " WHERE delivered_at IS NULL UNION ALL"
-        " SELECT seq, owner_id, kind, message_id, sender_alias, sender_id, ref FROM outbox ORDER BY 1",
+        " SELECT seq, owner_id, kind, message_id, sender_alias, sender_id, ref FROM outbox UNION ALL"
+        " SELECT (SELECT max(coalesce((SELECT max(id) FROM messages), 0), coalesce((SELECT max(seq)"
+        "  FROM outbox), 0), coalesce((SELECT max(seq) FROM receipts), 0)))"
+        "  + row_number() OVER (ORDER BY r.seq, m.message_id), r.owner_id, 2, m.message_id, '', NULL, m.id"
+        " FROM receipts r JOIN messages m ON m.recipient_id = r.peer_id AND m.sender_id = r.owner_id"
+        "  AND m.message_id > r.pushed AND m.message_id <= r.upto AND m.delivered_at IS NOT NULL"
+        " ORDER BY 1",
         ["seq", "owner_id", "kind", "message_id", "sender_alias", "sender_id", "ref"],
     ),
     (

@@ -15,10 +15,11 @@ from dmds.protocols.classic import MessagePush, ReceiptPush, encode_push
 from dmds.settings import DeliverySettings
 
 
-def push_for(item: OutboxItem) -> MessagePush | ReceiptPush:
+def pushes_for(item: OutboxItem) -> list[MessagePush | ReceiptPush]:
+    """classic.md's pushes for an item: a message, or a receipt per message a range covers."""
     if item.kind is ItemKind.MESSAGE:
-        return MessagePush(item.peer, item.message_id, item.text)
-    return ReceiptPush(item.message_id)
+        return [MessagePush(item.peer, item.message_id, item.text)]
+    return [ReceiptPush(message_id) for message_id, _ in item.receipts]
 
 
 class _PushProtocol(asyncio.Protocol):
@@ -60,7 +61,12 @@ class ClassicEndpoint:
     async def deliver(self, item: OutboxItem) -> None:
         if item.kind is ItemKind.READ:
             return  # the classic protocol has no read receipts
-        data = encode_push(push_for(item))
+        # One connection per push (classic.md). If one of a range's fails, the courier ends and the
+        # whole range is pushed again at the next CONNECT: a repeat, never a loss.
+        for push in pushes_for(item):
+            await self._push(encode_push(push))
+
+    async def _push(self, data: bytes) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._settings.connect_timeout_s):

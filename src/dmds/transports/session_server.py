@@ -494,9 +494,11 @@ class SessionConnection:
                 )
             )
         elif item.kind is ItemKind.DELIVERED:
-            self.queue(f.Delivered(to=item.peer, message_id=item.message_id, key=item.key))
+            for message_id, key in item.receipts:
+                self.queue(f.Delivered(to=item.peer, message_id=message_id, key=key))
         else:
-            self.queue(f.Read(to=item.peer, message_id=item.message_id, key=item.key))
+            for message_id, key in item.receipts:
+                self.queue(f.Read(to=item.peer, message_id=message_id, key=key))
 
     def replaced(self) -> None:
         self.alias = None  # the newer connection owns the presence now

@@ -231,7 +231,9 @@ class PostgresStore:
         result: list[OutboxItem] = await self.engine.submit(job, locks=(owner,), acks=(owner, message_ids))
         return result
 
-    async def remove_items(self, seqs: list[int]) -> None:
+    async def forget(self, receipts: list[OutboxItem]) -> None:
+        seqs = [item.seq for item in receipts]
+
         async def job(conn: asyncpg.Connection, batch: Batch) -> None:
             await conn.execute("DELETE FROM outbox WHERE kind <> 1 AND seq = ANY($1::bigint[])", seqs)
 

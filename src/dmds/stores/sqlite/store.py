@@ -33,6 +33,8 @@ power loss. `sync=normal` does not fsync per commit: survives a crash of the pro
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import queue
 import sqlite3
@@ -311,10 +313,10 @@ class SqliteStore:
         """Load the seq counter, once, before anything runs: afterwards it only goes up, even past
         deleted rows and rolled-back batches, so no seq a courier has passed is handed out again
         (read later, after receipts were deleted, max(seq) would hand out a pushed seq anew). A
-        message's seq is its row id; receipts count on from the same counter (schema 4)."""
+        message's seq is its row id; receipts count on from the same counter (schemas 4 and 5)."""
         top = conn.execute(
             "SELECT max(coalesce((SELECT max(id) FROM messages), 0),"
-            " coalesce((SELECT max(seq) FROM outbox), 0))"
+            " coalesce((SELECT max(seq) FROM outbox), 0), coalesce((SELECT max(seq) FROM receipts), 0))"
         ).fetchone()[0]
         self._next_seq = top + 1
 
@@ -541,7 +543,11 @@ class SqliteStore:
             rows = conn.execute(
                 _PENDING, (me.id, after_seq, limit, me.id, after_seq, limit, limit)
             ).fetchall()
-            return [_item(owner, row) for row in rows]
+            items = [_item(owner, row) for row in rows]
+            ranges = self._waiting_ranges(conn, me, owner, after_seq, limit)
+            if not ranges:
+                return items
+            return list(itertools.islice(heapq.merge(items, ranges, key=lambda i: i.seq), limit))
 
         return await self._submit(job)
 
@@ -566,7 +572,8 @@ class SqliteStore:
         if me is None or not message_ids:
             return []
         if self._writes:
-            self._write_deferred(conn)  # the messages acked must be rows (they always are: committed)
+            # The batch's new messages must be rows: a receipt range must see what is undelivered.
+            self._write_deferred(conn)
         settled: list[tuple[Any, ...]] = []
         freed: list[int] = []  # sizes of the messages leaving the undelivered set
         for start in range(0, len(message_ids), MAX_IDS):
@@ -593,6 +600,8 @@ class SqliteStore:
             me.stored_messages -= len(freed)
             me.stored_bytes -= sum(freed)
             self._writes.dirty[me.id] = me
+        if receipt is ItemKind.DELIVERED:
+            return self._receipt_ranges(conn, me, owner, settled)
         receipts = []
         outbox = self._writes.outbox
         for _ref, message_id, sender_id, sender, recipient, key, _size in sorted(settled, key=lambda r: r[1]):
@@ -604,8 +613,69 @@ class SqliteStore:
             receipts.append(OutboxItem(seq, sender, receipt, message_id, recipient, "", key or "", now))
         return receipts
 
-    async def remove_items(self, seqs: list[int]) -> None:
+    def _receipt_ranges(
+        self, conn: sqlite3.Connection, me: _Account, owner: str, settled: list[tuple[Any, ...]]
+    ) -> list[OutboxItem]:
+        """Raise each sender's receipt range (schema 5) over what `owner` has now received from
+        them: up to the first of their messages still undelivered, or the top of the mailbox. One
+        item per sender, with every message the range newly covers (most often: those just acked)."""
+        senders: dict[int, tuple[str, int]] = {}
+        for row in settled:
+            _ref, message_id, sender_id, sender, *_ = row
+            if sender_id is None:
+                continue  # the sender unregistered: nobody to tell
+            low = senders.get(sender_id, (sender, message_id))[1]
+            senders[sender_id] = (sender, min(low, message_id))
+        receipts = []
+        for sender_id, (sender, low) in senders.items():
+            gap = conn.execute(_FIRST_UNDELIVERED, (me.id, sender_id)).fetchone()
+            top = gap[0] - 1 if gap is not None else me.last_message_id
+            row = conn.execute(
+                "SELECT upto FROM receipts WHERE owner_id = ? AND peer_id = ?", (sender_id, me.id)
+            ).fetchone()
+            # A first range starts below the lowest message acked now: earlier ones were receipted
+            # one by one by an earlier schema, or are below the gap and wait for it to close.
+            upto = row[0] if row is not None else min(low, top + 1) - 1
+            if top <= upto:
+                continue  # acked above a gap: receipted when it closes
+            ids = tuple(conn.execute(_COVERED, (me.id, upto, top, sender_id)).fetchall())
+            seq = self._next_seq
+            self._next_seq += 1
+            conn.execute(
+                "INSERT INTO receipts (owner_id, peer_id, upto, pushed, seq) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (owner_id, peer_id) DO UPDATE SET upto = excluded.upto, seq = excluded.seq",
+                (sender_id, me.id, top, upto, seq),
+            )
+            if ids:
+                last, key = ids[-1]
+                receipts.append(OutboxItem(seq, sender, ItemKind.DELIVERED, last, owner, "", key, ids=ids))
+        return receipts
+
+    def _waiting_ranges(
+        self, conn: sqlite3.Connection, me: _Account, owner: str, after_seq: int, limit: int
+    ) -> list[OutboxItem]:
+        """The receipt ranges of `owner` not yet pushed, after `after_seq`, each with its messages."""
+        items = []
+        for seq, upto, pushed, peer_id, peer in conn.execute(_WAITING_RANGES, (me.id, after_seq, limit)):
+            ids = tuple(conn.execute(_COVERED, (peer_id, pushed, upto, me.id)).fetchall())
+            if ids:
+                last, key = ids[-1]
+                items.append(OutboxItem(seq, owner, ItemKind.DELIVERED, last, peer, "", key, ids=ids))
+        return items
+
+    async def forget(self, receipts: list[OutboxItem]) -> None:
         def job(conn: sqlite3.Connection) -> None:
+            ranges = []
+            for item in receipts:
+                if item.ids:
+                    told, peer = self._account(conn, item.owner), self._account(conn, item.peer)
+                    if told is not None and peer is not None:
+                        ranges.append((item.ids[-1][0], told.id, peer.id))
+            if ranges:
+                conn.executemany(
+                    "UPDATE receipts SET pushed = max(pushed, ?) WHERE owner_id = ? AND peer_id = ?", ranges
+                )
+            seqs = [item.seq for item in receipts if not item.ids]
             for start in range(0, len(seqs), MAX_IDS):
                 chunk = seqs[start : start + MAX_IDS]
                 conn.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
@@ -650,7 +720,9 @@ class SqliteStore:
         def job(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?"
-                " AND id NOT IN (SELECT ref FROM outbox WHERE ref IS NOT NULL)",
+                " AND id NOT IN (SELECT ref FROM outbox WHERE ref IS NOT NULL)"
+                " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.owner_id = messages.sender_id"
+                "  AND r.peer_id = messages.recipient_id AND messages.message_id > r.pushed)",
                 (delivered_before,),
             )
             conn.execute(
@@ -721,6 +793,20 @@ class SqliteStore:
         return await self._submit(job)
 
 
+# A recipient's first message from a sender that is still undelivered (the partial index, in order).
+_FIRST_UNDELIVERED = (
+    "SELECT message_id FROM messages WHERE recipient_id = ? AND delivered_at IS NULL AND sender_id = ?"
+    " ORDER BY id LIMIT 1"
+)
+# The messages of a receipt range: (recipient, after, up to, sender) -> (message_id, key) in order.
+_COVERED = (
+    "SELECT message_id, coalesce(client_key, '') FROM messages WHERE recipient_id = ? AND message_id > ?"
+    " AND message_id <= ? AND sender_id = ? AND delivered_at IS NOT NULL ORDER BY message_id"
+)
+_WAITING_RANGES = (
+    "SELECT r.seq, r.upto, r.pushed, r.peer_id, u.alias FROM receipts r JOIN users u ON u.id = r.peer_id"
+    " WHERE r.owner_id = ? AND r.upto > r.pushed AND r.seq > ? ORDER BY r.seq LIMIT ?"
+)
 _SETTLED = "RETURNING id, message_id, sender_id, sender_alias, recipient_alias, client_key, size"
 # What waits for an owner: the undelivered messages to them (through the partial index) and the
 # receipts for messages they sent (outbox rows pointing at their message through `ref`), merged in
