@@ -25,6 +25,7 @@ class Peer:
         self.inbox: list[Any] = []  # frames received and not yet taken
         self.closed = False
         self.token = ""
+        self.pages = 0  # version 2 Messages frames received (their messages go to the inbox)
 
     @classmethod
     async def open(
@@ -34,13 +35,14 @@ class Peer:
         hello: bool = True,
         tls: ssl.SSLContext | None = None,
         features: tuple[str, ...] = (),
+        version: int = f.VERSION,
     ) -> Peer:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
         )
         peer = cls(reader, writer)
         if hello:
-            peer.write(f.Hello(version=f.VERSION, client="tests", features=list(features)))
+            peer.write(f.Hello(version=version, client="tests", features=list(features)))
             await peer.expect(f.Welcome)
         return peer
 
@@ -57,7 +59,11 @@ class Peer:
             if event is CLOSED_EVENT:
                 self.closed = True
                 break
-            self.inbox.append(event)
+            if isinstance(event, f.Messages):
+                self.pages += 1
+                self.inbox.extend(event.messages)
+            else:
+                self.inbox.append(event)
 
     async def expect(self, kind: type[T], timeout_s: float = 10.0, **match: Any) -> T:
         """The first frame of `kind` (with the given field values) received, waiting for it."""
@@ -103,8 +109,9 @@ async def account(
     *,
     register: bool = True,
     features: tuple[str, ...] = (),
+    version: int = f.VERSION,
 ) -> Peer:
-    peer = await Peer.open(port, features=features)
+    peer = await Peer.open(port, features=features, version=version)
     if register:
         answer = await peer.request(
             f.Register, alias=alias, full_name=f"User {alias}", birth_date="01/02/2000", password=password

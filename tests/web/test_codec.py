@@ -60,7 +60,14 @@ SERVER: list[f.Frame] = [
     f.Accepted(re=7, to="maria", key="k-1", message_id=12),
     f.Message(sender="maria", message_id=2**53, text="hola", sent_at=1733400000.125),
     f.Message(sender="maria", message_id=3, text="", sent_at=1.5, attachment=ATTACHMENT),
+    f.Messages(
+        messages=[
+            f.Message(sender="maria", message_id=4, text="uno", sent_at=2.5),
+            f.Message(sender="ana", message_id=5, text="", sent_at=3.5, attachment=ATTACHMENT),
+        ]
+    ),
     f.Delivered(to="maria", message_id=12, key="k-1"),
+    f.Delivered(to="maria", message_id=15, key="k-4", first=12),
     f.Read(to="maria", message_id=12),
     f.Presence(re=9, online=["juan", "maria"]),
     f.PresenceChanged(alias="maria", online=False),

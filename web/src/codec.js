@@ -8,7 +8,9 @@
 // accepts for its float fields.
 import { decode, encode } from "@msgpack/msgpack";
 
-export const VERSION = 1;
+// Version 2: the server may push several messages in one `messages` frame. Receipt ranges
+// (`delivered.first`) come only to a client that asks for them; this one does not.
+export const VERSION = 2;
 
 // Error codes (src/dmds/protocols/session/codes.py).
 export const ERROR = {
@@ -59,7 +61,7 @@ const SERVER_DEFAULTS = {
   pong: { n: 0 },
   error: { message: "", re: 0, retry_after_s: 0 },
   message: { attachment: null },
-  delivered: { key: "" },
+  delivered: { key: "", first: 0 },
   read: { key: "" },
   upload_ready: { attachment: 0 },
 };
@@ -97,6 +99,9 @@ export function decodeFrame(bytes) {
   }
   if (frame.t === "history_page" && Array.isArray(frame.entries)) {
     frame.entries = frame.entries.map((entry) => ({ ...ENTRY_DEFAULTS, ...entry }));
+  }
+  if (frame.t === "messages" && Array.isArray(frame.messages)) {
+    frame.messages = frame.messages.map((message) => ({ ...SERVER_DEFAULTS.message, ...message }));
   }
   return { ...SERVER_DEFAULTS[frame.t], ...frame };
 }

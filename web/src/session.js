@@ -115,6 +115,10 @@ export class Session extends EventTarget {
       this.emit("closing", frame);
       return;
     }
+    if (frame.t === "messages") {
+      for (const message of frame.messages) this.emit("message", message); // each as if pushed alone
+      return;
+    }
     this.emit(frame.t, frame);
   }
 

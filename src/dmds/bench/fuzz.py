@@ -26,7 +26,8 @@ session-server, session-client
     stream comes framed in any segmentation, or unframed as one WebSocket payload per message.
     `next_event()` returns only:
     - frames of the role's union (`ClientFrame` at a server, `ServerFrame` at a client). The first
-      is a Hello or Welcome of version 1, or an Error at a client. No Hello or Welcome comes after
+      is a Hello of a version from OLDEST_VERSION on (a newer client is answered in VERSION), a
+      Welcome of a version this side speaks, or an Error at a client. No Hello or Welcome comes after
       that. Each frame re-encodes to the same bytes.
     - `CLOSED_EVENT`, once, at EOF.
     - or it raises the session `RemoteProtocolError` with BAD_FRAME, FRAME_TOO_LARGE or
@@ -326,7 +327,8 @@ def session_oracle(role: str) -> Callable[..., list[object]]:
             raise RuleBroken(f"{role} codec returned {frame!r}, not a frame it accepts")
         if not opened:
             if isinstance(frame, first):
-                if frame.version != frames.VERSION:
+                newest = float("inf") if is_server else frames.VERSION
+                if not frames.OLDEST_VERSION <= frame.version <= newest:
                     raise RuleBroken(f"handshake of another version accepted: {frame!r}")
             elif is_server or not isinstance(frame, frames.Error):
                 raise RuleBroken(f"{frame!r} before the handshake")

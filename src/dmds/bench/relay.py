@@ -136,7 +136,8 @@ class Peer(asyncio.Protocol):
         elif isinstance(frame, f.Hello):
             self.write(
                 f.Welcome(
-                    version=f.VERSION, server="dmds-bench-relay", heartbeat_s=30.0, idle_timeout_s=90.0,
+                    version=self.codec.version, server="dmds-bench-relay", heartbeat_s=30.0,
+                    idle_timeout_s=90.0,
                     max_frame_bytes=1 << 20, max_text_bytes=1 << 16, max_attachment_bytes=0,
                 )
             )  # fmt: skip

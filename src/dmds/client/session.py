@@ -838,6 +838,9 @@ class SessionClient:
     def _on_frame(self, link: _Link, frame: Any) -> None:
         if isinstance(frame, Message):
             self._on_message(link, frame)
+        elif isinstance(frame, f.Messages):  # version 2: a page, each as if pushed alone
+            for message in frame.messages:
+                self._on_message(link, message)
         elif isinstance(frame, Delivered | Read):
             self._emit(frame)
         elif isinstance(frame, PresenceChanged):

@@ -126,7 +126,7 @@ class SessionConnection:
     __slots__ = (
         "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "_reads", "_typed", "alias",
         "codec", "loop", "opened_at", "peer", "server", "service", "subscribed", "token", "transport",
-        "wants_typing",
+        "wants_ranges", "wants_typing",
     )  # fmt: skip
 
     def __init__(self, server: SessionServer, *, framed: bool = True) -> None:
@@ -154,6 +154,7 @@ class SessionConnection:
         self._reads: asyncio.Lock | None = None  # made on the first History
         self._paused = False
         self.wants_typing = False  # asked for TypingFrom pushes in Hello.features
+        self.wants_ranges = False  # asked for receipt ranges (version 2)
         self._typed: dict[str, float] | None = None  # recipient -> when this client last typed to them
 
     # -- the link's events ---------------------------------------------------------------------------
@@ -210,9 +211,10 @@ class SessionConnection:
         if isinstance(frame, f.Hello):
             s = self.server.settings
             self.wants_typing = f.TYPING in frame.features
+            self.wants_ranges = f.RECEIPT_RANGES in frame.features and self.codec.version >= 2
             self.queue(
                 f.Welcome(
-                    version=f.VERSION,
+                    version=self.codec.version,
                     server="dmds",
                     heartbeat_s=s.heartbeat_s,
                     idle_timeout_s=s.idle_timeout_s,
@@ -440,6 +442,8 @@ class SessionConnection:
         if self.transport is None or self.transport.is_closing() or not out:
             return
         now = self.loop.time()
+        if self.codec.version >= 2 and len(out) > 1:
+            out = _grouped(out, self.server.settings.max_frame_bytes // 2)
         if self.codec.framed:
             self.transport.write(self.codec.send_many(out, now))
         else:  # WebSocket: one message per frame
@@ -494,8 +498,14 @@ class SessionConnection:
                 )
             )
         elif item.kind is ItemKind.DELIVERED:
-            for message_id, key in item.receipts:
-                self.queue(f.Delivered(to=item.peer, message_id=message_id, key=key))
+            receipts = item.receipts
+            if len(receipts) > 1 and self.wants_ranges:
+                # A range is every message of the sender's to the peer in it (delivered in order).
+                (first, _), (last, key) = receipts[0], receipts[-1]
+                self.queue(f.Delivered(to=item.peer, message_id=last, key=key, first=first))
+            else:
+                for message_id, key in receipts:
+                    self.queue(f.Delivered(to=item.peer, message_id=message_id, key=key))
         else:
             for message_id, key in item.receipts:
                 self.queue(f.Read(to=item.peer, message_id=message_id, key=key))
@@ -512,6 +522,34 @@ class SessionConnection:
             self.queue(f.TypingFrom(sender=sender))
 
 
+def _grouped(out: list[f.Frame], budget: int) -> list[f.Frame]:
+    """Version 2: consecutive Message pushes as Messages frames, each well within a frame (`budget`
+    bytes, counting a string at 4 bytes a character, its most in UTF-8)."""
+    grouped: list[f.Frame] = []
+    run: list[f.Message] = []
+    size = 0
+    for frame in out:
+        if isinstance(frame, f.Message):
+            cost = _MESSAGE_OVERHEAD + 4 * (len(frame.text) + len(frame.sender))
+            if (att := frame.attachment) is not None:
+                cost += _MESSAGE_OVERHEAD + 4 * (len(att.name) + len(att.media_type))
+            if run and size + cost > budget:
+                grouped.append(f.Messages(messages=run) if len(run) > 1 else run[0])
+                run, size = [], 0
+            run.append(frame)
+            size += cost
+            continue
+        if run:
+            grouped.append(f.Messages(messages=run) if len(run) > 1 else run[0])
+            run, size = [], 0
+        grouped.append(frame)
+    if run:
+        grouped.append(f.Messages(messages=run) if len(run) > 1 else run[0])
+    return grouped
+
+
+#: Bytes of a Message push (or of its attachment) besides its strings, at most: keys, ids, a time.
+_MESSAGE_OVERHEAD = 96
 #: Room in a frame for everything but the entries of a history page.
 _PAGE_OVERHEAD = 64
 

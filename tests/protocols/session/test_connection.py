@@ -126,10 +126,43 @@ def test_first_frame_must_be_hello() -> None:
 
 def test_unsupported_version() -> None:
     server = Connection(Role.SERVER)
-    server.receive_data(Connection(Role.CLIENT).send(f.Hello(version=99), 0), 0)
+    server.receive_data(Connection(Role.CLIENT).send(f.Hello(version=0), 0), 0)
     with pytest.raises(RemoteProtocolError) as info:
         server.next_event()
     assert info.value.code is ErrorCode.UNSUPPORTED_VERSION
+    # A client refuses a Welcome above what its Hello offered.
+    client = Connection(Role.CLIENT)
+    client.send(f.Hello(version=1), 0)
+    welcome = f.Welcome(version=2, server="s", heartbeat_s=1, idle_timeout_s=3, max_frame_bytes=1,
+                        max_text_bytes=1, max_attachment_bytes=1)  # fmt: skip
+    client.receive_data(Connection(Role.SERVER).send(welcome, 0), 0)
+    with pytest.raises(RemoteProtocolError) as info:
+        client.next_event()
+    assert info.value.code is ErrorCode.UNSUPPORTED_VERSION
+
+
+@pytest.mark.parametrize(("offered", "agreed"), [(1, 1), (2, 2), (99, f.VERSION)])
+def test_the_version_agreed_is_the_older_of_the_two_newest(offered: int, agreed: int) -> None:
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    server.receive_data(client.send(f.Hello(version=offered), 0), 0)
+    assert isinstance(server.next_event(), f.Hello)
+    assert server.version == agreed
+    welcome = f.Welcome(version=server.version, server="s", heartbeat_s=1, idle_timeout_s=3,
+                        max_frame_bytes=1 << 20, max_text_bytes=1, max_attachment_bytes=1)  # fmt: skip
+    client.receive_data(server.send(welcome, 0), 0)
+    assert isinstance(client.next_event(), f.Welcome)
+    assert client.version == agreed
+
+
+def test_a_version_1_connection_is_never_sent_what_only_version_2_has() -> None:
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    server.receive_data(client.send(f.Hello(version=1), 0), 0)
+    server.next_event()
+    message = f.Message(sender="ana", message_id=1, text="hi", sent_at=1.0)
+    for frame in (f.Messages(messages=[message, message]), f.Delivered(to="bob", message_id=3, first=1)):
+        with pytest.raises(LocalProtocolError):
+            server.send(frame, 0)
+    server.send(f.Delivered(to="bob", message_id=3), 0)  # one message's receipt: version 1 has it
 
 
 def test_frame_too_large_is_refused_from_its_prefix() -> None:

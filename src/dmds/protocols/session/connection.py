@@ -82,7 +82,7 @@ class Connection:
     __slots__ = (
         "_buf", "_decoder", "_eof", "_framed", "_hello_sent", "_last_received", "_last_sent",
         "_payloads", "_pings", "_pos", "heartbeat_s", "idle_timeout_s", "max_frame_bytes", "role",
-        "state",
+        "state", "version",
     )  # fmt: skip
 
     def __init__(
@@ -97,6 +97,8 @@ class Connection:
     ) -> None:
         self.role = role
         self.state = State.HANDSHAKE
+        #: the version agreed once the handshake is done (before it: the newest this side offers)
+        self.version = frames.VERSION
         self.max_frame_bytes = max_frame_bytes
         self.heartbeat_s = heartbeat_s
         self.idle_timeout_s = idle_timeout_s
@@ -183,9 +185,13 @@ class Connection:
             first = frames.Hello if self.role is Role.SERVER else frames.Welcome
             if not isinstance(frame, first):
                 self._fail(ErrorCode.BAD_FRAME, f"expected {first.__name__}, got {type(frame).__name__}")
-            if frame.version != frames.VERSION:
-                speaks = f"version {frame.version}; this side speaks {frames.VERSION}"
+            # The server agrees on the older of the two newest versions; the client accepts any it
+            # speaks, up to what its Hello offered.
+            newest = frames.VERSION if self.role is Role.SERVER else min(self.version, frames.VERSION)
+            if frame.version < frames.OLDEST_VERSION or (self.role is Role.CLIENT and frame.version > newest):
+                speaks = f"version {frame.version}; this side speaks {frames.OLDEST_VERSION} to {newest}"
                 self._fail(ErrorCode.UNSUPPORTED_VERSION, speaks)
+            self.version = min(frame.version, newest)
             # OPEN as soon as a valid Hello arrives: a client may pipeline its Login behind it.
             self.state = State.OPEN
             return frame
@@ -209,7 +215,13 @@ class Connection:
             if not isinstance(frame, expected | frames.Error):
                 raise LocalProtocolError(f"{type(frame).__name__} before {expected.__name__}")
             # A client may follow its Hello at once with a Login (no round trip to wait for).
-            self._hello_sent = self.role is Role.CLIENT and isinstance(frame, frames.Hello)
+            if self.role is Role.CLIENT and isinstance(frame, frames.Hello):
+                self._hello_sent = True
+                self.version = frame.version  # the newest the Welcome may agree on
+        elif self.version < 2 and (
+            isinstance(frame, frames.Messages) or (isinstance(frame, frames.Delivered) and frame.first)
+        ):
+            raise LocalProtocolError(f"{type(frame).__name__} needs version 2; this connection speaks 1")
         self._last_sent = now
         payload = _ENCODER.encode(frame)
         return _PREFIX.pack(len(payload)) + payload if self._framed else payload

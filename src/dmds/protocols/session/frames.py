@@ -17,8 +17,12 @@ import msgspec
 
 from dmds.protocols.session.codes import ErrorCode
 
-#: The protocol version this code speaks (Hello.version / Welcome.version).
-VERSION = 1
+#: The newest protocol version this code speaks. A Hello names the newest its client speaks, the
+#: Welcome the version agreed: the older of the two sides' newest, and never below OLDEST_VERSION.
+#: Version 2 adds `Messages` (several messages in one push) and receipt ranges (`Delivered.first`);
+#: a version 1 connection never sees either.
+VERSION = 2
+OLDEST_VERSION = 1
 
 # 64 characters: at most 256 UTF-8 bytes, the classic protocol's default field limit, so that every
 # user can be addressed from both protocols.
@@ -40,6 +44,9 @@ class Frame(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_def
 
 #: What a client may ask for in Hello.features: pushes that a client which did not ask never gets.
 TYPING = "typing"
+#: Version 2: delivery receipts as ranges (`Delivered.first`), one push for many messages. For a
+#: client that knows which of its messages a range holds (their ids came back in `Accepted`).
+RECEIPT_RANGES = "receipt_ranges"
 
 
 class Hello(Frame, tag="hello"):
@@ -182,12 +189,31 @@ class MarkRead(Frame, tag="mark_read"):
     message_ids: list[MessageId]
 
 
+class Messages(Frame, tag="messages"):
+    """Server push, version 2: several messages at once, in id order (a page of stored ones, or
+    what arrived during one pass of the server). Each is acknowledged as if pushed alone."""
+
+    messages: list[Message]
+
+
 class Delivered(Frame, tag="delivered"):
-    """Server push to a sender: message `message_id` to `to` reached the recipient's client."""
+    """Server push to a sender: message `message_id` to `to` reached the recipient's client.
+
+    Version 2, to a client that asked for RECEIPT_RANGES, with `first` > 0: a range. Every message
+    of yours to `to` with an id from `first` to `message_id` reached it (`key` is the last one's).
+    Ids are the recipient's mailbox ids, so the range may hold ids of other senders' messages:
+    they are not yours to count."""
 
     to: Alias
     message_id: MessageId
     key: str = ""
+    first: Annotated[int, msgspec.Meta(ge=0, le=2**53)] = 0
+
+    def covers(self, message_id: int) -> bool:
+        """Whether this receipt is about your message `message_id` to `to`."""
+        if self.first:
+            return self.first <= message_id <= self.message_id
+        return message_id == self.message_id
 
 
 class Read(Frame, tag="read"):
@@ -340,6 +366,7 @@ ServerFrame = (
     | LoggedIn
     | Accepted
     | Message
+    | Messages
     | Delivered
     | Read
     | TypingFrom
