@@ -85,7 +85,7 @@ class Courier:
         self._queue: list[OutboxItem] = []
         self._head = 0
         self._cursor = 0
-        self._receipted: dict[str, int] = {}
+        self._receipted: dict[str, int] | None = None  # made at the first range: most users idle
         self._loaded_to = 0
         self._more = True  # nothing read yet: the store may hold items stored while offline
         self._missed = False
@@ -214,12 +214,14 @@ class Courier:
                 return
             self._cursor = item.seq
             if item.ids:
+                if self._receipted is None:
+                    self._receipted = {}
                 self._receipted[item.peer] = item.ids[-1][0]
             self._on_pushed(self, item)
 
     def _unreceipted(self, item: OutboxItem) -> OutboxItem | None:
         """What of a receipt range was not pushed on this connection yet (None: nothing)."""
-        done = self._receipted.get(item.peer, 0)
+        done = self._receipted.get(item.peer, 0) if self._receipted is not None else 0
         if item.ids[0][0] > done:
             return item
         ids = tuple(entry for entry in item.ids if entry[0] > done)
