@@ -95,10 +95,10 @@ bench: $(STAMP) system-deps
 	$(BIN)/dmds bench register --runs 3 --json $(BENCH_OUT)/register.json
 	$(BIN)/dmds bench send --protocol classic --pairs 8 --messages 1000 --runs 3 \
 		--json $(BENCH_OUT)/send-classic.json
-	$(BIN)/dmds bench send --protocol session --messages 20000 --runs 3 --mqtt --nats \
+	$(BIN)/dmds bench send --protocol session --messages 20000 --runs 3 --relay --mqtt --nats \
 		--json $(BENCH_OUT)/send-session.json
 	$(BIN)/dmds bench queue --protocol classic --messages 10000 --runs 3 --json $(BENCH_OUT)/queue-classic.json
-	$(BIN)/dmds bench queue --protocol session --messages 10000 --runs 3 --mqtt --nats \
+	$(BIN)/dmds bench queue --protocol session --messages 10000 --runs 3 --relay --mqtt --nats \
 		--json $(BENCH_OUT)/queue-session.json
 	$(BIN)/dmds bench connections --count 15000 --runs 3 --json $(BENCH_OUT)/connections.json
 	$(BIN)/dmds bench report $(BENCH_OUT)/*.json --out $(BENCH_OUT)
