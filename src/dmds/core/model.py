@@ -46,7 +46,9 @@ class AttachmentInfo:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes one once made: a frozen dataclass's __init__ sets each field
+# through object.__setattr__, 5x the cost (2.0 against 0.4 µs here), and one is made per message.
+@dataclass(slots=True)
 class OutboxItem:
     """One thing waiting to be pushed to `owner`.
 
