@@ -20,7 +20,7 @@ import asyncpg
 from dmds.errors import StoreError
 from dmds.settings import SyncMode
 from dmds.stores.postgresql.engine import connect, migrate
-from dmds.stores.sqlite.store import DB_NAME, _connect
+from dmds.stores.sqlite.store import DB_NAME, TOP_SEQ, _connect
 
 #: Rows read from SQLite and sent with one COPY at a time: bounded memory for any store size.
 CHUNK = 5000
@@ -56,9 +56,8 @@ _TABLES: list[tuple[str, str, list[str]]] = [
         "SELECT id, recipient_id, 1, message_id, sender_alias, sender_id, id FROM messages"
         " WHERE delivered_at IS NULL UNION ALL"
         " SELECT seq, owner_id, kind, message_id, sender_alias, sender_id, ref FROM outbox UNION ALL"
-        " SELECT (SELECT max(coalesce((SELECT max(id) FROM messages), 0), coalesce((SELECT max(seq)"
-        "  FROM outbox), 0), coalesce((SELECT max(seq) FROM receipts), 0)))"
-        "  + row_number() OVER (ORDER BY r.seq, m.message_id), r.owner_id, 2, m.message_id, '', NULL, m.id"
+        f" SELECT (SELECT {TOP_SEQ}) + row_number() OVER (ORDER BY r.seq, m.message_id),"
+        " r.owner_id, 2, m.message_id, '', NULL, m.id"
         " FROM receipts r JOIN messages m ON m.recipient_id = r.peer_id AND m.sender_id = r.owner_id"
         "  AND m.message_id > r.pushed AND m.message_id <= r.upto AND m.delivered_at IS NOT NULL"
         " ORDER BY 1",

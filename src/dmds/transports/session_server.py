@@ -534,18 +534,22 @@ def _grouped(out: list[f.Frame], budget: int) -> list[f.Frame]:
             if (att := frame.attachment) is not None:
                 cost += _MESSAGE_OVERHEAD + 4 * (len(att.name) + len(att.media_type))
             if run and size + cost > budget:
-                grouped.append(f.Messages(messages=run) if len(run) > 1 else run[0])
+                grouped.append(_page(run))
                 run, size = [], 0
             run.append(frame)
             size += cost
             continue
         if run:
-            grouped.append(f.Messages(messages=run) if len(run) > 1 else run[0])
+            grouped.append(_page(run))
             run, size = [], 0
         grouped.append(frame)
     if run:
-        grouped.append(f.Messages(messages=run) if len(run) > 1 else run[0])
+        grouped.append(_page(run))
     return grouped
+
+
+def _page(run: list[f.Message]) -> f.Frame:
+    return f.Messages(messages=run) if len(run) > 1 else run[0]
 
 
 #: Bytes of a Message push (or of its attachment) besides its strings, at most: keys, ids, a time.

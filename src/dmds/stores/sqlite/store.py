@@ -314,10 +314,7 @@ class SqliteStore:
         deleted rows and rolled-back batches, so no seq a courier has passed is handed out again
         (read later, after receipts were deleted, max(seq) would hand out a pushed seq anew). A
         message's seq is its row id; receipts count on from the same counter (schemas 4 and 5)."""
-        top = conn.execute(
-            "SELECT max(coalesce((SELECT max(id) FROM messages), 0),"
-            " coalesce((SELECT max(seq) FROM outbox), 0), coalesce((SELECT max(seq) FROM receipts), 0))"
-        ).fetchone()[0]
+        top = conn.execute(f"SELECT {TOP_SEQ}").fetchone()[0]
         self._next_seq = top + 1
 
     def _batch_done(
@@ -793,6 +790,11 @@ class SqliteStore:
         return await self._submit(job)
 
 
+#: The highest seq in the store: messages' ids and the receipts' seqs share one counter.
+TOP_SEQ = (
+    "max(coalesce((SELECT max(id) FROM messages), 0), coalesce((SELECT max(seq) FROM outbox), 0),"
+    " coalesce((SELECT max(seq) FROM receipts), 0))"
+)
 # A recipient's first message from a sender that is still undelivered (the partial index, in order).
 _FIRST_UNDELIVERED = (
     "SELECT message_id FROM messages WHERE recipient_id = ? AND delivered_at IS NULL AND sender_id = ?"
