@@ -51,3 +51,51 @@ async def test_pushed_receipts_are_forgotten_lazily_but_surely(tmp_path: Path) -
     await asyncio.wait_for(store.forget([receipt]), 10 * sqlite_store.LAZY_S + 1)
     assert await store.pending("ana", 0, 10) == []
     await store.close()
+
+
+async def test_a_read_before_its_batchs_first_write_does_not_wait_for_the_commit(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    for n in range(3):
+        await store.add_message("ana", "bob", f"m{n}", now=1.0, max_stored=9, max_stored_bytes=1_000_000)
+    # One batch: a read, then a write. The read saw only committed rows: it is answered when it
+    # has run, while the write waits for the fsync on the committer thread.
+    read = asyncio.ensure_future(store.pending("bob", 0, 10))
+    write = asyncio.ensure_future(store.mark_delivered("bob", [1], now=2.0))
+    await asyncio.wait([read, write], return_when=asyncio.FIRST_COMPLETED)
+    assert read.done()
+    assert not write.done()
+    assert [i.message_id for i in read.result()] == [1, 2, 3]
+    await write
+    # A read after a write of its batch sees that write, and so waits for its commit.
+    write = asyncio.ensure_future(store.mark_delivered("bob", [2], now=2.0))
+    read = asyncio.ensure_future(store.pending("bob", 0, 10))
+    done, _ = await asyncio.wait([read, write], return_when=asyncio.FIRST_COMPLETED)
+    assert write in done
+    assert [i.message_id for i in read.result()] == [3]
+    await store.close()
+
+
+async def test_acks_in_runs_and_scattered_free_the_same_room(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    for alias in ("ana", "bob", "cy"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    for n in range(40):
+        sender = "ana" if n % 3 else "cy"
+        await store.add_message(sender, "bob", "x" * n, now=1.0, max_stored=40, max_stored_bytes=780)
+    # Full: 40 messages, 780 bytes. A run (1-20) and scattered ids (every other one above 20).
+    await store.mark_delivered("bob", list(range(1, 21)), now=2.0)
+    await store.mark_delivered("bob", list(range(21, 41, 2)), now=2.0)
+    assert [i.message_id for i in await store.pending("bob", 0, 100)] == list(range(22, 41, 2))
+    account = await store._submit(lambda conn: store._account(conn, "bob"))
+    assert account is not None
+    left = [n - 1 for n in range(22, 41, 2)]  # message n has n - 1 bytes of text
+    assert (account.stored_messages, account.stored_bytes) == (len(left), sum(left))
+    # And the database agrees once the store is opened again.
+    await store.close()
+    store = await _store(tmp_path)
+    account = await store._submit(lambda conn: store._account(conn, "bob"))
+    assert account is not None
+    assert (account.stored_messages, account.stored_bytes) == (len(left), sum(left))
+    await store.close()

@@ -24,7 +24,8 @@ and fails every request in it with StoreError: nothing is acknowledged that is n
 that changed nothing (reads only) is committed on the loop at once: there is nothing to sync.
 
 Reads go through the same queue, which keeps one order for everything: a read sees every change
-submitted before it. The couriers' reloads rely on that.
+submitted before it. The couriers' reloads rely on that. A read that runs before its batch's first
+write saw only committed rows, so it is answered at once rather than after the batch's commit.
 
 Durability: WAL journal. `sync=full` (synchronous=FULL) fsyncs the WAL at every commit: survives
 power loss. `sync=normal` does not fsync per commit: survives a crash of the process only.
@@ -244,15 +245,23 @@ class SqliteStore:
         try:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
+            clean = True  # nothing written in this batch yet
             for fn, fut, defers in batch:
                 if not defers and self._writes:
                     self._write_deferred(conn)
                 try:
                     value = fn(conn)
                 except DmdsError as exc:
-                    results.append((fut, None, exc))  # raised before the job wrote anything
+                    result: _Result = (fut, None, exc)  # raised before the job wrote anything
                 else:
-                    results.append((fut, value, None))
+                    result = (fut, value, None)
+                if clean and not self._writes and conn.total_changes == before:
+                    # A read before the batch's first write saw only committed rows: answered now,
+                    # not after this batch's fsync (a courier's next page must not wait for acks).
+                    _resolve(result)
+                else:
+                    clean = False
+                    results.append(result)
             if self._writes:
                 self._write_deferred(conn)
             if conn.total_changes == before or self._inline_commit:
@@ -337,13 +346,8 @@ class SqliteStore:
             self._writes = _Writes()
             failure = StoreError(f"store failure: {error}")
             results = [(fut, None, failure) for fut, _, _ in results]
-        for fut, value, exc in results:
-            if fut.cancelled():
-                continue
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(value)
+        for result in results:
+            _resolve(result)
         if self._inline_commit and self._commits_since_checkpoint >= CHECKPOINT_EVERY:
             # A checkpoint copies the WAL back into the database and fsyncs: off the loop, while
             # the connection is left alone (self._busy stays True until it is done).
@@ -537,14 +541,22 @@ class SqliteStore:
             me = self._account(conn, owner)
             if me is None:
                 return []
-            rows = conn.execute(
-                _PENDING, (me.id, after_seq, limit, me.id, after_seq, limit, limit)
-            ).fetchall()
-            items = [_item(owner, row) for row in rows]
+            message = ItemKind.MESSAGE
+            items = [
+                OutboxItem(
+                    seq, owner, message, message_id, sender, text, key or "", sent_at,
+                    None if att is None else _attachment_info(conn, att),
+                )
+                for seq, message_id, sender, text, key, sent_at, att in conn.execute(
+                    _WAITING_MESSAGES, (me.id, after_seq, limit)
+                )
+            ]  # fmt: skip
+            others = [_item(owner, row) for row in conn.execute(_WAITING_OUTBOX, (me.id, after_seq, limit))]
             ranges = self._waiting_ranges(conn, me, owner, after_seq, limit)
-            if not ranges:
+            if not others and not ranges:
                 return items
-            return list(itertools.islice(heapq.merge(items, ranges, key=lambda i: i.seq), limit))
+            merged = heapq.merge(items, others, ranges, key=lambda i: i.seq)
+            return list(itertools.islice(merged, limit))
 
         return await self._submit(job)
 
@@ -563,42 +575,36 @@ class SqliteStore:
     ) -> list[OutboxItem]:
         """Mark messages of `owner` delivered or read, and queue the receipts for their senders.
 
-        One UPDATE ... RETURNING per `MAX_IDS` ids (two to mark read) rather than statements per
-        message; the receipts join the batch's deferred outbox rows."""
+        Reads: two UPDATE ... RETURNING per `MAX_IDS` ids rather than statements per message; the
+        read receipts join the batch's deferred outbox rows. Deliveries: `_delivered`."""
         me = self._account(conn, owner)
         if me is None or not message_ids:
             return []
         if self._writes:
             # The batch's new messages must be rows: a receipt range must see what is undelivered.
             self._write_deferred(conn)
+        if receipt is ItemKind.DELIVERED:
+            return self._delivered(conn, me, owner, message_ids, now)
         settled: list[tuple[Any, ...]] = []
         freed: list[int] = []  # sizes of the messages leaving the undelivered set
         for start in range(0, len(message_ids), MAX_IDS):
             chunk = message_ids[start : start + MAX_IDS]
             marks = ",".join("?" * len(chunk))
             where = f"WHERE recipient_id = ? AND message_id IN ({marks})"
-            # Setting delivered_at takes the message out of the partial index of what waits: that is
-            # its leaving the outbox (schema 4). Read implies delivered.
+            # Read implies delivered.
             delivered = conn.execute(
                 f"UPDATE messages SET delivered_at = ? {where} AND delivered_at IS NULL {_SETTLED}",
                 (now, me.id, *chunk),
             ).fetchall()
             freed.extend(row[6] for row in delivered)
-            if receipt is ItemKind.DELIVERED:
-                settled.extend(delivered)  # unknown, or already marked: a repeated Ack changes nothing
-            else:
-                settled.extend(
-                    conn.execute(
-                        f"UPDATE messages SET read_at = ? {where} AND read_at IS NULL {_SETTLED}",
-                        (now, me.id, *chunk),
-                    ).fetchall()
-                )
+            settled.extend(
+                conn.execute(
+                    f"UPDATE messages SET read_at = ? {where} AND read_at IS NULL {_SETTLED}",
+                    (now, me.id, *chunk),
+                ).fetchall()
+            )
         if freed:
-            me.stored_messages -= len(freed)
-            me.stored_bytes -= sum(freed)
-            self._writes.dirty[me.id] = me
-        if receipt is ItemKind.DELIVERED:
-            return self._receipt_ranges(conn, me, owner, settled)
+            self._free(me, len(freed), sum(freed))
         receipts = []
         outbox = self._writes.outbox
         for _ref, message_id, sender_id, sender, recipient, key, _size in sorted(settled, key=lambda r: r[1]):
@@ -610,19 +616,59 @@ class SqliteStore:
             receipts.append(OutboxItem(seq, sender, receipt, message_id, recipient, "", key or "", now))
         return receipts
 
+    def _delivered(
+        self, conn: sqlite3.Connection, me: _Account, owner: str, message_ids: list[int], now: float
+    ) -> list[OutboxItem]:
+        """Mark messages of `owner` delivered, then raise their senders' receipt ranges.
+
+        Acks come in order, so the ids are mostly one run: a run is marked by a range of the unique
+        (recipient_id, message_id) index, with what it frees summed per sender by SQLite, rather
+        than an IN list and a row returned per message. Setting delivered_at takes the message out
+        of the partial index of what waits: that is its leaving the outbox (schema 4)."""
+        ids = sorted(set(message_ids))
+        runs: list[tuple[int, int]] = []
+        for message_id in ids:
+            if runs and runs[-1][1] == message_id - 1:
+                runs[-1] = (runs[-1][0], message_id)
+            else:
+                runs.append((message_id, message_id))
+        wheres: list[tuple[str, tuple[int, ...]]]
+        if len(runs) * 8 <= len(ids):
+            wheres = [("message_id BETWEEN ? AND ?", run) for run in runs]
+        else:  # scattered: IN lists
+            wheres = [
+                (f"message_id IN ({','.join('?' * len(chunk))})", tuple(chunk))
+                for chunk in (ids[i : i + MAX_IDS] for i in range(0, len(ids), MAX_IDS))
+            ]
+        senders: dict[int, tuple[str, int]] = {}  # sender id -> (alias, lowest message id marked)
+        count = size = 0
+        for where, args in wheres:
+            cond = f"recipient_id = ? AND {where} AND delivered_at IS NULL"
+            for sender_id, sender, n, total, low in conn.execute(_SETTLING.format(cond), (me.id, *args)):
+                count += n
+                size += total
+                if sender_id is not None:  # else the sender unregistered: nobody to tell
+                    before = senders.get(sender_id)
+                    senders[sender_id] = (sender, low if before is None else min(low, before[1]))
+            # unknown, or already marked: a repeated Ack changes nothing
+            conn.execute(f"UPDATE messages SET delivered_at = ? WHERE {cond}", (now, me.id, *args))
+        if count:
+            self._free(me, count, size)
+        return self._receipt_ranges(conn, me, owner, senders)
+
+    def _free(self, me: _Account, count: int, size: int) -> None:
+        """`count` messages of `size` bytes left what `me` has waiting."""
+        me.stored_messages -= count
+        me.stored_bytes -= size
+        self._writes.dirty[me.id] = me
+
     def _receipt_ranges(
-        self, conn: sqlite3.Connection, me: _Account, owner: str, settled: list[tuple[Any, ...]]
+        self, conn: sqlite3.Connection, me: _Account, owner: str, senders: dict[int, tuple[str, int]]
     ) -> list[OutboxItem]:
         """Raise each sender's receipt range (schema 5) over what `owner` has now received from
         them: up to the first of their messages still undelivered, or the top of the mailbox. One
-        item per sender, with every message the range newly covers (most often: those just acked)."""
-        senders: dict[int, tuple[str, int]] = {}
-        for row in settled:
-            _ref, message_id, sender_id, sender, *_ = row
-            if sender_id is None:
-                continue  # the sender unregistered: nobody to tell
-            low = senders.get(sender_id, (sender, message_id))[1]
-            senders[sender_id] = (sender, min(low, message_id))
+        item per sender, with every message the range newly covers (most often: those just acked).
+        `senders`: (alias, lowest message id just delivered) by sender id."""
         receipts = []
         for sender_id, (sender, low) in senders.items():
             gap = conn.execute(_FIRST_UNDELIVERED, (me.id, sender_id)).fetchone()
@@ -810,19 +856,24 @@ _WAITING_RANGES = (
     " WHERE r.owner_id = ? AND r.upto > r.pushed AND r.seq > ? ORDER BY r.seq LIMIT ?"
 )
 _SETTLED = "RETURNING id, message_id, sender_id, sender_alias, recipient_alias, client_key, size"
-# What waits for an owner: the undelivered messages to them (through the partial index) and the
-# receipts for messages they sent (outbox rows pointing at their message through `ref`), merged in
-# seq order. Each side is limited first, so that a page reads at most `limit` rows of each.
-_PENDING = (
-    "SELECT * FROM (SELECT m.id AS seq, 1, m.message_id, m.sender_alias, m.recipient_alias, m.text,"
-    " m.client_key, m.sent_at, '', a.id, a.name, a.media_type, a.size FROM messages m"
-    " LEFT JOIN attachments a ON a.id = m.attachment_id"
-    " WHERE m.recipient_id = ? AND m.delivered_at IS NULL AND m.id > ? ORDER BY m.id LIMIT ?)"
-    " UNION ALL SELECT * FROM (SELECT o.seq AS seq, o.kind, o.message_id, o.sender_alias,"
-    " m.recipient_alias, m.text, m.client_key, m.sent_at, o.text, a.id, a.name, a.media_type, a.size"
-    " FROM outbox o LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
-    " WHERE o.owner_id = ? AND o.seq > ? ORDER BY o.seq LIMIT ?)"
-    " ORDER BY 1 LIMIT ?"
+# What a delivery frees, per sender (the condition is formatted in).
+_SETTLING = (
+    "SELECT sender_id, min(sender_alias), count(*), sum(size), min(message_id) FROM messages"
+    " WHERE {} GROUP BY sender_id"
+)
+# What waits for an owner: the undelivered messages to them (through the partial index, in seq
+# order, no sort), and the read receipts for messages they sent (outbox rows pointing at their
+# message through `ref`), merged in Python with the receipt ranges. A UNION ALL with ORDER BY
+# sorted the page in a temporary B-tree: 2.7 against 1.1 us per row.
+_WAITING_MESSAGES = (
+    "SELECT id, message_id, sender_alias, text, client_key, sent_at, attachment_id FROM messages"
+    " WHERE recipient_id = ? AND delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+)
+_WAITING_OUTBOX = (
+    "SELECT o.seq, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
+    " m.sent_at, o.text, a.id, a.name, a.media_type, a.size FROM outbox o"
+    " LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
+    " WHERE o.owner_id = ? AND o.seq > ? ORDER BY o.seq LIMIT ?"
 )
 # A dict lookup rather than the enum's call: a courier's page is up to a thousand rows.
 _KINDS = {kind.value: kind for kind in ItemKind}
@@ -842,6 +893,16 @@ def _item(owner: str, row: tuple[Any, ...]) -> OutboxItem:
         sent_at or 0.0,
         None if att is None else AttachmentInfo(att, *info),
     )
+
+
+def _resolve(result: _Result) -> None:
+    fut, value, exc = result
+    if fut.done():
+        return  # cancelled, or a read answered before its batch failed
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)
 
 
 def _pair(a: str, b: str) -> str:
