@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from dmds.core.delivery import Courier
 from dmds.core.model import OutboxItem, User
 from dmds.errors import DeliveryFailed
@@ -16,11 +18,16 @@ from dmds.stores.sqlite import SqliteStore
 class Pushes:
     confirms = True
 
-    def __init__(self) -> None:
+    def __init__(self, batches: bool) -> None:
         self.ids: list[int] = []
+        self.batches = batches
 
     async def deliver(self, item: OutboxItem) -> None:
-        self.ids += [message_id for message_id, _ in item.receipts]
+        self.deliver_batch([item])
+
+    def deliver_batch(self, items: list[OutboxItem]) -> None:
+        for item in items:
+            self.ids += [message_id for message_id, _ in item.receipts]
 
     def describe(self) -> str:
         return "pushes"
@@ -32,13 +39,16 @@ class Pushes:
         pass
 
 
-async def test_a_range_read_back_after_an_offer_is_trimmed_to_what_is_new(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batches", [False, True], ids=["one-by-one", "batches"])
+async def test_a_range_read_back_after_an_offer_is_trimmed_to_what_is_new(
+    tmp_path: Path, batches: bool
+) -> None:
     store = await SqliteStore.open(tmp_path, StoreSettings(sync=SyncMode.FULL))
     for alias in ("ana", "bob"):
         await store.register(User(alias, alias.title(), "01/02/2000"))
     for n in range(1, 6):
         await store.add_message("ana", "bob", f"m{n}", now=1.0, max_stored=10, max_stored_bytes=10_000)
-    pushes = Pushes()
+    pushes = Pushes(batches)
     failures: list[DeliveryFailed] = []
     courier = Courier(
         "ana",

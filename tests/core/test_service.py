@@ -34,11 +34,19 @@ class RecordingEndpoint:
         self.items: list[OutboxItem] = []
         self.fail = fail
         self.confirms = confirms
+        self.batches = confirms  # as the real ones: a session endpoint takes runs, a classic one not
         self.was_replaced = False
         self.typists: list[str] = []
         self.arrived = asyncio.Event()
 
     async def deliver(self, item: OutboxItem) -> None:
+        self.deliver_batch([item])
+
+    def deliver_batch(self, items: list[OutboxItem]) -> None:
+        for item in items:
+            self._deliver(item)
+
+    def _deliver(self, item: OutboxItem) -> None:
         if self.fail:
             raise DeliveryFailed("listener gone")
         if item.kind is ItemKind.MESSAGE:

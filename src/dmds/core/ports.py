@@ -115,8 +115,14 @@ class Endpoint(Protocol):
     #: False if writing it out counts as delivery (the classic protocol).
     confirms: bool
 
+    #: True if `deliver_batch` takes a run of items at once (it only queues what it writes).
+    batches: bool
+
     async def deliver(self, item: OutboxItem) -> None:
         """Hand one item over; raises DeliveryFailed if it could not be written."""
+
+    def deliver_batch(self, items: list[OutboxItem]) -> None:
+        """With `batches`: hand every item over, in order, or none (raises DeliveryFailed)."""
 
     def describe(self) -> str: ...
 

@@ -43,6 +43,8 @@ class ClassicEndpoint:
 
     #: classic.md: a push written is a message delivered; the client confirms nothing.
     confirms = False
+    #: One connection per push: pushed one by one, each awaited.
+    batches = False
 
     def __init__(self, host: str, port: int, settings: DeliverySettings) -> None:
         self.host = host
@@ -57,6 +59,9 @@ class ClassicEndpoint:
 
     def typing(self, sender: str) -> None:
         pass  # the classic protocol has no typing notices
+
+    def deliver_batch(self, items: list[OutboxItem]) -> None:
+        raise NotImplementedError("classic pushes are awaited one by one")
 
     async def deliver(self, item: OutboxItem) -> None:
         if item.kind is ItemKind.READ:

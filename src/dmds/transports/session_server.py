@@ -122,6 +122,7 @@ class SessionConnection:
     """One client's session, whatever carries it: codec state, login, and the user's Endpoint."""
 
     confirms = True
+    batches = True  # pushes are only queued: a page is one call
     # Slots: one of these per connected client, most of them idle (see `dmds bench connections`).
     __slots__ = (
         "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "_reads", "_typed", "alias",
@@ -485,19 +486,28 @@ class SessionConnection:
         return f"session {self.peer}"
 
     async def deliver(self, item: OutboxItem) -> None:
+        self.deliver_batch([item])
+
+    def deliver_batch(self, items: list[OutboxItem]) -> None:
         if self.transport is None or self.transport.is_closing():
             raise DeliveryFailed("session connection closed")
-        if item.kind is ItemKind.MESSAGE:
-            self.queue(
-                f.Message(
-                    sender=item.peer,
-                    message_id=item.message_id,
-                    text=item.text,
-                    sent_at=item.sent_at,
-                    attachment=_attachment(item.attachment),
+        message = ItemKind.MESSAGE
+        for item in items:
+            if item.kind is message:
+                self.queue(
+                    f.Message(
+                        sender=item.peer,
+                        message_id=item.message_id,
+                        text=item.text,
+                        sent_at=item.sent_at,
+                        attachment=_attachment(item.attachment),
+                    )
                 )
-            )
-        elif item.kind is ItemKind.DELIVERED:
+            else:
+                self._receipt(item)
+
+    def _receipt(self, item: OutboxItem) -> None:
+        if item.kind is ItemKind.DELIVERED:
             receipts = item.receipts
             if len(receipts) > 1 and self.wants_ranges:
                 # A range is every message of the sender's to the peer in it (delivered in order).
