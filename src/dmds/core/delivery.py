@@ -5,9 +5,11 @@ Theory of operation
 The store is the truth; memory is only a shortcut. Every item (message or receipt) is committed to
 the store's outbox before anyone is told about it, and is removed only after its push was written.
 
-Each connected user has one `Courier`, an asyncio task that pushes that user's items one at a time,
-in `seq` order, so pushes to one recipient are ordered while couriers of different recipients run
-concurrently and a slow listener delays only its own user.
+Each connected user has one `Courier`, an asyncio task that pushes that user's items in `seq`
+order, so pushes to one recipient are ordered while couriers of different recipients run
+concurrently and a slow listener delays only its own user. Pushes to a classic listener are awaited
+one at a time; an endpoint that only queues frames (`Endpoint.batches`) gets every waiting item in
+one call.
 
 A courier learns of items three ways:
 - `offer(item)`: the service hands it each item committed by this process while the user is
