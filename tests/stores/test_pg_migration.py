@@ -82,7 +82,7 @@ async def test_what_waited_waits_in_the_same_order_with_the_same_seqs(
 async def test_the_migrated_store_goes_on_with_ranges_and_keeps_its_counts(
     store: PostgresStore, old_url: str
 ) -> None:
-    limits = {"max_stored_bytes": 1_000_000}
+    limits: dict[str, Any] = {"max_stored_bytes": 1_000_000}
     ids, stored, size, last_seq = FACTS["counters"]["bob"]
     item, new = await store.add_message("ana", "bob", "new", now=30.0, max_stored=stored + 1, **limits)
     # The next id, a seq above every other, and the item before it is bob's last of schema 4.
