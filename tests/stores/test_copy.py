@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dmds.core.model import ItemKind, OutboxItem, User
+from dmds.core.model import ItemKind, User
 from dmds.core.ports import Store
 from dmds.settings import StoreSettings, SyncMode
 from dmds.stores.postgresql import PostgresStore
@@ -46,27 +46,19 @@ async def fill(store: Store) -> int:
         await store.add_message("ana", "bob", f"ana to bob {n}", now=float(n), key=f"a{n}", **LIMITS)
     await store.add_message("bob", "ana", "with a file", now=6.0, attachment=0, **LIMITS)
     await store.add_message("ana", "carl", "photo", now=7.0, key="p", attachment=upload, **LIMITS)
-    await store.mark_delivered("bob", [1, 2, 3], now=8.0)  # delivered, kept; receipts for ana pending
+    # Delivered, kept; ana's receipt range pushed up to 2, so only 3 waits (`pushed` comes across).
+    await store.forget(await store.mark_delivered("bob", [1, 2], now=8.0))
+    await store.mark_delivered("bob", [3], now=8.5)
     await store.mark_read("bob", [1], now=9.0)
     return upload
-
-
-def _waiting(items: list[OutboxItem]) -> list[tuple[Any, ...]]:
-    """What waits, per message: SQLite keeps a sender's delivery receipts as one range, PostgreSQL
-    as a row each; a receipt says which message, of whom, under which key, and no more."""
-    messages = [(i.kind, i.message_id, i.peer, i.text, i.key, i.sent_at, i.attachment) for i in items
-                if i.kind is ItemKind.MESSAGE]  # fmt: skip
-    receipts = sorted(
-        (i.kind, mid, i.peer, key) for i in items if i.kind is not ItemKind.MESSAGE for mid, key in i.receipts
-    )
-    return messages + receipts
 
 
 async def snapshot(store: Store, upload: int) -> dict[str, Any]:
     return {
         "users": [await store.user(a) for a in ("ana", "bob", "carl")],
         "session": await store.session_user(b"\x01" * 32, now=2.0),
-        "pending": {a: _waiting(await store.pending(a, 0, 100)) for a in ("ana", "bob", "carl")},
+        # Item for item, seqs and receipt ranges included: both engines keep the same shape.
+        "pending": {a: await store.pending(a, 0, 100) for a in ("ana", "bob", "carl")},
         "history": [await store.history("ana", p, 0, 100) for p in ("bob", "carl")],
         "file": await store.read_attachment("carl", upload, 0, len(DATA)),
         "info": await store.attachment(upload),
@@ -79,7 +71,8 @@ async def test_copy_moves_everything_and_refuses_a_non_empty_target(tmp_path: Pa
     before = await snapshot(source, upload)
     await source.close()
     assert before["file"] == DATA
-    assert [i[0] for i in before["pending"]["ana"]].count(ItemKind.DELIVERED) == 3
+    [delivered] = [i for i in before["pending"]["ana"] if i.kind is ItemKind.DELIVERED]
+    assert [m for m, _ in delivered.receipts] == [3]
 
     done = dmds("store", "copy", "--from", str(tmp_path), "--to", pg_url)
     assert done.returncode == 0, done.stderr
@@ -123,10 +116,13 @@ async def test_copy_refuses_a_store_in_use_and_a_missing_one(tmp_path: Path, pg_
 def test_migrate_says_what_it_did(pg_url: str, tmp_path: Path) -> None:
     first = dmds("migrate", "--store", pg_url)
     assert first.returncode == 0, first.stderr
-    applied = "001_initial.sql, 002_lock_by_index.sql, 003_offer_after.sql, 004_last_seq.sql"
-    assert f"applied {applied}; now at version 4" in first.stdout
+    applied = (
+        "001_initial.sql, 002_lock_by_index.sql, 003_offer_after.sql, 004_last_seq.sql,"
+        " 005_one_row_receipt_ranges.sql"
+    )
+    assert f"applied {applied}; now at version 5" in first.stdout
     second = dmds("migrate", "--store", pg_url)
-    assert "up to date at version 4; nothing applied" in second.stdout
+    assert "up to date at version 5; nothing applied" in second.stdout
     sqlite = dmds("migrate", "--data-dir", str(tmp_path))
     applied = "001_initial.sql, 002_session.sql, 003_lean_outbox.sql, 004_one_row_per_message.sql"
     assert f"applied {applied}" in sqlite.stdout

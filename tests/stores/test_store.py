@@ -250,3 +250,24 @@ async def test_receipts_acked_out_of_order_come_once_each_and_none_is_lost(open_
         waiting = _each(await store.pending(sender, 0, 100))
         assert sorted(waiting) == sorted(t for t in told if t[0] == sender)
     await store.close()
+
+
+async def test_a_key_sent_twice_in_one_batch_stores_one_message(open_store: Opener) -> None:
+    store = await open_store()
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    # Submitted in one loop pass: one batch (one call of the bulk insert on PostgreSQL).
+    first, again, other = await asyncio.gather(
+        store.add_message("ana", "bob", "hola", now=1.0, key="k", max_stored=2, max_stored_bytes=100),
+        store.add_message("ana", "bob", "hola", now=1.0, key="k", max_stored=2, max_stored_bytes=100),
+        store.add_message("ana", "bob", "otra", now=1.0, key="k2", max_stored=2, max_stored_bytes=100),
+    )
+    assert [(item.message_id, new) for item, new in (first, again, other)] == [
+        (1, True),
+        (1, False),
+        (2, True),
+    ]
+    assert [i.text for i in await store.pending("bob", 0, 10)] == ["hola", "otra"]
+    with pytest.raises(LimitExceeded):  # two stored, not three
+        await store.add_message("ana", "bob", "x", now=2.0, max_stored=2, max_stored_bytes=100)
+    await store.close()

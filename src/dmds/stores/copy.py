@@ -1,10 +1,10 @@
 """Moving up: copy a whole SQLite store into an empty PostgreSQL one, in one transaction.
 
-Every account (with its password hash and counters), session token, stored and kept message,
-outbox item (undelivered messages and receipts not yet pushed) and attachment goes across with its
-ids, so message ids, seqs and tokens stay valid: clients resume against the new store as if
-nothing happened. The copy is all or nothing, and it is checked: the row counts of both sides must
-agree before it commits.
+Every account (with its password hash and counters), session token, stored and kept message (with
+its seq), receipt not yet pushed (outbox rows and delivery receipt ranges: both engines keep them in
+the same shape) and attachment goes across with its ids, so message ids, seqs and tokens stay
+valid: clients resume against the new store as if nothing happened. The copy is all or nothing, and
+it is checked: the row counts of both sides must agree before it commits.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import asyncpg
 from dmds.errors import StoreError
 from dmds.settings import SyncMode
 from dmds.stores.postgresql.engine import connect, migrate
-from dmds.stores.sqlite.store import DB_NAME, TOP_SEQ, _connect
+from dmds.stores.sqlite.store import DB_NAME, _connect
 
 #: Rows read from SQLite and sent with one COPY at a time: bounded memory for any store size.
 CHUNK = 5000
@@ -43,25 +43,24 @@ _TABLES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "messages",
+        # A message's seq is its row id on SQLite (schema 4); PostgreSQL keeps it in a column.
         "SELECT id, recipient_id, recipient_alias, message_id, sender_id, sender_alias, client_key,"
-        " pair, text, attachment_id, size, sent_at, delivered_at, read_at"
+        " pair, text, attachment_id, size, sent_at, delivered_at, read_at, id"
         " FROM messages ORDER BY id",
         ["id", "recipient_id", "recipient_alias", "message_id", "sender_id", "sender_alias", "client_key",
-         "pair", "text", "attachment_id", "size", "sent_at", "delivered_at", "read_at"],
+         "pair", "text", "attachment_id", "size", "sent_at", "delivered_at", "read_at", "seq"],
     ),
     (
+        # Read receipts, and delivery receipts of SQLite's schema 4, one row each on both sides.
         "outbox",
-        # SQLite keeps no outbox row for an undelivered message (schema 4) nor for each delivery
-        # receipt of a range (schema 5); PostgreSQL does, and gets them, with seqs above SQLite's.
-        "SELECT id, recipient_id, 1, message_id, sender_alias, sender_id, id FROM messages"
-        " WHERE delivered_at IS NULL UNION ALL"
-        " SELECT seq, owner_id, kind, message_id, sender_alias, sender_id, ref FROM outbox UNION ALL"
-        f" SELECT (SELECT {TOP_SEQ}) + row_number() OVER (ORDER BY r.seq, m.message_id),"
-        " r.owner_id, 2, m.message_id, '', NULL, m.id"
-        " FROM receipts r JOIN messages m ON m.recipient_id = r.peer_id AND m.sender_id = r.owner_id"
-        "  AND m.message_id > r.pushed AND m.message_id <= r.upto AND m.delivered_at IS NOT NULL"
-        " ORDER BY 1",
+        "SELECT seq, owner_id, kind, message_id, sender_alias, sender_id, ref FROM outbox ORDER BY seq",
         ["seq", "owner_id", "kind", "message_id", "sender_alias", "sender_id", "ref"],
+    ),
+    (
+        # Delivery receipts as ranges on both sides (schema 5 on each): copied as they are.
+        "receipts",
+        "SELECT owner_id, peer_id, upto, pushed, seq FROM receipts ORDER BY owner_id, peer_id",
+        ["owner_id", "peer_id", "upto", "pushed", "seq"],
     ),
     (
         "sessions",
@@ -114,7 +113,7 @@ async def copy_sqlite_to_postgres(data_dir: Path, url: str) -> CopyReport:
 async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection) -> CopyReport:
     report = CopyReport()
     async with conn.transaction():
-        for table in ("users", "messages", "outbox", "sessions", "attachments"):
+        for table in ("users", "messages", "outbox", "receipts", "sessions", "attachments"):
             if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
                 raise StoreError(f"the target is not empty (its {table} table has rows): refusing to copy")
         for table, select, columns in _TABLES:
@@ -127,11 +126,18 @@ async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection) -> CopyRep
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false)"
                 f" FROM {table}"
             )
-        await conn.execute("SELECT setval('outbox_seq', coalesce(max(seq), 0) + 1, false) FROM outbox")
-        # Each owner's last seq, which new items name as the one before them (schema 4).
+        # Messages, receipt rows and ranges share the seqs (as on SQLite): go on above them all.
+        seqs = (
+            "SELECT recipient_id AS owner_id, seq FROM messages UNION ALL SELECT owner_id, seq FROM outbox"
+            " UNION ALL SELECT owner_id, seq FROM receipts"
+        )
+        await conn.execute(f"SELECT setval('outbox_seq', coalesce(max(seq), 0) + 1, false) FROM ({seqs}) s")
+        # Each owner's last seq, which new items name as the one before them (schema 4). The highest
+        # of any item of theirs: too high costs a courier one read, too low would let it skip one.
         await conn.execute(
-            "UPDATE users u SET last_seq = o.top"
-            " FROM (SELECT owner_id, max(seq) AS top FROM outbox GROUP BY owner_id) o WHERE o.owner_id = u.id"
+            "UPDATE users u SET last_seq = s.top"
+            f" FROM (SELECT owner_id, max(seq) AS top FROM ({seqs}) a GROUP BY owner_id) s"
+            " WHERE s.owner_id = u.id"
         )
     return report
 

@@ -123,13 +123,22 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the migrations above the database's version, each in its own transaction; returns the
     names applied. Safe with several nodes starting at once (an advisory lock)."""
     applied = []
+    known = migrations()
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS dmds_schema (version int PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-    for number, name, sql in migrations():
+        newest = await conn.fetchval("SELECT max(version) FROM dmds_schema")
+    if newest is not None and newest > known[-1][0]:
+        # A later release migrated the database: this code would read and write it by rules it no
+        # longer keeps (schema 5 moved every waiting message out of the outbox). Refuse to start.
+        raise StoreError(
+            f"the database is at schema {newest}, newer than this release knows ({known[-1][0]}):"
+            " run the release that migrated it"
+        )
+    for number, name, sql in known:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             done = await conn.fetchval("SELECT 1 FROM dmds_schema WHERE version = $1", number)

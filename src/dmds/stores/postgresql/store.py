@@ -6,6 +6,12 @@ recipient's users row under its lock (gap-free and in commit order), idempotent 
 index, and every outbox `seq` is taken while its owner's row is locked (see migrations/001). The
 message path's two hot statements are PL/pgSQL functions, so a batch of messages is one round trip.
 Batching and notification are the engine's (`engine.py`).
+
+The shape is SQLite's (migrations/005): what waits for a user comes from three places merged in one
+`seq` order, each read through an index of what waits: their undelivered messages (one row per
+message, the partial index messages_undelivered), their delivery receipts as ranges (one `receipts`
+row per recipient they wrote to, "delivered: ids in (pushed, upto]"), and their read receipts (one
+outbox row each, as are delivery receipts written by schema 4).
 """
 
 from __future__ import annotations
@@ -31,28 +37,53 @@ from dmds.stores.postgresql.engine import Batch, Engine, connect, migrate
 log = logging.getLogger(__name__)
 
 _KINDS = {kind.value: kind for kind in ItemKind}
-MESSAGE = ItemKind.MESSAGE
+MESSAGE, DELIVERED, READ = ItemKind.MESSAGE, ItemKind.DELIVERED, ItemKind.READ
 
-_ITEM_SELECT = (
-    "SELECT o.seq, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"
-    " m.sent_at, a.id, a.name, a.media_type, a.size FROM outbox o"
-    " LEFT JOIN messages m ON m.id = o.ref LEFT JOIN attachments a ON a.id = m.attachment_id"
+# What waits for an owner ($1), after a seq ($2), at most $3: the undelivered messages to them, their
+# receipt outbox rows (read receipts, and delivery receipts of schema 4) and their delivery receipt
+# ranges with the messages each covers, merged in seq order. Each side is limited first, so a page
+# reads at most $3 rows of each. Rows: seq, kind, message_id, peer, text, key, sent_at, the
+# attachment's id, name, type and size, and a range's message ids and keys.
+_PENDING = (
+    "WITH me AS (SELECT id FROM users WHERE alias = $1)"
+    " SELECT * FROM (SELECT m.seq, 1::smallint, m.message_id, m.sender_alias, m.text, m.client_key,"
+    " m.sent_at, a.id, a.name, a.media_type, a.size, NULL::bigint[], NULL::text[] FROM messages m"
+    " LEFT JOIN attachments a ON a.id = m.attachment_id"
+    " WHERE m.recipient_id = (SELECT id FROM me) AND m.delivered_at IS NULL AND m.seq > $2"
+    " ORDER BY m.seq LIMIT $3) waiting"
+    " UNION ALL SELECT * FROM (SELECT o.seq, o.kind, o.message_id, m.recipient_alias, m.text, m.client_key,"
+    " m.sent_at, NULL::bigint, NULL, NULL, NULL::bigint, NULL::bigint[], NULL::text[] FROM outbox o"
+    " LEFT JOIN messages m ON m.id = o.ref"
+    " WHERE o.owner_id = (SELECT id FROM me) AND o.seq > $2 ORDER BY o.seq LIMIT $3) single"
+    " UNION ALL SELECT * FROM (SELECT r.seq, 2::smallint, 0::bigint, u.alias, '', '', 0::float8,"
+    " NULL::bigint, NULL, NULL, NULL::bigint, c.ids, c.keys FROM receipts r JOIN users u ON u.id = r.peer_id"
+    " CROSS JOIN LATERAL (SELECT array_agg(m.message_id ORDER BY m.message_id) AS ids,"
+    "  array_agg(coalesce(m.client_key, '') ORDER BY m.message_id) AS keys FROM messages m"
+    "  WHERE m.recipient_id = r.peer_id AND m.message_id > r.pushed AND m.message_id <= r.upto"
+    "  AND m.sender_id = r.owner_id AND m.delivered_at IS NOT NULL) c"
+    " WHERE r.owner_id = (SELECT id FROM me) AND r.upto > r.pushed AND r.seq > $2 AND c.ids IS NOT NULL"
+    " ORDER BY r.seq LIMIT $3) ranges"
+    " ORDER BY 1 LIMIT $3"
 )
 
 
 def _item(owner: str, row: asyncpg.Record) -> OutboxItem:
-    seq, kind_value, message_id, sender, recipient, text, key, sent_at, att, *info = row
+    seq, kind_value, message_id, peer, text, key, sent_at, att, name, media_type, size, ids, keys = row
     kind = _KINDS[kind_value]
+    if ids is not None:
+        # A range: its last message is the item's message_id (see OutboxItem.ids).
+        covered = tuple(zip(ids, keys, strict=True))
+        return OutboxItem(seq, owner, kind, covered[-1][0], peer, "", covered[-1][1], ids=covered)
     return OutboxItem(
         seq,
         owner,
         kind,
         message_id,
-        sender if kind is ItemKind.MESSAGE else (recipient or ""),
+        peer or "",
         text or "",
         key or "",
         sent_at or 0.0,
-        None if att is None else AttachmentInfo(att, *info),
+        None if att is None else AttachmentInfo(att, name, media_type, size),
     )
 
 
@@ -187,44 +218,54 @@ class PostgresStore:
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:
-            rows = await conn.fetch(
-                f"{_ITEM_SELECT} WHERE o.owner_id = (SELECT id FROM users WHERE alias = $1)"
-                " AND o.seq > $2 ORDER BY o.seq LIMIT $3",
-                owner,
-                after_seq,
-                limit,
-            )
+            rows = await conn.fetch(_PENDING, owner, after_seq, limit)
             return [_item(owner, row) for row in rows]
 
         result: list[OutboxItem] = await self.engine.submit(job)
         return result
 
     async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
-        return await self._settle(owner, message_ids, now, ItemKind.DELIVERED)
+        if not message_ids:
+            return []
+
+        async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:
+            rows = await conn.fetch(
+                "SELECT seq, sender, after_seq, covered, keys FROM dmds_deliver_v5($1, $2, $3)",
+                owner,
+                message_ids,
+                now,
+            )
+            receipts = []
+            for seq, sender, after, covered, keys in rows:
+                batch.wake(sender)
+                ids = tuple(zip(covered, keys, strict=True))
+                last, key = ids[-1]
+                receipts.append(
+                    OutboxItem(seq, sender, DELIVERED, last, owner, "", key, now, after=after, ids=ids)
+                )
+            return receipts
+
+        # The senders' rows too (their seqs): dmds_lock finds them through the acked ids.
+        result: list[OutboxItem] = await self.engine.submit(job, locks=(owner,), acks=(owner, message_ids))
+        return result
 
     async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
-        return await self._settle(owner, message_ids, now, ItemKind.READ)
-
-    async def _settle(
-        self, owner: str, message_ids: list[int], now: float, kind: ItemKind
-    ) -> list[OutboxItem]:
         if not message_ids:
             return []
 
         async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:
             rows = await conn.fetch(
                 "SELECT seq, sender, message_id, recipient, client_key, after_seq"
-                " FROM dmds_settle_v3($1, $2, $3, $4)",
+                " FROM dmds_read_v5($1, $2, $3)",
                 owner,
                 message_ids,
                 now,
-                int(kind),
             )
             receipts = []
             for seq, sender, message_id, recipient, key, after in sorted(rows, key=lambda r: r[2]):
                 batch.wake(sender)
                 receipts.append(
-                    OutboxItem(seq, sender, kind, message_id, recipient, "", key or "", now, after=after)
+                    OutboxItem(seq, sender, READ, message_id, recipient, "", key or "", now, after=after)
                 )
             return receipts
 
@@ -232,10 +273,29 @@ class PostgresStore:
         return result
 
     async def forget(self, receipts: list[OutboxItem]) -> None:
-        seqs = [item.seq for item in receipts]
+        # A range was pushed up to its last id (the courier may have pushed only its top part, but
+        # never above what was below it); an item about one message is its outbox row.
+        tops: dict[tuple[str, str], int] = {}
+        for item in receipts:
+            if item.ids:
+                pair = (item.owner, item.peer)
+                tops[pair] = max(tops.get(pair, 0), item.ids[-1][0])
+        seqs = [item.seq for item in receipts if not item.ids]
 
         async def job(conn: asyncpg.Connection, batch: Batch) -> None:
-            await conn.execute("DELETE FROM outbox WHERE kind <> 1 AND seq = ANY($1::bigint[])", seqs)
+            if tops:
+                # One entry per pair: an UPDATE ... FROM with two rows for one target applies one.
+                await conn.execute(
+                    "UPDATE receipts r SET pushed = greatest(r.pushed, x.top)"
+                    " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(owner, peer, top)"
+                    " JOIN users o ON o.alias = x.owner JOIN users p ON p.alias = x.peer"
+                    " WHERE r.owner_id = o.id AND r.peer_id = p.id",
+                    [owner for owner, _ in tops],
+                    [peer for _, peer in tops],
+                    list(tops.values()),
+                )
+            if seqs:
+                await conn.execute("DELETE FROM outbox WHERE kind <> 1 AND seq = ANY($1::bigint[])", seqs)
 
         await self.engine.submit(job)
 
@@ -281,7 +341,10 @@ class PostgresStore:
         async def job(conn: asyncpg.Connection, batch: Batch) -> int:
             status = await conn.execute(
                 "DELETE FROM messages m WHERE m.delivered_at IS NOT NULL AND m.delivered_at < $1"
-                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.ref = m.id)",
+                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.ref = m.id)"
+                # Nor one a receipt range still has to push (its keys and ids are read from it).
+                " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.owner_id = m.sender_id"
+                "  AND r.peer_id = m.recipient_id AND m.message_id > r.pushed)",
                 delivered_before,
             )
             await conn.execute(
@@ -392,7 +455,7 @@ async def _add_messages(conn: asyncpg.Connection, batch: Batch, calls: list[Any]
     for call in calls:
         for column, value in zip(columns, call, strict=True):
             column.append(value)
-    rows = await conn.fetch("SELECT * FROM dmds_add_messages_v3($1, $2, $3, $4, $5, $6, $7, $8)", *columns)
+    rows = await conn.fetch("SELECT * FROM dmds_add_messages_v5($1, $2, $3, $4, $5, $6, $7, $8)", *columns)
     out: list[Any] = [None] * len(calls)
     for i, status, seq, message_id, sent_at, recipient, att_name, att_type, att_size, after in rows:
         sender, wanted, text, key, attachment, _now, max_stored, max_bytes = calls[i - 1]
