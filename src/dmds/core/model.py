@@ -61,7 +61,7 @@ class OutboxItem:
     node's item lies between it and what the courier has read. 0 from a store no other process
     writes (SQLite): every item of the owner committed while a courier runs is offered to it.
 
-    `ids`, for a DELIVERED receipt from a store that keeps receipts as ranges (SQLite): the
+    `ids`, for a DELIVERED receipt from a store that keeps receipts as ranges (both engines): the
     messages of the owner's to `peer` it covers, as (message_id, key) in id order, `message_id`
     being the last. Ranges of one sender and recipient only grow upwards, so a courier pushes each
     id once per connection. Empty for an item about one message (`receipts` covers both).
