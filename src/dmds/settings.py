@@ -48,11 +48,18 @@ class ServerSettings:
         "seconds between full runs of Python's garbage collector, instead of its own schedule (which "
         "under load ran them often enough to cost a tenth of the server's CPU); 0: Python's schedule",
     )
+    stop_timeout_s: float = setting(
+        10.0,
+        "seconds a stop (SIGTERM) waits for the requests in flight to be answered and the last commit "
+        "before closing every connection anyway",
+    )
 
     def __post_init__(self) -> None:
         _check_port("port", self.port, allow_zero=True)
         if self.gc_full_interval_s < 0:
             raise ValueError("gc_full_interval_s: must be >= 0")
+        if self.stop_timeout_s <= 0:
+            raise ValueError("stop_timeout_s: must be > 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level: unknown level {self.log_level!r}")
         if self.store and not self.store.startswith(("postgresql://", "postgres://")):

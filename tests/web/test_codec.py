@@ -72,6 +72,8 @@ SERVER: list[f.Frame] = [
     f.Presence(re=9, online=["juan", "maria"]),
     f.PresenceChanged(alias="maria", online=False),
     f.TypingFrom(sender="maria"),
+    f.GoAway(reason="server stopping"),
+    f.GoAway(),
     f.HistoryPage(
         re=10,
         entries=[

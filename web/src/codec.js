@@ -64,6 +64,7 @@ const SERVER_DEFAULTS = {
   delivered: { key: "", first: 0 },
   read: { key: "" },
   upload_ready: { attachment: 0 },
+  goaway: { reason: "" },
 };
 const ENTRY_DEFAULTS = { delivered_at: 0, read_at: 0, attachment: null };
 

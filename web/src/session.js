@@ -31,6 +31,7 @@ export class Session extends EventTarget {
     this.timer = null;
     this.stopped = false;
     this.lastHeard = 0;
+    this.goingAway = false; // the server said GoAway: reconnect at once
     this.watchdog = setInterval(() => this.check(), 1000);
     // The browser knows before the socket does: an open WebSocket can outlive the network.
     this.onOffline = () => this.ws?.close();
@@ -62,7 +63,7 @@ export class Session extends EventTarget {
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       let welcomed = false;
-      ws.onopen = () => ws.send(encodeFrame({ t: "hello", version: VERSION, client: "dmds web", features: ["typing"] }));
+      ws.onopen = () => ws.send(encodeFrame({ t: "hello", version: VERSION, client: "dmds web", features: ["typing", "goaway"] }));
       ws.onmessage = (event) => {
         this.lastHeard = Date.now();
         let frame;
@@ -113,6 +114,13 @@ export class Session extends EventTarget {
     }
     if (frame.t === "error" && !frame.re) {
       this.emit("closing", frame);
+      return;
+    }
+    if (frame.t === "goaway") {
+      // The server is stopping: leave now and come back at once (the outbox sends again what was
+      // not answered, with its keys).
+      this.goingAway = true;
+      this.ws?.close();
       return;
     }
     if (frame.t === "messages") {
@@ -211,12 +219,16 @@ export class Session extends EventTarget {
     for (const { reject } of this.waiting.values()) reject(new Error("connection lost"));
     this.waiting.clear();
     if (wasOnline) this.emit("offline");
-    if (this.credentials && !this.stopped) this.reconnectLater();
+    if (this.credentials && !this.stopped) {
+      if (this.goingAway) this.attempt = 0; // the first try at once: another node is likely up
+      this.reconnectLater(this.goingAway);
+    }
+    this.goingAway = false;
   }
 
-  reconnectLater() {
+  reconnectLater(now = false) {
     clearTimeout(this.timer);
-    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    const delay = now ? 0 : BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     this.attempt += 1;
     this.timer = setTimeout(() => this.reconnect(), delay * (0.75 + Math.random() / 2));
   }

@@ -50,7 +50,9 @@ Requests. Each request carries a fresh id; its future waits in `_pending`, keyed
 frame with that id in `re` arrives (the answer, or an Error).
 
 Reconnection (``reconnect=True``). When the connection drops (not when the client closes it, and
-not when the server said it must not come back: replaced by a newer login, protocol errors):
+not when the server said it must not come back: replaced by a newer login, protocol errors), or
+the server says it is stopping (`GoAway`, which the client asks for in Hello; then the first
+attempt is made at once, to the next address first):
 
 1. Requests that may safely be sent twice stay pending: `Send` (its key makes the server answer a
    resend with the id of the first and never deliver it twice), `History` and `Fetch` (reads). Every
@@ -330,6 +332,8 @@ class _Link(asyncio.Protocol):
         self.reason = ""
         #: the server said not to come back (replaced by a newer login, protocol error)
         self.final = False
+        #: the server said it is stopping (GoAway): reconnect at once, to the next address first
+        self.going_away = False
         self.acks: list[int] = []
         self._out: list[f.Frame] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -339,7 +343,7 @@ class _Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.queue(f.Hello(version=f.VERSION, client=self._client.client_name))
+        self.queue(f.Hello(version=f.VERSION, client=self._client.client_name, features=[f.GOAWAY]))
         self.arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -856,6 +860,12 @@ class SessionClient:
         elif isinstance(frame, Welcome):
             if not link.welcome.done():
                 link.welcome.set_result(frame)
+        elif isinstance(frame, f.GoAway):
+            # The server answers nothing more on this connection: go now, and send what is pending
+            # again on the next one (a Send's key makes that safe).
+            link.reason = f"the server is stopping ({frame.reason or 'no reason given'})"
+            link.going_away = True
+            link.close()
         elif isinstance(frame, f.Error) and frame.re == 0:
             # The server is closing the connection, and says why.
             link.reason = describe_error(frame.code, frame.message, frame.retry_after_s)
@@ -950,13 +960,14 @@ class SessionClient:
         self._fail(lambda req: req.sent_on is link and not isinstance(req.frame, _REPLAYABLE), link.reason)
         self._notes.extend(link.unsent_notes())
         self._emit(Disconnected(link.reason, reconnecting=True))
-        self._reconnector = self._loop.create_task(self._reconnect(link.reason))
+        self._reconnector = self._loop.create_task(self._reconnect(link.reason, at_once=link.going_away))
 
-    async def _reconnect(self, reason: str) -> None:
+    async def _reconnect(self, reason: str, *, at_once: bool = False) -> None:
         delay = RECONNECT_FIRST_DELAY_S
         for attempt in range(1, RECONNECT_ATTEMPTS + 1):
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+            if not (at_once and attempt == 1):  # a GoAway: the next node is up, most likely
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
             try:
                 link = await self._open_link()
             except (OSError, SessionError) as exc:

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: How often deadlines (request and discard timeouts) are checked, in seconds.
 SWEEP_S = 0.1
+#: Seconds between two looks at the connections still open while stopping.
+STOP_POLL_S = 0.01
 
 # Errors that are the client's doing (or a limit): logged at INFO, without a traceback.
 _EXPECTED = (DmdsError,)
@@ -90,6 +92,17 @@ class ClassicServer:
             now = loop.time()
             for conn in [c for c in self.watched if c.deadline <= now]:
                 conn.timed_out()
+
+    async def stop(self, deadline: float) -> None:
+        """The graceful part of a stop: accept no more connections and wait until every open one
+        is answered and closed, or the loop's clock passes `deadline`. `close` follows."""
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        while self.active and loop.time() < deadline:  # noqa: ASYNC110 - an event would cost every request
+            await asyncio.sleep(STOP_POLL_S)
+        if self.active:
+            log.warning("stopping with %d classic connection(s) still open", self.active)
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -60,7 +60,9 @@ async def _purge_every(service: Service, period_s: float) -> None:
 
 
 async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (or `stop` is set), then close everything cleanly."""
+    """Run until SIGINT/SIGTERM (or `stop` is set), then stop gracefully: no new connections, the
+    requests in flight answered (within stop_timeout_s), session clients told to go (GoAway), the
+    last commit flushed, everything closed."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -104,7 +106,10 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
             web_port,
         )
         await stop.wait()
-        log.info("stopping")
+        timeout = settings.server.stop_timeout_s
+        log.info("stopping: answering the requests in flight (at most %g s)", timeout)
+        deadline = loop.time() + timeout
+        await asyncio.gather(classic.stop(deadline), session.stop(deadline))
     finally:
         purger.cancel()
         if collector is not None:

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 SWEEP_S = 1.0
 #: Unanswered requests per connection before its reading is paused.
 MAX_IN_FLIGHT = 1000
+#: Seconds between two looks at what is still in flight while stopping.
+STOP_POLL_S = 0.01
 #: Most bytes answered by one Fetch.
 MAX_FETCH_BYTES = 256 * 1024
 
@@ -95,6 +97,20 @@ class SessionServer:
             for conn in list(self.connections):
                 conn.tick(now)
 
+    async def stop(self, deadline: float) -> None:
+        """The graceful part of a stop: accept no more connections, tell each client (GoAway, to
+        those that asked), read no more requests, and wait until those in flight are answered or
+        the loop's clock passes `deadline`. `close` follows."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.going_away()
+        loop = asyncio.get_running_loop()
+        while any(conn.in_flight for conn in self.connections) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(STOP_POLL_S)
+        if waiting := sum(conn.in_flight for conn in self.connections):
+            log.warning("stopping with %d session request(s) still unanswered", waiting)
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -125,9 +141,9 @@ class SessionConnection:
     batches = True  # pushes are only queued: a page is one call
     # Slots: one of these per connected client, most of them idle (see `dmds bench connections`).
     __slots__ = (
-        "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "_reads", "_typed", "alias",
-        "codec", "loop", "opened_at", "peer", "server", "service", "subscribed", "token", "transport",
-        "wants_ranges", "wants_typing",
+        "__weakref__", "_flush_scheduled", "_in_flight", "_out", "_paused", "_reads", "_stopping", "_typed",
+        "alias", "codec", "loop", "opened_at", "peer", "server", "service", "subscribed", "token",
+        "transport", "wants_goaway", "wants_ranges", "wants_typing",
     )  # fmt: skip
 
     def __init__(self, server: SessionServer, *, framed: bool = True) -> None:
@@ -154,7 +170,9 @@ class SessionConnection:
         self._in_flight = 0  # requests being served (their tasks are held by the server)
         self._reads: asyncio.Lock | None = None  # made on the first History
         self._paused = False
+        self._stopping = False  # the server is stopping: read nothing more
         self.wants_typing = False  # asked for TypingFrom pushes in Hello.features
+        self.wants_goaway = False  # asked for a GoAway push before a stop (version 2)
         self.wants_ranges = False  # asked for receipt ranges (version 2)
         self._typed: dict[str, float] | None = None  # recipient -> when this client last typed to them
 
@@ -213,6 +231,7 @@ class SessionConnection:
             s = self.server.settings
             self.wants_typing = f.TYPING in frame.features
             self.wants_ranges = f.RECEIPT_RANGES in frame.features and self.codec.version >= 2
+            self.wants_goaway = f.GOAWAY in frame.features and self.codec.version >= 2
             self.queue(
                 f.Welcome(
                     version=self.codec.version,
@@ -420,8 +439,23 @@ class SessionConnection:
             self._paused = True
             self.transport.pause_reading()
 
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def going_away(self) -> None:
+        """The server is stopping: no more requests are read (those unread are the client's to send
+        again, elsewhere or later); those in flight are answered."""
+        self._stopping = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            if self.wants_goaway:
+                self.queue(f.GoAway(reason="server stopping"))
+
     def _finished(self) -> None:
         self._in_flight -= 1
+        if self._stopping:
+            return
         if self._paused and self._in_flight < MAX_IN_FLIGHT // 2 and self.transport is not None:
             self._paused = False
             if not self.transport.is_closing():

@@ -159,7 +159,12 @@ def test_a_version_1_connection_is_never_sent_what_only_version_2_has() -> None:
     server.receive_data(client.send(f.Hello(version=1), 0), 0)
     server.next_event()
     message = f.Message(sender="ana", message_id=1, text="hi", sent_at=1.0)
-    for frame in (f.Messages(messages=[message, message]), f.Delivered(to="bob", message_id=3, first=1)):
+    only_in_2 = (
+        f.Messages(messages=[message, message]),
+        f.Delivered(to="bob", message_id=3, first=1),
+        f.GoAway(reason="stopping"),
+    )
+    for frame in only_in_2:
         with pytest.raises(LocalProtocolError):
             server.send(frame, 0)
     server.send(f.Delivered(to="bob", message_id=3), 0)  # one message's receipt: version 1 has it

@@ -219,7 +219,8 @@ class Connection:
                 self._hello_sent = True
                 self.version = frame.version  # the newest the Welcome may agree on
         elif self.version < 2 and (
-            isinstance(frame, frames.Messages) or (isinstance(frame, frames.Delivered) and frame.first)
+            isinstance(frame, frames.Messages | frames.GoAway)
+            or (isinstance(frame, frames.Delivered) and frame.first)
         ):
             raise LocalProtocolError(f"{type(frame).__name__} needs version 2; this connection speaks 1")
         self._last_sent = now

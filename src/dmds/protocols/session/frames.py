@@ -47,6 +47,9 @@ TYPING = "typing"
 #: Version 2: delivery receipts as ranges (`Delivered.first`), one push for many messages. For a
 #: client that knows which of its messages a range holds (their ids came back in `Accepted`).
 RECEIPT_RANGES = "receipt_ranges"
+#: Version 2: a `GoAway` push before the server stops, so that the client moves to another node (or
+#: waits for this one to come back) at once instead of learning it from a closed connection.
+GOAWAY = "goaway"
 
 
 class Hello(Frame, tag="hello"):
@@ -87,6 +90,15 @@ class Error(Frame, tag="error"):
     message: str = ""
     re: int = 0
     retry_after_s: float = 0.0
+
+
+class GoAway(Frame, tag="goaway"):
+    """Server push, version 2, to a client that asked for GOAWAY: this server is stopping. It
+    answers nothing more and closes the connection once the requests in flight are answered; the
+    client should connect again now (to another node if it knows one). A Send left unanswered is
+    safe to send again with its key."""
+
+    reason: ShortText = ""
 
 
 class Ok(Frame, tag="ok"):
@@ -362,6 +374,7 @@ ServerFrame = (
     | Ping
     | Pong
     | Error
+    | GoAway
     | Ok
     | LoggedIn
     | Accepted
