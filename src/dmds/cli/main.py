@@ -27,14 +27,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     from dmds.transports.lifecycle import serve
 
+    def load() -> settings.ServeSettings:
+        return settings.load(settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config)
+
     try:
-        config = settings.load(settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config)
+        config = load()
     except ValueError as exc:
         print(f"dmds serve: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config.server.log_level)
     try:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, reload=load))
     except StoreError as exc:
         logging.getLogger("dmds").error("%s", exc)
         return 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -377,6 +378,11 @@ class Service:
         if sender not in self._directory:
             raise NotConnected(sender)
         return self._store_message(sender, recipient, text, key, 0)
+
+    def set_send_rate(self, rate: float, burst: int) -> None:
+        """New send-rate limits (a reload): every user's bucket starts again under them."""
+        self._settings = dataclasses.replace(self._settings, max_send_rate=rate, send_burst=burst)
+        self._buckets.clear()
 
     def _store_message(
         self, sender: str, recipient: str, text: str, key: str | None, attachment: int

@@ -7,11 +7,13 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 from dmds.core.service import Service
 from dmds.settings import ServeSettings
 from dmds.stores import describe, open_store
 from dmds.transports.classic_server import ClassicServer
+from dmds.transports.reload import Reloader
 from dmds.transports.session_server import SessionServer
 from dmds.transports.session_ws import WebServer
 
@@ -59,10 +61,15 @@ async def _purge_every(service: Service, period_s: float) -> None:
         await asyncio.sleep(period_s)
 
 
-async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: ServeSettings,
+    stop: asyncio.Event | None = None,
+    reload: Callable[[], ServeSettings] | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set), then stop gracefully: no new connections, the
     requests in flight answered (within stop_timeout_s), session clients told to go (GoAway), the
-    last commit flushed, everything closed."""
+    last commit flushed, everything closed. With `reload` (how the settings were read), SIGHUP reads
+    them again and applies what can change live (`reload.py`)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,6 +112,9 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
             s.web_host,
             web_port,
         )
+        if reload is not None:
+            reloader = Reloader(reload, settings, service, lambda: [c for c in (session.tls, web.tls) if c])
+            loop.add_signal_handler(signal.SIGHUP, reloader.reload)
         await stop.wait()
         timeout = settings.server.stop_timeout_s
         log.info("stopping: answering the requests in flight (at most %g s)", timeout)
@@ -119,6 +129,6 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
         await session.close()
         await service.close()
         await store.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("stopped")

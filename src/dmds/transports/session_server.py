@@ -77,14 +77,15 @@ class SessionServer:
         self.tasks: set[asyncio.Task[None]] = set()  # requests being served, on every connection
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        #: the listener's TLS context, if any: a reload loads a renewed certificate into it
+        self.tls: ssl.SSLContext | None = None
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
-        context = (
-            tls_context(self.settings.tls_cert, self.settings.tls_key) if self.settings.tls_cert else None
-        )
+        if self.settings.tls_cert:
+            self.tls = tls_context(self.settings.tls_cert, self.settings.tls_key)
         self._server = await loop.create_server(
-            lambda: _TcpProtocol(self), host, port, ssl=context, backlog=1024
+            lambda: _TcpProtocol(self), host, port, ssl=self.tls, backlog=1024
         )
         self._sweeper = loop.create_task(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])

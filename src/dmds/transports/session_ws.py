@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -152,6 +153,11 @@ class WebServer:
         if self._task.done():
             self._task.result()  # raise why it did not start
         return bound
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """uvicorn's TLS context, if it serves HTTPS: a reload loads a renewed certificate into it."""
+        return None if self._server is None else self._server.config.ssl
 
     async def close(self) -> None:
         if self._server is not None and self._task is not None:
