@@ -99,3 +99,21 @@ async def test_acks_in_runs_and_scattered_free_the_same_room(tmp_path: Path) -> 
     assert account is not None
     assert (account.stored_messages, account.stored_bytes) == (len(left), sum(left))
     await store.close()
+
+
+async def test_a_receipt_nobody_is_offered_is_stored_and_read_back_whole(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    for alias in ("ana", "bob", "cy"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    for n in range(1, 7):
+        sender = "ana" if n % 2 else "cy"
+        await store.add_message(
+            sender, "bob", f"m{n}", now=1.0, max_stored=9, max_stored_bytes=1_000_000, key=f"k{n}"
+        )
+    # ana is offered nothing (not connected here), cy is: only cy's receipt comes back.
+    receipts = await store.mark_delivered("bob", [1, 2, 3, 4, 5, 6], now=2.0, offer_to=lambda s: s == "cy")
+    assert [(r.owner, [m for m, _ in r.receipts]) for r in receipts] == [("cy", [2, 4, 6])]
+    # ana's range is stored all the same, with its keys, for her next connection.
+    [waiting] = await store.pending("ana", 0, 10)
+    assert waiting.receipts == ((1, "k1"), (3, "k3"), (5, "k5"))
+    await store.close()

@@ -6,7 +6,7 @@ Times are seconds since the epoch, passed in by the core.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 from dmds.core.model import AttachmentInfo, OutboxItem, Presence, StoredMessage, User, UserRecord
@@ -68,9 +68,13 @@ class Store(Protocol):
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         """Items for `owner` with seq > after_seq, in seq order, at most `limit`."""
 
-    async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+    async def mark_delivered(
+        self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None
+    ) -> list[OutboxItem]:
         """Messages `owner` received: out of their outbox, delivered_at set, and a DELIVERED receipt
         stored for each sender that still exists. Returns the receipts. Unknown ids are ignored.
+        With `offer_to`, a store may leave out the receipts of senders for whom it says False (they
+        are stored: the caller would not offer them to anyone).
 
         A store may keep receipts as ranges (`OutboxItem.ids`): then each sender's receipt covers the
         messages from them that are delivered with none of theirs to `owner` undelivered before

@@ -487,7 +487,8 @@ class Service:
         async def attempt() -> list[OutboxItem]:
             # Read implies delivered: a client that marks read without acking still gives its
             # sender both receipts (mark_delivered skips what is delivered already).
-            receipts = await self._store.mark_delivered(owner, message_ids, now)
+            # A receipt is offered only to a courier of this node: the others read it back.
+            receipts = await self._store.mark_delivered(owner, message_ids, now, self._couriers.__contains__)
             if kind is ItemKind.READ:
                 receipts += await self._store.mark_read(owner, message_ids, now)
             return receipts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -224,7 +225,10 @@ class PostgresStore:
         result: list[OutboxItem] = await self.engine.submit(job)
         return result
 
-    async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
+    async def mark_delivered(
+        self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None
+    ) -> list[OutboxItem]:
+        # `offer_to` is not used: the ids come back with the statement that raises the ranges.
         if not message_ids:
             return []
 

@@ -560,31 +560,39 @@ class SqliteStore:
 
         return await self._submit(job)
 
-    async def mark_delivered(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
-        return await self._submit(
-            lambda conn: self._settle(conn, owner, message_ids, now, ItemKind.DELIVERED), defers=True
-        )
+    async def mark_delivered(
+        self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None
+    ) -> list[OutboxItem]:
+        def job(conn: sqlite3.Connection) -> list[OutboxItem]:
+            me = self._settling(conn, owner, message_ids)
+            return [] if me is None else self._delivered(conn, me, owner, message_ids, now, offer_to=offer_to)
+
+        return await self._submit(job, defers=True)
 
     async def mark_read(self, owner: str, message_ids: list[int], now: float) -> list[OutboxItem]:
-        return await self._submit(
-            lambda conn: self._settle(conn, owner, message_ids, now, ItemKind.READ), defers=True
-        )
+        def job(conn: sqlite3.Connection) -> list[OutboxItem]:
+            me = self._settling(conn, owner, message_ids)
+            return [] if me is None else self._read(conn, me, message_ids, now)
 
-    def _settle(
-        self, conn: sqlite3.Connection, owner: str, message_ids: list[int], now: float, receipt: ItemKind
-    ) -> list[OutboxItem]:
-        """Mark messages of `owner` delivered or read, and queue the receipts for their senders.
+        return await self._submit(job, defers=True)
 
-        Reads: two UPDATE ... RETURNING per `MAX_IDS` ids rather than statements per message; the
-        read receipts join the batch's deferred outbox rows. Deliveries: `_delivered`."""
+    def _settling(self, conn: sqlite3.Connection, owner: str, message_ids: list[int]) -> _Account | None:
+        """The account whose messages are being settled, with the batch's new messages written
+        (a receipt range must see what is undelivered); None if there is nothing to do."""
         me = self._account(conn, owner)
         if me is None or not message_ids:
-            return []
+            return None
         if self._writes:
-            # The batch's new messages must be rows: a receipt range must see what is undelivered.
             self._write_deferred(conn)
-        if receipt is ItemKind.DELIVERED:
-            return self._delivered(conn, me, owner, message_ids, now)
+        return me
+
+    def _read(
+        self, conn: sqlite3.Connection, me: _Account, message_ids: list[int], now: float
+    ) -> list[OutboxItem]:
+        """Mark messages read (and delivered, if they were not), and queue a READ receipt for each
+        sender: two UPDATE ... RETURNING per `MAX_IDS` ids rather than statements per message; the
+        receipts join the batch's deferred outbox rows."""
+        receipt = ItemKind.READ
         settled: list[tuple[Any, ...]] = []
         freed: list[int] = []  # sizes of the messages leaving the undelivered set
         for start in range(0, len(message_ids), MAX_IDS):
@@ -617,7 +625,14 @@ class SqliteStore:
         return receipts
 
     def _delivered(
-        self, conn: sqlite3.Connection, me: _Account, owner: str, message_ids: list[int], now: float
+        self,
+        conn: sqlite3.Connection,
+        me: _Account,
+        owner: str,
+        message_ids: list[int],
+        now: float,
+        *,
+        offer_to: Callable[[str], bool] | None,
     ) -> list[OutboxItem]:
         """Mark messages of `owner` delivered, then raise their senders' receipt ranges.
 
@@ -654,7 +669,7 @@ class SqliteStore:
             conn.execute(f"UPDATE messages SET delivered_at = ? WHERE {cond}", (now, me.id, *args))
         if count:
             self._free(me, count, size)
-        return self._receipt_ranges(conn, me, owner, senders)
+        return self._receipt_ranges(conn, me, owner, senders, offer_to)
 
     def _free(self, me: _Account, count: int, size: int) -> None:
         """`count` messages of `size` bytes left what `me` has waiting."""
@@ -663,12 +678,20 @@ class SqliteStore:
         self._writes.dirty[me.id] = me
 
     def _receipt_ranges(
-        self, conn: sqlite3.Connection, me: _Account, owner: str, senders: dict[int, tuple[str, int]]
+        self,
+        conn: sqlite3.Connection,
+        me: _Account,
+        owner: str,
+        senders: dict[int, tuple[str, int]],
+        offer_to: Callable[[str], bool] | None,
     ) -> list[OutboxItem]:
         """Raise each sender's receipt range (schema 5) over what `owner` has now received from
         them: up to the first of their messages still undelivered, or the top of the mailbox. One
         item per sender, with every message the range newly covers (most often: those just acked).
-        `senders`: (alias, lowest message id just delivered) by sender id."""
+        `senders`: (alias, lowest message id just delivered) by sender id. A sender for whom
+        `offer_to` says False gets no item: nobody would be offered it, and reading the ids and keys
+        of its range (a row per message) is most of the cost; the courier of their next connection
+        reads the range whole."""
         receipts = []
         for sender_id, (sender, low) in senders.items():
             gap = conn.execute(_FIRST_UNDELIVERED, (me.id, sender_id)).fetchone()
@@ -681,7 +704,6 @@ class SqliteStore:
             upto = row[0] if row is not None else min(low, top + 1) - 1
             if top <= upto:
                 continue  # acked above a gap: receipted when it closes
-            ids = tuple(conn.execute(_COVERED, (me.id, upto, top, sender_id)).fetchall())
             seq = self._next_seq
             self._next_seq += 1
             conn.execute(
@@ -689,6 +711,9 @@ class SqliteStore:
                 " ON CONFLICT (owner_id, peer_id) DO UPDATE SET upto = excluded.upto, seq = excluded.seq",
                 (sender_id, me.id, top, upto, seq),
             )
+            if offer_to is not None and not offer_to(sender):
+                continue
+            ids = tuple(conn.execute(_COVERED, (me.id, upto, top, sender_id)).fetchall())
             if ids:
                 last, key = ids[-1]
                 receipts.append(OutboxItem(seq, sender, ItemKind.DELIVERED, last, owner, "", key, ids=ids))
