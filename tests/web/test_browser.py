@@ -9,7 +9,7 @@ from pathlib import Path
 from playwright.async_api import Browser, BrowserContext, FilePayload, Locator, Page, expect
 
 from dmds.client.session import Message, SessionClient
-from tests.conftest import ServerProcess, TlsServer
+from tests.conftest import FAST, ServerFactory, ServerProcess, TlsServer
 from tests.integration.listener import Listener, exchange, message, sent
 from tests.integration.test_cluster import classic_online
 from tests.wire import send as classic_send
@@ -335,3 +335,30 @@ async def test_a_message_in_a_hidden_tab_makes_a_notification(
     await say(juan, "¿estás?")
     await expect(maria.locator("#conversations .badge")).to_have_text("2")
     assert await maria.evaluate("window.__notes") == [["juan", "¿estás?"]]
+
+
+async def test_a_graceful_restart_is_survived_and_what_was_typed_goes_once(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    server = server_factory(*FAST)
+    ctx = await browser.new_context()
+    juan = await sign_up(ctx, server, "juan")
+    maria_ctx = await browser.new_context()
+    await sign_up(maria_ctx, server, "maria")
+    await maria_ctx.close()  # offline: juan's messages stay "sent" until she is back
+    await open_chat(juan, "maria")
+    await say(juan, "before")
+    await expect(juan.locator("#messages .bubble.mine[data-state=sent]")).to_have_count(1)
+    # SIGTERM: the page is told (goaway), goes offline, queues what is typed, and is back with the
+    # server (same data dir and ports), where the queued message goes out once.
+    assert await asyncio.to_thread(server.stop) == 0
+    await expect(juan.locator("#status")).to_contain_text("Offline")
+    await say(juan, "while restarting")
+    await expect(juan.locator("#messages .bubble.mine[data-state=queued]")).to_have_count(1)
+    ports = ("--port", str(server.port), "--session-port", str(server.session_port))
+    server_factory(*FAST, *ports, "--web-port", str(server.web_port), data_dir=server.data_dir)
+    await expect(juan.locator("#status")).to_be_hidden(timeout=20_000)
+    await expect(juan.locator("#messages .bubble.mine[data-state=sent]")).to_have_count(2)
+    maria = await log_in(await browser.new_context(), server, "maria")
+    await maria.locator("#conversations button", has_text="juan").click()
+    await expect(maria.locator("#messages .bubble .text")).to_have_text(["before", "while restarting"])
