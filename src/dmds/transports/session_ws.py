@@ -69,6 +69,16 @@ class _WsLink:
     def is_closing(self) -> bool:
         return self.closing
 
+    # A WebSocket is never half-closed: messages arrive whole, so bad input never lingers here.
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("a WebSocket has no half-close")
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
+
     def pause_reading(self) -> None:
         self.readable.clear()
 
