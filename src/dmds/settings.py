@@ -32,6 +32,15 @@ class SyncMode(enum.StrEnum):
     NORMAL = "normal"
 
 
+class LogFormat(enum.StrEnum):
+    """How log records are written on stderr."""
+
+    #: one line per record, for people: time, level, logger, message
+    TEXT = "text"
+    #: one JSON object per line, for log collectors (cli/logs.py lists the fields)
+    JSON = "json"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = setting("0.0.0.0", "address the classic server listens on")
@@ -43,6 +52,11 @@ class ServerSettings:
         "(several nodes may share it)",
     )
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: LogFormat = setting(
+        LogFormat.TEXT,
+        "text: a line per record for people; json: one JSON object per line (time in UTC, level, "
+        "logger, message, exc, and fields such as alias and peer) for log collectors",
+    )
     gc_full_interval_s: float = setting(
         60.0,
         "seconds between full runs of Python's garbage collector, instead of its own schedule (which "

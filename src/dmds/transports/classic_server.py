@@ -278,6 +278,12 @@ class _ClassicProtocol(asyncio.Protocol):
         # Asked for only when needed: getpeername() is a system call per connection.
         return self._transport.get_extra_info("peername") if self._transport is not None else None
 
+    @property
+    def peer_text(self) -> str:
+        """The peer as host:port, for structured logs."""
+        peer = self.peer
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
     async def _dispatch(self, request: Request) -> None:
         try:
             reply = await self._server.dispatch(request, self)
@@ -289,7 +295,8 @@ class _ClassicProtocol(asyncio.Protocol):
         """The reply to a request that failed with `exc` (codes.error_reply: the one table)."""
         name = request.OP.decode()
         if isinstance(exc, InvalidField | LimitExceeded | StoreError | Forbidden):
-            log.info("%s from %s failed: %s", name, self.peer, exc)
+            extra = {"op": name, "peer": self.peer_text, "reason": type(exc).__name__}
+            log.info("%s from %s failed: %s", name, self.peer, exc, extra=extra)
         elif isinstance(exc, _EXPECTED):
             log.debug("%s from %s: %s", name, self.peer, type(exc).__name__)
         else:
@@ -321,12 +328,19 @@ class _ClassicProtocol(asyncio.Protocol):
                     self.peer,
                     self._server.limits.linger_s,
                     linger.dropped,
+                    extra={"peer": self.peer_text, "dropped": linger.dropped},
                 )
             self._finish(give_up=True)
 
     def _reject(self, op: type[Request] | None, reason: str) -> None:
         name = op.OP.decode() if op is not None else "request"
-        log.info("bad %s from %s: %s; answering other error and closing", name, self.peer, reason)
+        log.info(
+            "bad %s from %s: %s; answering other error and closing",
+            name,
+            self.peer,
+            reason,
+            extra={"op": name, "peer": self.peer_text},
+        )
         assert self._transport is not None
         self._transport.write(self._codec.send(error_reply(op, RemoteProtocolError(reason, op))))
         self._codec.close()  # what it buffered is not needed any more

@@ -217,7 +217,12 @@ class SessionConnection:
     def too_slow(self) -> None:
         # The client reads slower than we write, past max_outgoing_bytes: cut it off. What it did
         # not acknowledge stays stored for its next login.
-        log.info("session %s (%s) does not read its frames; disconnecting", self.alias, self.peer)
+        log.info(
+            "session %s (%s) does not read its frames; disconnecting",
+            self.alias,
+            self.peer,
+            extra={"alias": self.alias, "peer": self.peer},
+        )
         if self.transport is not None:
             self.transport.abort()
 
@@ -232,7 +237,12 @@ class SessionConnection:
                     return
                 self._handle(frame)
         except RemoteProtocolError as exc:
-            log.info("session from %s broke the protocol (%s); closing", self.peer, exc.message)
+            log.info(
+                "session from %s broke the protocol (%s); closing",
+                self.peer,
+                exc.message,
+                extra={"alias": self.alias, "peer": self.peer, "code": exc.code.name},
+            )
             self.close(exc.code, exc.message, linger=True)
 
     def _handle(self, frame: Any) -> None:
@@ -416,7 +426,7 @@ class SessionConnection:
             raise NotConnected("connection closed")
         await svc.connect(alias, self)
         self.alias, self.token = alias, token
-        log.info("session login %s from %s", alias, self.peer)
+        log.info("session login %s from %s", alias, self.peer, extra={"alias": alias, "peer": self.peer})
         return f.LoggedIn(re=frame.id, alias=alias, token=token, expires_at=expires)
 
     async def _leave(self) -> None:
@@ -516,6 +526,7 @@ class SessionConnection:
                 self.peer,
                 self.server.linger_s,
                 linger.dropped,
+                extra={"peer": self.peer, "dropped": linger.dropped},
             )
         if self.transport is not None:
             # An Error the client has not even read would hold a close() open for ever.
@@ -530,7 +541,11 @@ class SessionConnection:
             and now - self.opened_at > self.server.settings.handshake_timeout_s
         ):
             # A connection that never says Hello holds a slot for nothing: shorter than idleness.
-            log.info("session from %s: no Hello within handshake_timeout_s; closing", self.peer)
+            log.info(
+                "session from %s: no Hello within handshake_timeout_s; closing",
+                self.peer,
+                extra={"peer": self.peer},
+            )
             self.close(ErrorCode.IDLE_TIMEOUT, "no hello")
             return
         due = self.codec.get_timer()

@@ -150,6 +150,7 @@ class WebServer:
             self._app,
             lifespan="off",
             log_level="warning",
+            log_config=None,  # its records go through `dmds serve`'s handler and format (text or JSON)
             ws="websockets-sansio",
             ssl_certfile=tls_cert or None,
             ssl_keyfile=tls_key or None,
