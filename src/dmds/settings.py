@@ -124,7 +124,7 @@ class ClassicLimits:
     # 35 MB too long arrive at 10 Mbit/s. No byte cap: it would cut off the large requests this is for.
     linger_s: float = setting(
         30.0,
-        "after an error reply (classic, and session over TCP), seconds at most the server goes on "
+        "after an error reply to bad input (classic or session), seconds at most the server goes on "
         "reading and dropping what the client still sends so that it gets the reply; then it closes",
     )
     linger_idle_s: float = setting(

@@ -2,7 +2,8 @@
 
 This used to reset the connection: a classic SEND a few MB over max_text_bytes (or an oversized
 session frame) was answered, but the server stopped reading after 64 KiB and aborted (the session
-server closed at once), and the reset destroyed the reply before the client had read it.
+server closed at once, and so did uvicorn after a WebSocket message past 16 MiB), and the reset
+destroyed the reply before the client had read it.
 """
 
 from __future__ import annotations
@@ -215,3 +216,40 @@ async def test_an_oversized_websocket_message_is_refused_without_a_reset(
         assert closed.value.rcvd.code == 1000
     else:
         assert closed.value.rcvd.code == 1009
+
+
+def ws_frame_header(length: int) -> bytes:
+    """A masked binary frame's header (RFC 6455 5.2) with a zero mask, for raw WebSocket clients."""
+    if length < 126:
+        head = struct.pack(">BB", 0x82, 0x80 | length)
+    elif length < 1 << 16:
+        head = struct.pack(">BBH", 0x82, 0x80 | 126, length)
+    else:
+        head = struct.pack(">BBQ", 0x82, 0x80 | 127, length)
+    return head + b"\0\0\0\0"
+
+
+def test_a_websocket_message_past_16_mib_sent_whole_before_reading_gets_its_close_frame(
+    server: ServerProcess,
+) -> None:
+    """As a client that writes a whole message before it reads: uvicorn closed at once after its
+    1009, and the rest of the message reset the connection."""
+    with socket.create_connection(("127.0.0.1", server.web_port), timeout=30) as sock:
+        sock.sendall(
+            b"GET /session HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(1000)
+        assert response.startswith(b"HTTP/1.1 101")
+        size = 20 * MB
+        sock.sendall(ws_frame_header(size))
+        for start in range(0, size, CHUNK):  # about 1.5 s
+            sock.sendall(b"\x80" * min(CHUNK, size - start))
+            time.sleep(0.004)
+        got = b""
+        while chunk := sock.recv(4096):  # a reset raises
+            got += chunk
+    assert got[:1] == b"\x88"  # a close frame...
+    assert struct.unpack(">H", got[2:4])[0] == 1009  # ..."message too big"

@@ -295,12 +295,13 @@ class _ClassicProtocol(asyncio.Protocol):
         """The reply to a request that failed with `exc` (codes.error_reply: the one table)."""
         name = request.OP.decode()
         if isinstance(exc, InvalidField | LimitExceeded | StoreError | Forbidden):
-            extra = {"op": name, "peer": self.peer_text, "reason": type(exc).__name__}
-            log.info("%s from %s failed: %s", name, self.peer, exc, extra=extra)
+            peer = self.peer_text
+            extra = {"op": name, "peer": peer, "reason": type(exc).__name__}
+            log.info("%s from %s failed: %s", name, peer, exc, extra=extra)
         elif isinstance(exc, _EXPECTED):
-            log.debug("%s from %s: %s", name, self.peer, type(exc).__name__)
+            log.debug("%s from %s: %s", name, self.peer_text, type(exc).__name__)
         else:
-            log.error("bug while serving %s from %s", name, self.peer, exc_info=exc)
+            log.error("bug while serving %s from %s", name, self.peer_text, exc_info=exc)
         return error_reply(type(request), exc)
 
     def _answer(self, reply: Reply) -> None:
@@ -325,7 +326,7 @@ class _ClassicProtocol(asyncio.Protocol):
                 log.info(
                     "classic client %s still sending after %gs (%d bytes dropped since its error "
                     "reply); closing (linger_s)",
-                    self.peer,
+                    self.peer_text,
                     self._server.limits.linger_s,
                     linger.dropped,
                     extra={"peer": self.peer_text, "dropped": linger.dropped},
@@ -337,7 +338,7 @@ class _ClassicProtocol(asyncio.Protocol):
         log.info(
             "bad %s from %s: %s; answering other error and closing",
             name,
-            self.peer,
+            self.peer_text,
             reason,
             extra={"op": name, "peer": self.peer_text},
         )

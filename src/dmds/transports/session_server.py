@@ -24,8 +24,9 @@ Pings, idle timeout) rather than a timer per connection.
 Bad input over TCP: the Error frame is written, then the connection lingers (`linger.py`): the user
 is offline at once, but the socket half-closes and reads and drops what the client still sends (the
 rest of an oversized frame, say) until it closes, falls silent or `linger_s` pass, so that the close
-does not reset the connection and destroy the Error before the client reads it. A WebSocket needs
-none of this: its messages arrive whole, and the WebSocket library lingers itself.
+does not reset the connection and destroy the Error before the client reads it. Over WebSocket a
+message arrives whole before the codec sees it, so its Error needs no lingering; one past the
+WebSocket library's own limit is refused by uvicorn, which `session_ws.py` makes linger too.
 """
 
 from __future__ import annotations
