@@ -125,7 +125,8 @@ class ClassicLimits:
     linger_s: float = setting(
         30.0,
         "after an error reply to bad input (classic or session), seconds at most the server goes on "
-        "reading and dropping what the client still sends so that it gets the reply; then it closes",
+        "reading and dropping what the client still sends, so that it gets the reply, before closing; "
+        "no byte limit (30 s lets some 35 MB more arrive at 10 Mbit/s, as nginx's lingering_time)",
     )
     linger_idle_s: float = setting(
         5.0, "seconds of silence from the client after which a lingering connection closes sooner"
