@@ -32,6 +32,15 @@ class SyncMode(enum.StrEnum):
     NORMAL = "normal"
 
 
+class LogFormat(enum.StrEnum):
+    """How log records are written on stderr."""
+
+    #: one line per record, for people: time, level, logger, message
+    TEXT = "text"
+    #: one JSON object per line, for log collectors (cli/logs.py lists the fields)
+    JSON = "json"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = setting("0.0.0.0", "address the classic server listens on")
@@ -43,6 +52,11 @@ class ServerSettings:
         "(several nodes may share it)",
     )
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: LogFormat = setting(
+        LogFormat.TEXT,
+        "text: a line per record for people; json: one JSON object per line (time in UTC, level, "
+        "logger, message, exc, and fields such as alias and peer) for log collectors",
+    )
     gc_full_interval_s: float = setting(
         60.0,
         "seconds between full runs of Python's garbage collector, instead of its own schedule (which "
@@ -111,10 +125,19 @@ class ClassicLimits:
     max_text_bytes: int = setting(65536, "longest message text, in bytes")
     request_timeout_s: float = setting(10.0, "seconds a client has to send its whole request")
     max_connections: int = setting(1024, "classic connections served at once; more are closed at once")
-    # After an error reply, unread input is drained so that closing does not reset the connection
-    # and destroy the reply before the client reads it.
-    discard_bytes: int = setting(65536, "bytes read and discarded after an error reply, at most")
-    discard_timeout_s: float = setting(2.0, "seconds spent discarding after an error reply, at most")
+    # Lingering close (transports/linger.py): after an error reply, what the client still sends is
+    # read and dropped so that closing does not reset the connection and destroy the reply. 30 s and
+    # 5 s are nginx's lingering_time and lingering_timeout; 30 s lets the rest of a request some
+    # 35 MB too long arrive at 10 Mbit/s. No byte cap: it would cut off the large requests this is for.
+    linger_s: float = setting(
+        30.0,
+        "after an error reply to bad input (classic or session), seconds at most the server goes on "
+        "reading and dropping what the client still sends, so that it gets the reply, before closing; "
+        "no byte limit (30 s lets some 35 MB more arrive at 10 Mbit/s, as nginx's lingering_time)",
+    )
+    linger_idle_s: float = setting(
+        5.0, "seconds of silence from the client after which a lingering connection closes sooner"
+    )
     # Behind a TCP load balancer the server would dial pushes back to the balancer: with this on,
     # every connection must start with the balancer's PROXY line giving the client's address.
     proxy_protocol: bool = setting(
@@ -124,10 +147,8 @@ class ClassicLimits:
     def __post_init__(self) -> None:
         for name in ("max_field_bytes", "max_text_bytes", "max_connections"):
             _check_positive(name, getattr(self, name))
-        for name in ("request_timeout_s", "discard_timeout_s"):
+        for name in ("request_timeout_s", "linger_s", "linger_idle_s"):
             _check_positive(name, getattr(self, name))
-        if self.discard_bytes < 0:
-            raise ValueError("discard_bytes: must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,8 @@ class FloodConfig:
         short = max(0.5, self.hold_s / 4)
         idle = max(1.0, self.hold_s / 2)
         args: tuple[str, ...] = (
-            "--sync", "full", "--request-timeout-s", f"{short:g}", "--discard-timeout-s", f"{short:g}",
+            "--sync", "full", "--request-timeout-s", f"{short:g}", "--linger-s", f"{short:g}",
+            "--linger-idle-s", f"{short:g}",
             "--handshake-timeout-s", f"{short:g}", "--idle-timeout-s", f"{idle:g}",
             "--heartbeat-s", f"{idle / 2:g}",
         )  # fmt: skip
@@ -273,7 +274,7 @@ async def c_oversized(stream: Stream, rng: random.Random, target: Target) -> int
     data = b"SEND\0" + b"A" * MIB  # a field far past max_field_bytes, never ended
     stream[1].write(data)
     with contextlib.suppress(OSError):
-        await stream[1].drain()  # the server answers and stops reading past discard_bytes
+        await stream[1].drain()  # the server answers, then drops the rest (it lingers)
     await _read_to_eof(stream[0])
     return len(data)
 

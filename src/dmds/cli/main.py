@@ -11,15 +11,16 @@ from pathlib import Path
 
 from dmds import __version__, settings
 from dmds.bench import cli as bench_cli
+from dmds.cli import logs
 from dmds.errors import StoreError
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.formatter(log_format))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    if log_format == "json":
+        logging.captureWarnings(True)  # a warning printed as it is would not be a JSON line
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"dmds serve: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.server.log_level)
+    _setup_logging(config.server.log_level, config.server.log_format.value)
     try:
         uvloop.run(serve(config, reload=load))
     except StoreError as exc:

@@ -172,7 +172,8 @@ class Service:
             self._connecting[alias] -= 1
             if not self._connecting[alias]:
                 del self._connecting[alias]
-        log.info("connected %s at %s", alias, endpoint.describe())
+        where = endpoint.describe()
+        log.info("connected %s at %s", alias, where, extra={"alias": alias, "endpoint": where})
 
     async def _connect(self, alias: str, endpoint: Endpoint, classic: bool) -> None:
         current = self._couriers.get(alias)
@@ -231,12 +232,12 @@ class Service:
                 raise NotConnected(alias)
             self._directory.remove(alias)
             self._buckets.pop(alias, None)
-            log.info("disconnected %s (served by another node)", alias)
+            log.info("disconnected %s (served by another node)", alias, extra={"alias": alias})
             return
         if classic:
             await self._guarded(alias, classic)
         await self._drop(alias)
-        log.info("disconnected %s", alias)
+        log.info("disconnected %s", alias, extra={"alias": alias})
 
     async def _drop(self, alias: str) -> None:
         courier = self._couriers.pop(alias, None)

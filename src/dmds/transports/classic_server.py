@@ -3,8 +3,9 @@
 Each connection carries one request. Bytes go into `ServerConnection`; once it yields a request, the
 service is called, the reply's bytes are written and the connection closed. A peer mistake (codec
 error or request timeout) gets the operation's "other error" reply; then, classic.md, the server
-half-closes and discards what the client still sends (bounded in bytes and time), so that closing
-does not reset the connection and destroy the reply before the client has read it.
+half-closes and lingers (`linger.py`): it reads and drops what the client still sends until the
+client closes, falls silent or `linger_s` pass, so that closing does not reset the connection and
+destroy the reply before the client has read it.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from dmds.protocols.classic import (
 from dmds.protocols.classic.codes import OK, error_reply
 from dmds.settings import ClassicLimits, DeliverySettings
 from dmds.transports.classic_pusher import ClassicEndpoint
+from dmds.transports.linger import Linger
 
 log = logging.getLogger(__name__)
 
-#: How often deadlines (request and discard timeouts) are checked, in seconds.
+#: How often deadlines (request timeouts, lingering closes) are checked, in seconds.
 SWEEP_S = 0.1
 #: Seconds between two looks at the connections still open while stopping.
 STOP_POLL_S = 0.01
@@ -49,7 +51,7 @@ _EXPECTED = (DmdsError,)
 class _State(enum.Enum):
     READING = enum.auto()
     DISPATCHING = enum.auto()
-    DISCARDING = enum.auto()
+    LINGERING = enum.auto()
     CLOSED = enum.auto()
 
 
@@ -64,7 +66,7 @@ class ClassicServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_logged = False
-        #: connections with a deadline (reading a request, or discarding after an error)
+        #: connections with a deadline (reading a request, or lingering after an error reply)
         self.watched: set[_ClassicProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
         service.classic_endpoint = self.endpoint_at
@@ -152,8 +154,9 @@ class _ClassicProtocol(asyncio.Protocol):
     __slots__ = (
         "_client",
         "_codec",
-        "_discarded",
         "_eof",
+        "_extra",
+        "_linger",
         "_proxy",
         "_server",
         "_state",
@@ -168,8 +171,9 @@ class _ClassicProtocol(asyncio.Protocol):
         self._state = _State.READING
         self._transport: asyncio.Transport | None = None
         self.deadline = 0.0
-        self._discarded = 0
         self._eof = False
+        self._extra = False  # bytes came after the request: the client may still be sending
+        self._linger: Linger | None = None
         #: behind a balancer speaking the PROXY protocol: the header's bytes until it is complete
         self._proxy: bytes | None = b"" if server.limits.proxy_protocol else None
         self._client: tuple[str, int] | None = None
@@ -200,11 +204,14 @@ class _ClassicProtocol(asyncio.Protocol):
         if self._state is _State.READING:
             self._codec.receive_data(data)
             self._advance()
-        elif self._state is _State.DISCARDING:
-            self._discarded += len(data)
-            if self._discarded > self._server.limits.discard_bytes:
-                self._finish(abort=True)
-        # DISPATCHING: the request is complete; anything more is not part of the protocol.
+        elif self._state is _State.LINGERING:
+            assert self._linger is not None
+            self._linger.received(len(data), asyncio.get_running_loop().time())
+            self.deadline = self._linger.deadline
+        else:
+            # DISPATCHING: the request is complete; anything more is not part of the protocol, but
+            # the reply must then close the lingering way too.
+            self._extra = True
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -212,7 +219,7 @@ class _ClassicProtocol(asyncio.Protocol):
             self._codec.receive_data(b"")
             self._advance()
             return True  # keep our side open to write the reply
-        if self._state is _State.DISCARDING:
+        if self._state is _State.LINGERING:
             self._finish()
         return True
 
@@ -284,6 +291,12 @@ class _ClassicProtocol(asyncio.Protocol):
         # Asked for only when needed: getpeername() is a system call per connection.
         return self._transport.get_extra_info("peername") if self._transport is not None else None
 
+    @property
+    def peer_text(self) -> str:
+        """The peer as host:port, for structured logs."""
+        peer = self.peer
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
+
     async def _dispatch(self, request: Request) -> None:
         try:
             reply = await self._server.dispatch(request, self)
@@ -295,18 +308,23 @@ class _ClassicProtocol(asyncio.Protocol):
         """The reply to a request that failed with `exc` (codes.error_reply: the one table)."""
         name = request.OP.decode()
         if isinstance(exc, InvalidField | LimitExceeded | StoreError | Forbidden):
-            log.info("%s from %s failed: %s", name, self.peer, exc)
+            peer = self.peer_text
+            extra = {"op": name, "peer": peer, "reason": type(exc).__name__}
+            log.info("%s from %s failed: %s", name, peer, exc, extra=extra)
         elif isinstance(exc, _EXPECTED):
-            log.debug("%s from %s: %s", name, self.peer, type(exc).__name__)
+            log.debug("%s from %s: %s", name, self.peer_text, type(exc).__name__)
         else:
-            log.error("bug while serving %s from %s", name, self.peer, exc_info=exc)
+            log.error("bug while serving %s from %s", name, self.peer_text, exc_info=exc)
         return error_reply(type(request), exc)
 
     def _answer(self, reply: Reply) -> None:
         if self._state is _State.CLOSED or self._transport is None:
             return
         self._transport.write(self._codec.send(reply))
-        self._finish()
+        if self._extra and not self._eof:
+            self._linger_after_reply()
+        else:
+            self._finish()
 
     def timed_out(self) -> None:
         self._unwatch()
@@ -314,30 +332,58 @@ class _ClassicProtocol(asyncio.Protocol):
             self._reject(
                 self._codec.op, f"request not complete within {self._server.limits.request_timeout_s}s"
             )
-        elif self._state is _State.DISCARDING:
-            self._finish(abort=True)
+        elif self._state is _State.LINGERING:
+            linger = self._linger
+            assert linger is not None
+            if linger.cut_off(asyncio.get_running_loop().time()):
+                log.info(
+                    "classic client %s still sending after %gs (%d bytes dropped since its error "
+                    "reply); closing (linger_s)",
+                    self.peer_text,
+                    self._server.limits.linger_s,
+                    linger.dropped,
+                    extra={"peer": self.peer_text, "dropped": linger.dropped},
+                )
+            self._finish(give_up=True)
 
     def _reject(self, op: type[Request] | None, reason: str) -> None:
         name = op.OP.decode() if op is not None else "request"
-        log.info("bad %s from %s: %s; answering other error and closing", name, self.peer, reason)
+        log.info(
+            "bad %s from %s: %s; answering other error and closing",
+            name,
+            self.peer_text,
+            reason,
+            extra={"op": name, "peer": self.peer_text},
+        )
         assert self._transport is not None
         self._transport.write(self._codec.send(error_reply(op, RemoteProtocolError(reason, op))))
+        self._codec.close()  # what it buffered is not needed any more
         self._unwatch()
         if self._eof:
-            self._finish()  # the client has sent all it will: nothing to discard
+            self._finish()  # the client has sent all it will: nothing to linger for
             return
-        if self._transport.can_write_eof():
-            self._transport.write_eof()
-        self._state = _State.DISCARDING
-        self._watch(self._server.limits.discard_timeout_s)
+        self._linger_after_reply()
 
-    def _finish(self, *, abort: bool = False) -> None:
+    def _linger_after_reply(self) -> None:
+        assert self._transport is not None
+        if self._transport.can_write_eof():
+            self._transport.write_eof()  # the client reads the reply, then EOF
+        limits = self._server.limits
+        self._linger = Linger(asyncio.get_running_loop().time(), limits.linger_s, limits.linger_idle_s)
+        self._state = _State.LINGERING
+        self.deadline = self._linger.deadline
+        self._server.watched.add(self)
+
+    def _finish(self, *, give_up: bool = False) -> None:
+        """Close once what is written has gone; with `give_up` (the linger is over), at once if the
+        client has not even read that: it would hold a close() open for ever."""
         self._unwatch()
-        if self._transport is not None:
-            if abort:
-                self._transport.abort()
+        transport = self._transport
+        if transport is not None:
+            if give_up and transport.get_write_buffer_size():
+                transport.abort()
             else:
-                self._transport.close()
+                transport.close()
 
     def _watch(self, timeout_s: float) -> None:
         self.deadline = asyncio.get_running_loop().time() + timeout_s

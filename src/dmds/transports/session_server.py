@@ -20,6 +20,13 @@ so (`replaced`) and closed.
 
 Timers: one sweep per server every second calls each codec's `handle_timer` when due (heartbeat
 Pings, idle timeout) rather than a timer per connection.
+
+Bad input over TCP: the Error frame is written, then the connection lingers (`linger.py`): the user
+is offline at once, but the socket half-closes and reads and drops what the client still sends (the
+rest of an oversized frame, say) until it closes, falls silent or `linger_s` pass, so that the close
+does not reset the connection and destroy the Error before the client reads it. Over WebSocket a
+message arrives whole before the codec sees it, so its Error needs no lingering; one past the
+WebSocket library's own limit is refused by uvicorn, which `session_ws.py` makes linger too.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from dmds.protocols.session.connection import (
     State,
 )
 from dmds.settings import ClassicLimits, DeliverySettings, SessionSettings
+from dmds.transports.linger import Linger
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +81,11 @@ class SessionServer:
         self.settings = settings
         self.delivery = delivery
         self.max_text_bytes = limits.max_text_bytes
+        self.linger_s, self.linger_idle_s = limits.linger_s, limits.linger_idle_s
         self.connections: set[SessionConnection] = set()
+        #: connections answered an Error for bad input and draining what their client still sends
+        #: (still in `connections`, so that they count against max_sessions)
+        self.lingering: dict[SessionConnection, Linger] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # requests being served, on every connection
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -97,6 +109,8 @@ class SessionServer:
             now = loop.time()
             for conn in list(self.connections):
                 conn.tick(now)
+            for conn, linger in [item for item in self.lingering.items() if item[1].expired(now)]:
+                conn.linger_over(linger, now)
 
     async def stop(self, deadline: float) -> None:
         """The graceful part of a stop: accept no more connections, tell each client (GoAway, to
@@ -128,6 +142,9 @@ class Link(Protocol):
     WebSocket binding (`session_ws.py`) adapts a WebSocket to it."""
 
     def write(self, data: bytes) -> None: ...
+    def write_eof(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
@@ -193,13 +210,24 @@ class SessionConnection:
 
     def received(self, data: bytes) -> None:
         """Bytes (TCP) or one message (WebSocket); b"" at EOF."""
+        if self.codec.state is State.CLOSED:
+            linger = self.server.lingering.get(self)
+            if linger is not None:
+                linger.received(len(data), self.loop.time())  # and dropped
+            return
         self.codec.receive_data(data, self.loop.time())
         self._drain()
 
     def lost(self) -> None:
         self.server.connections.discard(self)
+        self.server.lingering.pop(self, None)
         self.codec.close()
+        self._forget()
+
+    def _forget(self) -> None:
+        """The user is offline on this connection: no more presence, no more deliveries."""
         if self.subscribed:
+            self.subscribed = False
             self.service.unsubscribe(self)
         if self.alias is not None:
             alias, self.alias = self.alias, None
@@ -209,7 +237,12 @@ class SessionConnection:
     def too_slow(self) -> None:
         # The client reads slower than we write, past max_outgoing_bytes: cut it off. What it did
         # not acknowledge stays stored for its next login.
-        log.info("session %s (%s) does not read its frames; disconnecting", self.alias, self.peer)
+        log.info(
+            "session %s (%s) does not read its frames; disconnecting",
+            self.alias,
+            self.peer,
+            extra={"alias": self.alias, "peer": self.peer},
+        )
         if self.transport is not None:
             self.transport.abort()
 
@@ -224,8 +257,13 @@ class SessionConnection:
                     return
                 self._handle(frame)
         except RemoteProtocolError as exc:
-            log.info("session from %s broke the protocol (%s); closing", self.peer, exc.message)
-            self.close(exc.code, exc.message)
+            log.info(
+                "session from %s broke the protocol (%s); closing",
+                self.peer,
+                exc.message,
+                extra={"alias": self.alias, "peer": self.peer, "code": exc.code.name},
+            )
+            self.close(exc.code, exc.message, linger=True)
 
     def _handle(self, frame: Any) -> None:
         if isinstance(frame, f.Hello):
@@ -409,7 +447,7 @@ class SessionConnection:
             raise NotConnected("connection closed")
         await svc.connect(alias, self)
         self.alias, self.token = alias, token
-        log.info("session login %s from %s", alias, self.peer)
+        log.info("session login %s from %s", alias, self.peer, extra={"alias": alias, "peer": self.peer})
         return f.LoggedIn(re=frame.id, alias=alias, token=token, expires_at=expires)
 
     async def _leave(self) -> None:
@@ -421,7 +459,8 @@ class SessionConnection:
             await self.service.disconnect(alias, endpoint=self)
 
     def _closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
+        # A CLOSED codec with an open transport: lingering after an Error.
+        return self.transport is None or self.transport.is_closing() or self.codec.state is State.CLOSED
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
@@ -477,6 +516,8 @@ class SessionConnection:
         out, self._out = self._out, []
         if self.transport is None or self.transport.is_closing() or not out:
             return
+        if self.codec.state is State.CLOSED and self in self.server.lingering:
+            return  # half-closed: the Error was the last frame
         now = self.loop.time()
         if self.codec.version >= 2 and len(out) > 1:
             out = _grouped(out, self.server.settings.max_frame_bytes // 2)
@@ -486,13 +527,49 @@ class SessionConnection:
             for frame in out:
                 self.transport.write(self.codec.send(frame, now))
 
-    def close(self, code: ErrorCode, message: str) -> None:
-        """Say why in an Error frame, then close."""
+    def close(self, code: ErrorCode, message: str, *, linger: bool = False) -> None:
+        """Say why in an Error frame, then close; with `linger` (bad input: the client may still be
+        sending), the lingering way."""
         self.codec.close()
-        if self.transport is not None and not self.transport.is_closing():
-            self._out.append(f.Error(code=code, message=message))
-            self._flush()
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self in self.server.lingering:
+            transport.close()  # the Error went already; stop lingering
+            return
+        self._out.append(f.Error(code=code, message=message))
+        self._flush()
+        if not (linger and self.codec.framed):
+            transport.close()
+            return
+        self._forget()
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()  # the client reads the Error, then EOF
+        self.server.lingering[self] = Linger(
+            self.loop.time(), self.server.linger_s, self.server.linger_idle_s
+        )
+
+    def linger_over(self, linger: Linger, now: float) -> None:
+        """The sweep found `linger` expired: close, even if the client is still sending."""
+        self.server.lingering.pop(self, None)
+        if linger.cut_off(now):
+            log.info(
+                "session client %s still sending after %gs (%d bytes dropped since its Error); "
+                "closing (linger_s)",
+                self.peer,
+                self.server.linger_s,
+                linger.dropped,
+                extra={"peer": self.peer, "dropped": linger.dropped},
+            )
+        if self.transport is not None:
+            # An Error the client has not even read would hold a close() open for ever.
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def tick(self, now: float) -> None:
         if (
@@ -500,7 +577,11 @@ class SessionConnection:
             and now - self.opened_at > self.server.settings.handshake_timeout_s
         ):
             # A connection that never says Hello holds a slot for nothing: shorter than idleness.
-            log.info("session from %s: no Hello within handshake_timeout_s; closing", self.peer)
+            log.info(
+                "session from %s: no Hello within handshake_timeout_s; closing",
+                self.peer,
+                extra={"peer": self.peer},
+            )
             self.close(ErrorCode.IDLE_TIMEOUT, "no hello")
             return
         due = self.codec.get_timer()
@@ -524,7 +605,7 @@ class SessionConnection:
         self.deliver_batch([item])
 
     def deliver_batch(self, items: list[OutboxItem]) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self._closing():
             raise DeliveryFailed("session connection closed")
         message = ItemKind.MESSAGE
         for item in items:

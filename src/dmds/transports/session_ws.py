@@ -19,11 +19,13 @@ import logging
 import socket
 import ssl
 from collections.abc import Iterator
+from typing import ClassVar
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from dmds.transports.session_server import SessionConnection, SessionServer
 from dmds.web import app as web
@@ -69,6 +71,16 @@ class _WsLink:
 
     def is_closing(self) -> bool:
         return self.closing
+
+    # A WebSocket is never half-closed: messages arrive whole, so bad input never lingers here.
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("a WebSocket has no half-close")
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
 
     def pause_reading(self) -> None:
         self.readable.clear()
@@ -119,6 +131,32 @@ def build_app(server: SessionServer) -> Starlette:
     )
 
 
+class _LingeringProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, except after a message past the WebSocket library's limit
+    (uvicorn's ws_max_size, 16 MiB): uvicorn writes the 1009 close frame and closes the socket at
+    once, and the rest of the message still arriving resets the connection and destroys that frame.
+    Here the socket half-closes and lingers (`linger.py`) instead; the websockets parser already
+    drops everything after a failure, so this only keeps reading until EOF or `linger_s`."""
+
+    linger_s: ClassVar[float] = 30.0
+    _lingering = False
+
+    def handle_parser_exception(self) -> None:
+        if self._lingering:  # called again for every chunk that follows: all dropped
+            return
+        self._lingering = True
+        # What uvicorn's own does (websockets_sansio_impl.py), but the transport.close() at the end.
+        assert self.conn.close_sent is not None
+        close = self.conn.close_sent
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": close.code, "reason": close.reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        # EOF closes the transport (eof_received returns None); connection_lost cancels this.
+        self.close_timer = self.loop.call_later(self.linger_s, self.transport.close)
+
+
 class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -130,6 +168,7 @@ class WebServer:
 
     def __init__(self, server: SessionServer) -> None:
         self._app = build_app(server)
+        self._linger_s = server.linger_s
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -137,11 +176,16 @@ class WebServer:
         """Listen on `port` (0: a free one), over TLS with `tls_cert`/`tls_key` (HTTPS and WSS)."""
         sock = socket.create_server((host, port), reuse_port=False)
         bound = int(sock.getsockname()[1])
+
+        class Protocol(_LingeringProtocol):
+            linger_s = self._linger_s
+
         config = uvicorn.Config(
             self._app,
             lifespan="off",
             log_level="warning",
-            ws="websockets-sansio",
+            log_config=None,  # its records go through `dmds serve`'s handler and format (text or JSON)
+            ws=Protocol,
             ssl_certfile=tls_cert or None,
             ssl_keyfile=tls_key or None,
         )

@@ -254,6 +254,12 @@ class ServerConnection:
         self._request = _build_request(self._op, self._fields)
         return self._request
 
+    def close(self) -> None:
+        """Drop what is buffered: after an error reply the transport feeds nothing more (it lingers),
+        and a field cut off at its limit need not be held meanwhile."""
+        self._buf = _FieldBuffer()
+        self._fields = []
+
     def send(self, reply: Reply) -> bytes:
         """The bytes of `reply`, checked against the request it answers when that is known."""
         if self._op is Send and not isinstance(reply, SendReply):
