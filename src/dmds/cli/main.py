@@ -25,7 +25,7 @@ def _setup_logging(level: str) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
-    from dmds.transports.lifecycle import serve
+    from dmds.transports.lifecycle import StartupError, serve
 
     try:
         config = settings.load(settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config)
@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(config.server.log_level)
     try:
         uvloop.run(serve(config))
-    except StoreError as exc:
+    except (StoreError, StartupError) as exc:
         logging.getLogger("dmds").error("%s", exc)
         return 1
     except OSError as exc:  # the port is taken, the address does not exist...

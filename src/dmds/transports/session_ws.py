@@ -153,6 +153,12 @@ class WebServer:
             self._task.result()  # raise why it did not start
         return bound
 
+    @property
+    def serving(self) -> bool:
+        """uvicorn is up and has not stopped (readiness)."""
+        server, task = self._server, self._task
+        return server is not None and server.started and task is not None and not task.done()
+
     async def close(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
