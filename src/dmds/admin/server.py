@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 #: Seconds between two measurements of the event loop's lag: a sleep of this long that wakes up
 #: late says by how much the loop was busy. Twice a second costs nothing measurable.
 LAG_PERIOD_S = 0.5
-#: A store summary younger than this is reused by the next scrape (two Prometheus servers, or a
-#: dashboard refreshing often, do not each cost a pass over the users table).
-SUMMARY_TTL_S = 5.0
 
 Samples = Iterable[tuple[tuple[str, ...], float]]
 
@@ -61,7 +58,6 @@ class AdminServer:
         self._session, self._classic = session, classic
         self._cluster, self._engine = cluster, engine
         self._summary: StoreSummary | None = None
-        self._summary_at = -1e9
         self._add_gauges()
         self.admin = Admin(
             service,
@@ -110,16 +106,13 @@ class AdminServer:
             metrics.loop_lag_last_s = lag
 
     async def _refresh(self) -> None:
-        """Read the store's counts for this scrape (at most every SUMMARY_TTL_S); a store that
-        does not answer in time leaves them out and sets dmds_store_up to 0."""
-        if time.monotonic() - self._summary_at < SUMMARY_TTL_S:
-            return
+        """Read the store's counts for this scrape (one pass over users: cheap at a scrape every
+        few seconds); a store that does not answer in time leaves them out, dmds_store_up 0."""
         try:
             self._summary = await asyncio.wait_for(self._store.summary(), self.admin.ready_timeout_s)
         except Exception as exc:  # noqa: BLE001 - a failed store is what the gauge reports
             log.info("metrics: the store did not answer its summary (%s)", exc)
             self._summary = None
-        self._summary_at = time.monotonic()
 
     # -- gauges read at scrape time ---------------------------------------------------------------------
 
