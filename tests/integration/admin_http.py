@@ -71,6 +71,22 @@ def parse(text: str) -> Samples:
     return out
 
 
+#: the sample names of each type of metric family
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+async def metric_names(server: ServerProcess) -> set[str]:
+    """Every sample name the server exposes, also of families that have no sample yet (a labelled
+    counter nobody incremented)."""
+    answer = await get(server, "/metrics")
+    assert answer.status == 200, answer
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(answer.body.decode())
+        for suffix in _SUFFIXES[family.type]
+    }
+
+
 async def scrape(server: ServerProcess) -> Samples:
     answer = await get(server, "/metrics")
     assert answer.status == 200, answer
