@@ -24,6 +24,11 @@ from dmds.transports.session_server import SessionServer
 
 log = logging.getLogger(__name__)
 
+#: Admin requests served at once; more get 503 at once (a scraper and an operator need a few).
+MAX_ADMIN_REQUESTS = 32
+#: Seconds an idle keep-alive connection to the admin port stays open (Prometheus reuses it).
+ADMIN_KEEPALIVE_S = 30
+
 #: Seconds between two measurements of the event loop's lag: a sleep of this long that wakes up
 #: late says by how much the loop was busy. Twice a second costs nothing measurable.
 LAG_PERIOD_S = 0.5
@@ -77,7 +82,14 @@ class AdminServer:
     async def start(self, host: str, port: int) -> int:
         sock = socket.create_server((host, port), reuse_port=False)
         bound = int(sock.getsockname()[1])
-        config = uvicorn.Config(build_app(self.admin), lifespan="off", log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            build_app(self.admin),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            limit_concurrency=MAX_ADMIN_REQUESTS,
+            timeout_keep_alive=ADMIN_KEEPALIVE_S,
+        )
         self._server = _EmbeddedServer(config)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._server.serve(sockets=[sock]))
