@@ -34,6 +34,7 @@ FAST = ("--request-timeout-s", "2", "--connect-timeout-s", "1", "--push-timeout-
 _LISTENING = re.compile(r"classic server listening on [^ ]+:(\d+)")
 _SESSION_LISTENING = re.compile(r"session server listening on [^ ]+:(\d+)")
 _WEB_LISTENING = re.compile(r"over WebSocket at wss?://[^ ]+:(\d+)/session")
+_ADMIN_LISTENING = re.compile(r"admin port listening on [^ ]+:(\d+) \(bearer token in (.+)\)")
 #: Cheap password hashing: tests check behaviour, not argon2's cost.
 CHEAP_ARGON2 = ("--argon2-time-cost", "1", "--argon2-memory-kib", "64")
 
@@ -49,13 +50,16 @@ class ServerProcess:
     port: int = 0
     session_port: int = 0
     web_port: int = 0
+    #: with --admin-port N (off by default here: tests run many servers at once)
+    admin_port: int = 0
+    admin_token_path: Path | None = None
 
     def start(self, timeout_s: float = 20.0) -> ServerProcess:
         args = [
             sys.executable, "-c", _DMDS, "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir),
             "--session-host", "127.0.0.1", "--session-port", "0",
-            "--web-host", "127.0.0.1", "--web-port", "0", *CHEAP_ARGON2, *self.extra,
+            "--web-host", "127.0.0.1", "--web-port", "0", "--admin-port", "0", *CHEAP_ARGON2, *self.extra,
         ]  # fmt: skip
         log = self.log_path.open("ab")
         offset = self.log_path.stat().st_size
@@ -68,11 +72,21 @@ class ServerProcess:
             if match and session and web:
                 self.port, self.session_port = int(match.group(1)), int(session.group(1))
                 self.web_port = int(web.group(1))
+                if self._admin_on():
+                    admin = _ADMIN_LISTENING.search(text)
+                    if admin is None:
+                        time.sleep(0.02)  # logged just after the web port
+                        continue
+                    self.admin_port, self.admin_token_path = int(admin.group(1)), Path(admin.group(2))
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dmds serve exited {self.proc.returncode}:\n{self.log()}")
             time.sleep(0.02)
         raise RuntimeError(f"dmds serve did not start:\n{self.log()}")
+
+    def _admin_on(self) -> bool:
+        flags = self.extra
+        return "--admin-port" in flags and flags[flags.index("--admin-port") + 1] != "0"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

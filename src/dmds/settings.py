@@ -249,6 +249,26 @@ class SessionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin port: Prometheus metrics, health checks and admin commands over HTTP."""
+
+    # Loopback by default: the port answers operators and scrapers, not users.
+    admin_host: str = setting("127.0.0.1", "address of the admin port (/metrics, /healthz, /readyz, /admin/)")
+    admin_port: int = setting(7003, "TCP port of the admin HTTP server (0: off)")
+    admin_token_file: str = setting(
+        "",
+        "file of the admin port's bearer token, made (mode 0600) at first start; empty: admin-token in "
+        "data_dir (also with PostgreSQL, where data_dir holds nothing else)",
+    )
+    # Long enough for a store under load to answer a trivial read; short enough for a balancer.
+    ready_timeout_s: float = setting(2.0, "seconds the store has to answer /readyz's read before it fails")
+
+    def __post_init__(self) -> None:
+        _check_port("admin_port", self.admin_port, allow_zero=True)
+        _check_positive("ready_timeout_s", self.ready_timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
 class ServeSettings:
     """Everything `dmds serve` takes, one concern per attribute."""
 
@@ -259,6 +279,7 @@ class ServeSettings:
     accounts: AccountSettings = field(default_factory=AccountSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 def _check_positive(name: str, value: float) -> None:

@@ -171,7 +171,7 @@ class ChaosServer:
         args = [
             sys.executable, "-c", _SHIM, "serve", "--host", HOST, "--port", str(port),
             "--data-dir", str(self.data_dir), "--session-host", HOST, "--session-port", str(session_port),
-            "--web-host", HOST, "--web-port", "0", *self.extra,
+            "--web-host", HOST, "--web-port", "0", "--admin-port", "0", *self.extra,
         ]  # fmt: skip
         if self.node:
             args += ["--node-id", f"{self.node}-{self.starts}"]

@@ -65,6 +65,12 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def _admin_flags() -> list[str]:
+    """The admin port is off in benchmarks (its default port would clash between servers), unless
+    DMDS_ADMIN_PORT says which port to use: how its cost is measured (docs/benchmarks.md)."""
+    return [] if os.environ.get("DMDS_ADMIN_PORT") else ["--admin-port", "0"]
+
+
 @dataclass
 class Dmds:
     """A `dmds serve` on loopback with a data dir of its own."""
@@ -79,7 +85,7 @@ class Dmds:
         args = [
             sys.executable, "-m", "dmds.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
             "--data-dir", str(data_dir), "--sync", sync, "--session-host", "127.0.0.1", "--session-port", "0",
-            "--web-host", "127.0.0.1", "--web-port", "0", *extra,
+            "--web-host", "127.0.0.1", "--web-port", "0", *_admin_flags(), *extra,
         ]  # fmt: skip
         proc, port = start(args, r"classic server listening on [^ ]+:(\d+)", log)
         session = re.search(r"session server listening on [^ ]+:(\d+)", log.read_text(errors="replace"))

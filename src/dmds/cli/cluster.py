@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.executable, "-m", "dmds.cli.main", "serve", "--store", url, "--node-id", f"node{i + 1}",
                 "--host", args.host, "--port", str(ports[0]), "--session-host", args.host,
                 "--session-port", str(ports[1]), "--web-host", args.host, "--web-port", str(ports[2]),
-                "--log-level", "INFO", *extra,
+                "--admin-port", "0", "--log-level", "INFO", *extra,
             ], log)  # fmt: skip
             procs.append(node)
             try:

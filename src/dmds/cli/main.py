@@ -26,7 +26,7 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
-    from dmds.transports.lifecycle import serve
+    from dmds.transports.lifecycle import StartupError, serve
 
     def load() -> settings.ServeSettings:
         return settings.load(settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config)
@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(config.server.log_level, config.server.log_format.value)
     try:
         uvloop.run(serve(config, reload=load))
-    except StoreError as exc:
+    except (StoreError, StartupError) as exc:
         logging.getLogger("dmds").error("%s", exc)
         return 1
     except OSError as exc:  # the port is taken, the address does not exist...

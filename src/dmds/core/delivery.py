@@ -114,6 +114,10 @@ class Courier:
     def _waiting(self) -> int:
         return len(self._queue) - self._head
 
+    def backlog(self) -> int:
+        """Items queued here, not pushed yet (what is only in the store is not counted)."""
+        return self._waiting()
+
     def offer(self, item: OutboxItem) -> None:
         if item.seq <= self._cursor:
             return  # pushed already

@@ -112,3 +112,17 @@ class Presence:
     #: a classic user (pushes dialled back to `address`, host:port) rather than a session connection
     classic: bool
     address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSummary:
+    """The store at a glance, for operators (`GET /admin/summary`, the metrics' gauges)."""
+
+    users: int
+    #: messages stored and not delivered yet, and their bytes (text and attachments)
+    stored_messages: int
+    stored_bytes: int
+    #: when the oldest undelivered message was sent (seconds since the epoch), None if there is none
+    oldest_undelivered: float | None
+    #: bytes the store takes on disk (SQLite: the database and its WAL; PostgreSQL: the database)
+    size_bytes: int

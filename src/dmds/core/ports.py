@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
-from dmds.core.model import AttachmentInfo, OutboxItem, Presence, StoredMessage, User, UserRecord
+from dmds.core.model import (
+    AttachmentInfo,
+    OutboxItem,
+    Presence,
+    StoredMessage,
+    StoreSummary,
+    User,
+    UserRecord,
+)
 
 
 class Store(Protocol):
@@ -108,6 +116,15 @@ class Store(Protocol):
 
     async def read_attachment(self, reader: str, attachment_id: int, offset: int, length: int) -> bytes:
         """Raises UnknownAttachment unless `reader` uploaded it or received it in a message."""
+
+    # -- operations -----------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """A trivial read through the store's queue: returns once the store answers (readiness)."""
+
+    async def summary(self) -> StoreSummary:
+        """Counts for operators. Costs about one index seek per user with messages waiting: for
+        scrapes and admin requests, never per message."""
 
     async def close(self) -> None: ...
 

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dmds.core.accounts import Accounts
 from dmds.core.delivery import RETRY_S, Courier
@@ -36,11 +36,15 @@ from dmds.errors import (
     InvalidField,
     LimitExceeded,
     NotConnected,
+    RateLimited,
     StoreError,
     UnknownAttachment,
     UnknownUser,
 )
 from dmds.settings import AccountSettings, DeliverySettings
+
+if TYPE_CHECKING:
+    from dmds.metrics import Metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,8 +60,12 @@ class Service:
         accounts: AccountSettings | None = None,
         clock: Callable[[], float] = time.time,
         cluster: Cluster | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        #: counts for the admin port (None: off); added to per batch where there is one
+        self.metrics = metrics
         self._settings = delivery
         self._clock = clock
         self.accounts = Accounts(store, accounts or AccountSettings())
@@ -109,7 +117,12 @@ class Service:
         if password is not None:
             self.accounts.check_password(password)
             # Each costs an argon2 hash: limited per address like wrong passwords.
-            self.accounts.registering(address, self._clock())
+            try:
+                self.accounts.registering(address, self._clock())
+            except RateLimited:
+                if self.metrics is not None:
+                    self.metrics.rate_limited["register"] += 1
+                raise
             password_hash = await self.accounts.hash(password)
         await self._store.register(
             User(alias=alias, full_name=full_name, birth_date=birth_date), password_hash
@@ -132,12 +145,32 @@ class Service:
     async def login(self, alias: str, password: str, address: str) -> tuple[str, float]:
         """Check the password; returns a session token and when it expires."""
         now = self._clock()
-        await self.accounts.authenticate(alias, password, address, now)
+        try:
+            await self.accounts.authenticate(alias, password, address, now)
+        except DmdsError as exc:
+            self._login_failed("password", exc)
+            raise
+        if self.metrics is not None:
+            self.metrics.logins["password", "ok"] += 1
         return await self.accounts.open_session(alias, now)
 
     async def resume(self, token: str) -> tuple[str, float]:
         """(alias, expires_at) of a session token; BadToken if it is not valid."""
-        return await self.accounts.resume(token, self._clock())
+        try:
+            found = await self.accounts.resume(token, self._clock())
+        except DmdsError as exc:
+            self._login_failed("token", exc)
+            raise
+        if self.metrics is not None:
+            self.metrics.logins["token", "ok"] += 1
+        return found
+
+    def _login_failed(self, method: str, exc: DmdsError) -> None:
+        if (m := self.metrics) is not None:
+            limited = isinstance(exc, RateLimited)
+            m.logins[method, "rate_limited" if limited else "failed"] += 1
+            if limited:
+                m.rate_limited["login"] += 1
 
     async def logout(self, alias: str, token: str) -> None:
         await self.accounts.close_session(alias, token)
@@ -266,6 +299,14 @@ class Service:
             raise NotConnected(alias)
         return self._directory.aliases()
 
+    def online(self) -> int:
+        """Users online now (on every node)."""
+        return len(self._directory.aliases())
+
+    def drain_backlog(self) -> int:
+        """Items queued in this node's couriers' memory, waiting to be pushed."""
+        return sum(courier.backlog() for courier in self._couriers.values())
+
     def is_connected(self, alias: str) -> bool:
         return alias in self._directory
 
@@ -359,14 +400,18 @@ class Service:
     ) -> OutboxItem:
         """Store a message and return it once it is committed; delivery follows. A resend with a
         key already used returns the first message and delivers nothing more."""
-        check_text(text, key)
-        entry = self._directory.get(sender)
-        if entry is None:
-            if await self._store.user(sender) is None:
-                raise UnknownUser(sender)
-            raise NotConnected(sender)  # classic.md: a user must be connected to send
-        if classic and not entry.classic:
-            raise Forbidden(f"{sender} has a password: not over the classic protocol")
+        try:
+            check_text(text, key)
+            entry = self._directory.get(sender)
+            if entry is None:
+                if await self._store.user(sender) is None:
+                    raise UnknownUser(sender)
+                raise NotConnected(sender)  # classic.md: a user must be connected to send
+            if classic and not entry.classic:
+                raise Forbidden(f"{sender} has a password: not over the classic protocol")
+        except DmdsError as exc:
+            self._refused(exc)
+            raise
         return await self._store_message(sender, recipient, text, key, attachment)
 
     def send_nowait(
@@ -375,15 +420,23 @@ class Service:
         """`send` for a connected session user, without a task per message: checks now (raising the
         same domain errors), then a future that resolves once the message is committed and offered
         to its recipient (or fails as `send` would)."""
-        check_text(text, key)
-        if sender not in self._directory:
-            raise NotConnected(sender)
+        try:
+            check_text(text, key)
+            if sender not in self._directory:
+                raise NotConnected(sender)
+        except DmdsError as exc:
+            self._refused(exc)
+            raise
         return self._store_message(sender, recipient, text, key, 0)
 
     def set_send_rate(self, rate: float, burst: int) -> None:
         """New send-rate limits (a reload): every user's bucket starts again under them."""
         self._settings = dataclasses.replace(self._settings, max_send_rate=rate, send_burst=burst)
         self._buckets.clear()
+
+    def _refused(self, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.refused[type(exc).__name__] += 1
 
     def _store_message(
         self, sender: str, recipient: str, text: str, key: str | None, attachment: int
@@ -397,7 +450,13 @@ class Service:
             bucket = self._buckets[sender] = TokenBucket(
                 self._settings.max_send_rate, self._settings.send_burst, now
             )
-        bucket.take(now, f"{sender} sends")
+        try:
+            bucket.take(now, f"{sender} sends")
+        except LimitExceeded as exc:
+            if self.metrics is not None:
+                self.metrics.rate_limited["send"] += 1
+                self._refused(exc)
+            raise
         # ensure_future: a store's future as it is (no task); a coroutine would get a task.
         stored = asyncio.ensure_future(
             self._store.add_message(
@@ -418,9 +477,12 @@ class Service:
                 done.cancel()
                 return
             if (exc := fut.exception()) is not None:
+                self._refused(exc)
                 done.set_exception(exc)
                 return
             item, new = fut.result()
+            if new and self.metrics is not None:
+                self.metrics.accepted += 1
             target = self._couriers.get(recipient)
             if new and target is not None:
                 target.offer(item)
@@ -501,6 +563,11 @@ class Service:
             # never a loss.
             log.exception("could not record %s of %d message(s) of %s", kind.name, len(message_ids), owner)
             return
+        if (m := self.metrics) is not None:
+            if kind is ItemKind.READ:
+                m.read += len(message_ids)
+            else:
+                m.delivered += len(message_ids)
         for receipt in receipts:
             courier = self._couriers.get(receipt.owner)
             if courier is not None:
@@ -508,6 +575,8 @@ class Service:
 
     def _push_failed(self, courier: Courier, exc: DeliveryFailed) -> None:
         # classic.md: an undeliverable push leaves the item stored and the recipient disconnected.
+        if self.metrics is not None:
+            self.metrics.pushes_failed += 1
         if self._couriers.get(courier.alias) is courier:
             del self._couriers[courier.alias]
             self._buckets.pop(courier.alias, None)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from typing import TYPE_CHECKING
 
 from dmds.core.ports import Cluster, Store
 from dmds.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from dmds.metrics import Metrics
 
 
 def node_id(settings: ServeSettings) -> str:
@@ -25,14 +29,19 @@ def describe(settings: ServeSettings) -> str:
     return str(settings.server.data_dir / DB_NAME)
 
 
-async def open_store(settings: ServeSettings) -> tuple[Store, Cluster | None]:
-    """The store `settings` name (SQLite in data_dir by default), with its cluster if it has one.
-    The engines are imported only when chosen."""
+async def open_store(settings: ServeSettings, metrics: Metrics | None = None) -> tuple[Store, Cluster | None]:
+    """The store `settings` name (SQLite in data_dir by default), with its cluster if it has one,
+    counting its batches into `metrics`. The engines are imported only when chosen."""
     if settings.server.store:
         from dmds.stores.postgresql import PostgresCluster, PostgresStore
 
         store = await PostgresStore.open(settings.server.store, settings.store, node_id(settings))
+        store.engine.metrics = metrics
+        if metrics is not None:
+            metrics.postgres = True
         return store, PostgresCluster(store.engine, settings.cluster.lease_s)
     from dmds.stores.sqlite import SqliteStore
 
-    return await SqliteStore.open(settings.server.data_dir, settings.store), None
+    sqlite = await SqliteStore.open(settings.server.data_dir, settings.store)
+    sqlite.metrics = metrics
+    return sqlite, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from typing import Any, cast
 
 from dmds.core.service import Service
@@ -84,6 +85,11 @@ class ClassicServer:
         self._sweeper = loop.create_task(self._sweep())
         sockname = self._server.sockets[0].getsockname()
         return int(sockname[1])
+
+    @property
+    def serving(self) -> bool:
+        """The listening socket accepts connections (readiness)."""
+        return self._server is not None and self._server.is_serving()
 
     async def _sweep(self) -> None:
         # One periodic pass instead of a timer per connection: timers cost more than the rest of a
@@ -254,14 +260,17 @@ class _ClassicProtocol(asyncio.Protocol):
             except Exception as exc:  # noqa: BLE001 - answered; `_failed` logs what is not a domain error
                 self._answer(self._failed(request, exc))
                 return
-            stored.add_done_callback(lambda fut: self._registered(request, fut))
+            started = time.perf_counter() if self._server.service.metrics is not None else 0.0
+            stored.add_done_callback(lambda fut: self._registered(request, fut, started))
             return
         task = asyncio.get_running_loop().create_task(self._dispatch(request))
         self._server.track(task)
 
-    def _registered(self, request: Register, fut: asyncio.Future[None]) -> None:
+    def _registered(self, request: Register, fut: asyncio.Future[None], started: float) -> None:
         if fut.cancelled():
             return
+        if (metrics := self._server.service.metrics) is not None:
+            metrics.request("classic", "REGISTER").observe(time.perf_counter() - started)
         exc = fut.exception()
         self._answer(Reply(OK) if exc is None else self._failed(request, exc))
 
@@ -298,10 +307,13 @@ class _ClassicProtocol(asyncio.Protocol):
         return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     async def _dispatch(self, request: Request) -> None:
+        started = time.perf_counter()
         try:
             reply = await self._server.dispatch(request, self)
         except Exception as exc:  # noqa: BLE001 - answered; `_failed` logs what is not a domain error
             reply = self._failed(request, exc)
+        if (metrics := self._server.service.metrics) is not None:
+            metrics.request("classic", request.OP.decode()).observe(time.perf_counter() - started)
         self._answer(reply)
 
     def _failed(self, request: Request, exc: BaseException) -> Reply:

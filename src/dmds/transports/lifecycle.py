@@ -8,8 +8,14 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
+from dmds.admin import token
+from dmds.admin.server import AdminServer
+from dmds.core.ports import Cluster, Store
 from dmds.core.service import Service
+from dmds.metrics import Metrics
 from dmds.settings import ServeSettings
 from dmds.stores import describe, open_store
 from dmds.transports.classic_server import ClassicServer
@@ -18,6 +24,14 @@ from dmds.transports.session_server import SessionServer
 from dmds.transports.session_ws import WebServer
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from dmds.admin.app import Listening
+
+
+class StartupError(Exception):
+    """The server cannot start as configured (a port taken, a bad token file): said, not a traceback."""
+
 
 #: Seconds between two purges of delivered messages past the retention period.
 PURGE_EVERY_S = 3600.0
@@ -74,14 +88,16 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    store, cluster = await open_store(settings)
-    service = Service(store, settings.delivery, settings.accounts, cluster=cluster)
+    metrics = Metrics() if settings.admin.admin_port else None
+    store, cluster = await open_store(settings, metrics)
+    service = Service(store, settings.delivery, settings.accounts, cluster=cluster, metrics=metrics)
     classic = ClassicServer(service, settings.classic, settings.delivery)
     session = SessionServer(service, settings.session, settings.delivery, settings.classic)
     web = WebServer(session)
     purger = loop.create_task(_purge_every(service, PURGE_EVERY_S))
     period = settings.server.gc_full_interval_s
     collector = loop.create_task(_collect_every(period)) if period > 0 else None
+    admin: AdminServer | None = None
     try:
         await service.start()
         port = await classic.start(settings.server.host, settings.server.port)
@@ -115,12 +131,25 @@ async def serve(
         if reload is not None:
             reloader = Reloader(reload, settings, service, lambda: [c for c in (session.tls, web.tls) if c])
             loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+        if metrics is not None:
+            admin = await _start_admin(
+                settings,
+                service=service,
+                store=store,
+                cluster=cluster,
+                metrics=metrics,
+                classic=classic,
+                session=session,
+                web=web,
+            )
         await stop.wait()
         timeout = settings.server.stop_timeout_s
         log.info("stopping: answering the requests in flight (at most %g s)", timeout)
         deadline = loop.time() + timeout
         await asyncio.gather(classic.stop(deadline), session.stop(deadline))
     finally:
+        if admin is not None:
+            await admin.close()
         purger.cancel()
         if collector is not None:
             collector.cancel()
@@ -132,3 +161,40 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+async def _start_admin(
+    settings: ServeSettings,
+    *,
+    service: Service,
+    store: Store,
+    cluster: Cluster | None,
+    metrics: Metrics,
+    classic: ClassicServer,
+    session: SessionServer,
+    web: WebServer,
+) -> AdminServer:
+    a = settings.admin
+    path = Path(a.admin_token_file) if a.admin_token_file else settings.server.data_dir / token.TOKEN_NAME
+    try:
+        secret = token.load_or_create(path)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"admin token {path}: {exc}") from exc
+    admin = AdminServer(
+        service,
+        store,
+        metrics,
+        token=secret,
+        ready_timeout_s=a.ready_timeout_s,
+        classic=classic,
+        session=session,
+        listeners={"classic": classic, "session": session, "web": web},
+        cluster=cast("Listening | None", cluster),  # PostgresCluster, the one Cluster, has `listening`
+        engine=getattr(store, "engine", None),
+    )
+    try:
+        port = await admin.start(a.admin_host, a.admin_port)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {a.admin_host}:{a.admin_port} (admin port): {exc}") from exc
+    log.info("dmds admin port listening on %s:%d (bearer token in %s)", a.admin_host, port, path)
+    return admin

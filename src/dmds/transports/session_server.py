@@ -91,6 +91,9 @@ class SessionServer:
         self._sweeper: asyncio.Task[None] | None = None
         #: the listener's TLS context, if any: a reload loads a renewed certificate into it
         self.tls: ssl.SSLContext | None = None
+        metrics = service.metrics
+        #: the hot path's latency histogram, looked up once (None: metrics off)
+        self.send_latency = metrics.request("session", "Send") if metrics is not None else None
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -101,6 +104,11 @@ class SessionServer:
         )
         self._sweeper = loop.create_task(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def serving(self) -> bool:
+        """The listening socket accepts connections (readiness)."""
+        return self._server is not None and self._server.is_serving()
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -322,10 +330,13 @@ class SessionConnection:
             self.queue(self._error(frame, exc))
             return
         self._started()
-        accepted.add_done_callback(lambda fut: self._sent(frame, fut))
+        started = self.loop.time() if self.server.send_latency is not None else 0.0
+        accepted.add_done_callback(lambda fut: self._sent(frame, fut, started))
 
-    def _sent(self, frame: f.Send, fut: asyncio.Future[OutboxItem]) -> None:
+    def _sent(self, frame: f.Send, fut: asyncio.Future[OutboxItem], started: float) -> None:
         self._finished()
+        if (latency := self.server.send_latency) is not None:
+            latency.observe(self.loop.time() - started)
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -347,10 +358,13 @@ class SessionConnection:
         return f.Error(code=code_for(exc), message="internal error", re=frame.id)
 
     async def _request(self, frame: Any) -> None:
+        started = self.loop.time()
         try:
             answer = await self._answer(frame)
         except Exception as exc:  # noqa: BLE001 - answered; `_error` logs whatever is not a domain error
             answer = self._error(frame, exc)
+        if (metrics := self.service.metrics) is not None:
+            metrics.request("session", type(frame).__name__).observe(self.loop.time() - started)
         self.queue(answer)
 
     async def _answer(self, frame: Any) -> f.Frame:

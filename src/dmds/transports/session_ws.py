@@ -203,6 +203,12 @@ class WebServer:
         """uvicorn's TLS context, if it serves HTTPS: a reload loads a renewed certificate into it."""
         return None if self._server is None else self._server.config.ssl
 
+    @property
+    def serving(self) -> bool:
+        """uvicorn is up and has not stopped (readiness)."""
+        server, task = self._server, self._task
+        return server is not None and server.started and task is not None and not task.done()
+
     async def close(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True

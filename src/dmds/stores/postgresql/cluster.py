@@ -112,6 +112,11 @@ class PostgresCluster:
         self._listened = False
         self._wake = asyncio.Event()
 
+    @property
+    def listening(self) -> bool:
+        """The LISTEN (and heartbeat) connection is open."""
+        return self._listen is not None and not self._listen.is_closed()
+
     async def start(self, events: ClusterEvents) -> None:
         self._events = events
         await self._listen_again()  # first: nothing committed after the table is read is missed
@@ -328,6 +333,8 @@ class PostgresCluster:
         listened, self._listened = self._listened, True
         if listened:
             log.info("LISTEN connection to %s open again", redact(self._engine.url))
+            if self._engine.metrics is not None:
+                self._engine.metrics.listen_reconnects += 1
             self._resync_due = True  # what was notified meanwhile is lost: read it back
 
     def _listen_lost(self, conn: asyncpg.Connection) -> None:

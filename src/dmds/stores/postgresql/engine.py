@@ -39,15 +39,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
 from dmds.errors import DmdsError, StoreError
+
+if TYPE_CHECKING:
+    from dmds.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +191,23 @@ class Engine:
         self._closed = False
         #: called with each batch's size and seconds in the database (metrics, benchmarks)
         self.batches = 0
+        #: batch sizes, commit times, reconnections for the admin port (None: off)
+        self.metrics: Metrics | None = None
+
+    @property
+    def connected(self) -> bool:
+        """The writing connection is open (it is opened again by the next batch after a loss)."""
+        return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a batch."""
+        return len(self._jobs)
+
+    @property
+    def in_doubt(self) -> int:
+        """Batches whose COMMIT broke, waiting to learn whether it committed."""
+        return len(self._in_doubt)
 
     async def open(self) -> None:
         self._conn = await connect(self.url, self._connect_timeout_s)
@@ -223,6 +244,17 @@ class Engine:
             self._task = None
 
     async def _run_batch(self, jobs: list[_Pending]) -> None:
+        if (metrics := self.metrics) is None:
+            await self._run_attempts(jobs)
+            return
+        metrics.batch_size.observe(len(jobs))
+        started = time.perf_counter()
+        try:
+            await self._run_attempts(jobs)
+        finally:
+            metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _run_attempts(self, jobs: list[_Pending]) -> None:
         for attempt in range(RETRIES + 1):
             try:
                 conn = await self._connection()
@@ -317,6 +349,9 @@ class Engine:
                     xid = row[1]
                 else:
                     xid = await conn.fetchval("SELECT pg_current_xact_id_if_assigned()::text")
+                committing = time.perf_counter()
+            if self.metrics is not None:
+                self.metrics.commit_seconds.observe(time.perf_counter() - committing)
         except Exception as exc:
             if xid is not None:
                 raise _CommitInDoubt(xid, results) from exc
@@ -365,6 +400,8 @@ class Engine:
             self._conn = None
             self._conn = await connect(self.url, self._connect_timeout_s)
             log.info("store connection to %s open again", redact(self.url))
+            if self.metrics is not None:
+                self.metrics.store_reconnects += 1
         return self._conn
 
     async def _drop_connection(self) -> None:
@@ -375,6 +412,8 @@ class Engine:
 
     def _fail(self, jobs: list[_Pending], exc: BaseException) -> None:
         log.error("store batch failed (%s); failing %d request(s)", exc, len(jobs))
+        if self.metrics is not None:
+            self.metrics.batches_failed += 1
         failure = exc if isinstance(exc, StoreError) else StoreError(f"store failure: {exc}")
         for job in jobs:
             if not job.future.done():

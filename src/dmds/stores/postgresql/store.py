@@ -23,7 +23,15 @@ from typing import Any
 
 import asyncpg
 
-from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage, User, UserRecord
+from dmds.core.model import (
+    AttachmentInfo,
+    ItemKind,
+    OutboxItem,
+    StoredMessage,
+    StoreSummary,
+    User,
+    UserRecord,
+)
 from dmds.errors import (
     AliasTaken,
     DmdsError,
@@ -33,6 +41,7 @@ from dmds.errors import (
     UnknownUser,
 )
 from dmds.settings import StoreSettings
+from dmds.stores.postgresql import summary as operator
 from dmds.stores.postgresql.engine import Batch, Engine, connect, migrate
 
 log = logging.getLogger(__name__)
@@ -108,6 +117,13 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self.engine.close()
+
+    async def ping(self) -> None:
+        await self.engine.submit(operator.ping)
+
+    async def summary(self) -> StoreSummary:
+        found: StoreSummary = await self.engine.submit(operator.summary)
+        return found
 
     # -- users and accounts ------------------------------------------------------------------------------
 

@@ -40,14 +40,23 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage, User, UserRecord
+from dmds.core.model import (
+    AttachmentInfo,
+    ItemKind,
+    OutboxItem,
+    StoredMessage,
+    StoreSummary,
+    User,
+    UserRecord,
+)
 from dmds.errors import (
     AliasTaken,
     DmdsError,
@@ -58,6 +67,10 @@ from dmds.errors import (
     UnknownUser,
 )
 from dmds.settings import StoreSettings, SyncMode
+from dmds.stores.sqlite import summary as operator
+
+if TYPE_CHECKING:
+    from dmds.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +197,9 @@ class SqliteStore:
         self._accounts: dict[str, _Account] = {}
         self._writes = _Writes()
         self._next_seq = 0
+        #: batch sizes and commit times for the admin port (None: off)
+        self.metrics: Metrics | None = None
+        self._batch_started = 0.0
         self._ids(conn)
         self._committer = threading.Thread(target=self._commit_loop, name="dmds-sqlite-commit", daemon=True)
         self._committer.start()
@@ -192,10 +208,14 @@ class SqliteStore:
         while (work := self._commits.get()) is not None:
             sql, results = work
             error: BaseException | None = None
+            started = time.perf_counter()
             try:
                 self._conn.execute(sql)
             except sqlite3.Error as exc:
                 error = exc
+            # This thread is the only writer of commit_seconds while its commit is in flight.
+            if results and self.metrics is not None:
+                self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self._loop.call_soon_threadsafe(self._batch_done, results, error, True)
 
     @classmethod
@@ -242,6 +262,9 @@ class SqliteStore:
             self._lazy.clear()
         batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._settings.max_batch))]
         results: list[_Result] = []
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(batch))
+            self._batch_started = time.perf_counter()
         try:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
@@ -267,7 +290,10 @@ class SqliteStore:
             if conn.total_changes == before or self._inline_commit:
                 # Nothing written, or --sync normal: COMMIT only appends to the WAL in the OS page
                 # cache, with no fsync to wait for, so a hand-over to the thread would cost more.
+                committing = time.perf_counter()
                 conn.execute("COMMIT")
+                if self.metrics is not None and conn.total_changes != before:
+                    self.metrics.commit_seconds.observe(time.perf_counter() - committing)
                 self._commits_since_checkpoint += conn.total_changes != before
                 self._batch_done(results, None)
                 return
@@ -331,6 +357,10 @@ class SqliteStore:
     ) -> None:
         """Settle a batch and start the next. `committed`: called back from the committer thread,
         so the next batch can start at once (from the loop's own batches that would recurse)."""
+        if self._batch_started and (metrics := self.metrics) is not None:
+            metrics.batch_seconds.observe(time.perf_counter() - self._batch_started)
+            self._batch_started = 0.0
+            metrics.batches_failed += error is not None
         if error is not None and not results:
             log.warning("WAL checkpoint failed (%s); the next one retries", error)
         elif error is not None:
@@ -381,6 +411,12 @@ class SqliteStore:
         self._commits.put(None)
         await asyncio.to_thread(self._committer.join)
         self._conn.close()
+
+    async def ping(self) -> None:
+        await self._submit(operator.ping)
+
+    async def summary(self) -> StoreSummary:
+        return await self._submit(operator.summary)
 
     # -- users and accounts ------------------------------------------------------------------------------
 
