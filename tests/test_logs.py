@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +63,15 @@ def test_log_format_is_a_setting_like_the_others(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="log_format"):
         settings.load(ServeSettings, env={"DMDS_LOG_FORMAT": "xml"})
+
+
+def test_in_json_mode_an_uncaught_exception_is_a_json_record_too() -> None:
+    code = (
+        "from dmds.cli.main import _setup_logging; _setup_logging('INFO', 'json'); raise RuntimeError('boom')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 1
+    (line,) = done.stderr.decode().splitlines()
+    out = json.loads(line)
+    assert (out["level"], out["message"]) == ("CRITICAL", "uncaught exception")
+    assert out["exc"].endswith("RuntimeError: boom")

@@ -4,7 +4,10 @@ filter on, including the structured ones (alias, peer) of the calls that pass th
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,3 +63,18 @@ async def test_json_logs_are_one_object_per_line_with_the_fields_operators_filte
     assert refused["peer"].startswith("127.0.0.1:")
     assert any(r["logger"].startswith("uvicorn") for r in logged), by_message
     assert "stopped" in by_message
+
+
+def test_a_bad_setting_is_reported_as_json_too() -> None:
+    env = {**os.environ, "DMDS_LOG_FORMAT": "json"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dmds.cli.main", "serve", "--port", "99999"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    (record,) = records(done.stderr.decode())
+    assert record["level"] == "ERROR"
+    assert "port: not a TCP port: 99999" in record["message"]

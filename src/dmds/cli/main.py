@@ -20,7 +20,11 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     handler.setFormatter(logs.formatter(log_format))
     logging.basicConfig(level=level.upper(), handlers=[handler])
     if log_format == "json":
-        logging.captureWarnings(True)  # a warning printed as it is would not be a JSON line
+        # Whatever would otherwise reach stderr as it is would not be a JSON line.
+        logging.captureWarnings(True)
+        sys.excepthook = lambda kind, value, tb: logging.getLogger("dmds").critical(
+            "uncaught exception", exc_info=(kind, value, tb)
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -34,7 +38,13 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load()
     except ValueError as exc:
-        print(f"dmds serve: {exc}", file=sys.stderr)
+        # The settings are not known, but a log collector that asked for JSON still gets JSON.
+        wanted = args.log_format or os.environ.get("DMDS_LOG_FORMAT", "")
+        if wanted.lower() == "json":
+            _setup_logging("ERROR", "json")
+            logging.getLogger("dmds").error("dmds serve: %s", exc)
+        else:
+            print(f"dmds serve: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config.server.log_level, config.server.log_format.value)
     try:
