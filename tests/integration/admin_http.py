@@ -36,7 +36,7 @@ class Answer:
         return json.loads(self.body)
 
 
-def _get(port: int, path: str, token: str | None) -> Answer:
+def get_sync(port: int, path: str, token: str | None) -> Answer:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
@@ -51,7 +51,7 @@ async def get(server: ServerProcess, path: str, *, token: str | None = "") -> An
     """GET `path` on the server's admin port; token "" means the server's own, None none."""
     if token == "":
         token = admin_token(server)
-    return await asyncio.to_thread(_get, server.admin_port, path, token)
+    return await asyncio.to_thread(get_sync, server.admin_port, path, token)
 
 
 def admin_token(server: ServerProcess) -> str:
