@@ -36,10 +36,12 @@ class Answer:
         return json.loads(self.body)
 
 
-def _get(port: int, path: str, token: str | None) -> Answer:
+def get_sync(port: int, path: str, token: str | None, authorization: str | None = None) -> Answer:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
+        authorization = f"Bearer {token}"
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return Answer(response.status, dict(response.headers), response.read())
@@ -51,7 +53,12 @@ async def get(server: ServerProcess, path: str, *, token: str | None = "") -> An
     """GET `path` on the server's admin port; token "" means the server's own, None none."""
     if token == "":
         token = admin_token(server)
-    return await asyncio.to_thread(_get, server.admin_port, path, token)
+    return await asyncio.to_thread(get_sync, server.admin_port, path, token)
+
+
+async def get_raw(server: ServerProcess, path: str, authorization: str) -> Answer:
+    """GET with this Authorization header as it is."""
+    return await asyncio.to_thread(get_sync, server.admin_port, path, None, authorization)
 
 
 def admin_token(server: ServerProcess) -> str:

@@ -24,6 +24,7 @@ from tests.integration.admin_http import (
     admin_token,
     free_port,
     get,
+    get_raw,
     metric_names,
     scrape,
     value,
@@ -144,6 +145,10 @@ async def test_the_token_is_required_except_for_health(admin_server: ServerProce
         assert (await get(server, path, token="not the token")).status == 403
         assert (await get(server, path)).status == 200
     assert (await get(server, "/nothing", token=None)).status == 401  # unknown paths too
+    token = admin_token(server)
+    assert (await get(server, "/metrics", token=token[:-1])).status == 403
+    assert (await get_raw(server, "/metrics", f"bearer {token}")).status == 200  # RFC 9110: any case
+    assert (await get_raw(server, "/metrics", f"Basic {token}")).status == 403
     for path in ("/healthz", "/readyz"):
         answer = await get(server, path, token=None)
         assert answer.status == 200, answer

@@ -85,7 +85,7 @@ class RequireToken:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -98,12 +98,19 @@ class RequireToken:
                 status_code=401,
                 headers={"www-authenticate": 'Bearer realm="dmds-admin"'},
             )
-        elif not secrets.compare_digest(given, self._expected):
+        elif not _bearer(given, self._expected):
             answer = JSONResponse({"error": "wrong admin token"}, status_code=403)
         else:
             await self.app(scope, receive, send)
             return
         await answer(scope, receive, send)
+
+
+def _bearer(header: bytes, token: bytes) -> bool:
+    """`header` is "Bearer <token>" (the scheme in any case, RFC 9110 section 11.1), compared in
+    constant time."""
+    scheme, _, given = header.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and secrets.compare_digest(given.strip(), token)
 
 
 def build_app(admin: Admin) -> ASGIApp:

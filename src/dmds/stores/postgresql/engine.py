@@ -350,7 +350,7 @@ class Engine:
                 else:
                     xid = await conn.fetchval("SELECT pg_current_xact_id_if_assigned()::text")
                 committing = time.perf_counter()
-            if self.metrics is not None:
+            if self.metrics is not None and xid is not None:  # a batch that wrote (as on SQLite)
                 self.metrics.commit_seconds.observe(time.perf_counter() - committing)
         except Exception as exc:
             if xid is not None:
