@@ -134,3 +134,16 @@ def test_classic_requests_in_flight_are_answered_and_new_ones_refused(server_fac
     # The user it registered is there after a restart, and the closed port refused nobody's answer.
     again = server_factory(*FAST, data_dir=server.data_dir)
     assert exchange(again.port, wire.register("Half Way", "halfway", "01/02/2000")) == b"1\0"
+
+
+def test_a_lingering_classic_connection_does_not_hold_the_stop(server_factory: ServerFactory) -> None:
+    server = server_factory(*FAST, "--stop-timeout-s", str(STOP_TIMEOUT_S), "--max-field-bytes", "16")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    # A field past the limit: answered at once, then the server lingers for what the client sends.
+    sock.sendall(b"REGISTER\0" + b"x" * 64)
+    assert sock.recv(16) == b"2\0"
+    started = time.monotonic()
+    assert server.stop(timeout_s=STOP_TIMEOUT_S + 10) == 0
+    # Answered already: the stop ends the linger instead of waiting for it (30 s) or its own bound.
+    assert time.monotonic() - started < STOP_TIMEOUT_S / 2
+    sock.close()

@@ -103,14 +103,20 @@ class ClassicServer:
 
     async def stop(self, deadline: float) -> None:
         """The graceful part of a stop: accept no more connections and wait until every open one
-        is answered and closed, or the loop's clock passes `deadline`. `close` follows."""
+        is answered, or the loop's clock passes `deadline`; then end the lingering ones (answered
+        already: their clients have had their reply). `close` follows."""
         if self._server is not None:
             self._server.close()
         loop = asyncio.get_running_loop()
-        while self.active and loop.time() < deadline:  # noqa: ASYNC110 - an event would cost every request
+        while self._unanswered() and loop.time() < deadline:  # noqa: ASYNC110 - an event would cost every request
             await asyncio.sleep(STOP_POLL_S)
-        if self.active:
-            log.warning("stopping with %d classic connection(s) still open", self.active)
+        if waiting := self._unanswered():
+            log.warning("stopping with %d classic request(s) still unanswered", waiting)
+        for conn in [c for c in self.watched if c.lingering]:
+            conn.end_linger()
+
+    def _unanswered(self) -> int:
+        return self.active - sum(1 for conn in self.watched if conn.lingering)
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -385,6 +391,14 @@ class _ClassicProtocol(asyncio.Protocol):
         self._state = _State.LINGERING
         self.deadline = self._linger.deadline
         self._server.watched.add(self)
+
+    @property
+    def lingering(self) -> bool:
+        return self._state is _State.LINGERING
+
+    def end_linger(self) -> None:
+        """The server is stopping: the reply was sent, stop waiting for the client to finish."""
+        self._finish(give_up=True)
 
     def _finish(self, *, give_up: bool = False) -> None:
         """Close once what is written has gone; with `give_up` (the linger is over), at once if the
