@@ -26,5 +26,8 @@ ENV DMDS_DATA_DIR=/var/lib/dmds
 # SIGTERM is the graceful stop (docker stop sends it, then SIGKILL after 10 s by default: keep
 # --stop-timeout-s below that, or raise docker's with --stop-timeout).
 STOPSIGNAL SIGTERM
+# The admin port (127.0.0.1:7003 in the container) answers /healthz without the token.
+HEALTHCHECK --interval=30s --timeout=3s \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7003/healthz', timeout=2)"]
 ENTRYPOINT ["dmds", "serve"]
 CMD ["--stop-timeout-s", "8"]
