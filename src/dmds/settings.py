@@ -43,6 +43,9 @@ class ServerSettings:
         "(several nodes may share it)",
     )
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    control_timeout_s: float = setting(
+        10.0, "seconds a client of the data dir's control socket (dmds backup) has to send its request"
+    )
     gc_full_interval_s: float = setting(
         60.0,
         "seconds between full runs of Python's garbage collector, instead of its own schedule (which "
@@ -51,6 +54,7 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         _check_port("port", self.port, allow_zero=True)
+        _check_positive("control_timeout_s", self.control_timeout_s)
         if self.gc_full_interval_s < 0:
             raise ValueError("gc_full_interval_s: must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -75,8 +79,15 @@ class StoreSettings:
         30.0, "seconds to learn whether a batch whose COMMIT broke committed, before its requests fail"
     )
 
+    # A step pauses the store's batches while it copies: 1024 pages (4 MiB) took 3 to 30 ms here
+    # (docs/operations.md), against a commit's fsync of a few ms; smaller steps make the backup longer.
+    backup_step_pages: int = setting(
+        1024, "pages a backup copies per step of the live SQLite store; the store's requests wait for a step"
+    )
+
     def __post_init__(self) -> None:
         _check_positive("max_batch", self.max_batch)
+        _check_positive("backup_step_pages", self.backup_step_pages)
         _check_positive("store_connect_timeout_s", self.store_connect_timeout_s)
         _check_positive("store_outcome_timeout_s", self.store_outcome_timeout_s)
 
