@@ -105,6 +105,23 @@ async def test_a_backup_under_load_holds_every_message_acknowledged_before_it(
     assert sorted(os.listdir(tmp_path)) == ["copy.sqlite3", "data"]  # no temporary file left
 
 
+async def test_the_copy_holds_the_commits_still_only_in_the_wal(tmp_path: Path) -> None:
+    store = await _store(tmp_path / "data")
+    await _fill(store, 2000)
+    async with store.turn() as conn:  # outside any transaction
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for n in range(10):
+        await store.add_message(
+            "ana", "bob", f"in the wal {n}", now=2.0, max_stored=BIG, max_stored_bytes=BIG
+        )
+    # The database file alone (what a copy of the file would give) does not have them yet.
+    shutil.copy(tmp_path / "data" / "dmds.sqlite3", tmp_path / "file-only.sqlite3")
+    assert len(_messages(tmp_path / "file-only.sqlite3", backup=False)) == 2000
+    await store.backup(tmp_path / "copy.sqlite3")
+    await store.close()
+    assert len(_messages(tmp_path / "copy.sqlite3")) == 2010
+
+
 async def test_a_batch_rolled_back_during_a_backup_is_not_in_the_copy(tmp_path: Path) -> None:
     store = await _store(tmp_path / "data", step_pages=4)
     await _fill(store, 2000)
