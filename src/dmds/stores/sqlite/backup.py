@@ -48,6 +48,10 @@ from dmds.errors import StoreError
 
 #: The tables every dmds schema since version 1 has: a file without them is not a dmds store.
 REQUIRED_TABLES = ("users", "messages")
+#: fdatasync the copy after each step (see write_backup).
+PROGRESSIVE_SYNC = True
+#: The nice value of the worker thread once the copy is made (the lowest priority).
+CHECK_NICE = 19
 #: A rolled-back batch makes the copy start again; past this many times the store is failing anyway.
 MAX_RESTARTS = 10
 #: sqlite3_backup_step's result when more pages remain (SQLITE_OK; BUSY and LOCKED retry the step).
@@ -84,6 +88,9 @@ class BackupReport:
     longest_step_s: float
     #: times the copy started again from its first page (a batch of the store was rolled back)
     restarts: int = 0
+    #: seconds the integrity check of the copy took, and its last fsync
+    check_s: float = 0.0
+    sync_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +99,8 @@ class BackupReport:
         return (
             f"{self.path}: {self.bytes:,} bytes, schema {self.schema}, {self.users:,} users, "
             f"{self.messages:,} messages; copied in {self.copy_s:.2f} s ({self.steps} steps, the longest "
-            f"{1e3 * self.longest_step_s:.1f} ms), {self.total_s:.2f} s in all"
+            f"{1e3 * self.longest_step_s:.1f} ms), checked in {self.check_s:.2f} s, last fsync "
+            f"{self.sync_s:.2f} s, {self.total_s:.2f} s in all"
         )
 
 
@@ -127,10 +135,12 @@ def inspect(conn: sqlite3.Connection) -> StoreSummary:
 class Steps(Protocol):
     """How `write_backup` shares the source connection: `start` before the first step (and returns
     the connection), `between` after each step but the last, `copied` once the copy is done, and
-    `placing` before the file gets its name (the last moment to abort: it raises)."""
+    `placing` before the file gets its name (the last moment to abort: it raises). Between two
+    steps: `stepped` (the source is free from here) then `wait` (for the next step's turn)."""
 
     def start(self) -> sqlite3.Connection: ...
-    def between(self, remaining: int, total: int) -> None: ...
+    def stepped(self, remaining: int, total: int) -> None: ...
+    def wait(self) -> None: ...
     def copied(self) -> None: ...
     def placing(self) -> None: ...
 
@@ -144,7 +154,10 @@ class Direct:
     def start(self) -> sqlite3.Connection:
         return self._conn
 
-    def between(self, remaining: int, total: int) -> None:
+    def stepped(self, remaining: int, total: int) -> None:
+        pass
+
+    def wait(self) -> None:
         pass
 
     def copied(self) -> None:
@@ -198,20 +211,34 @@ def write_backup(dest: Path, steps: Steps, *, force: bool, step_pages: int) -> B
         count = 0
         copying = time.perf_counter()
 
+        fd = os.open(tmp, os.O_RDONLY)
+
         def progress(status: int, remaining: int, total: int) -> None:
             nonlocal count
             count += 1
             if status in _MORE:
-                steps.between(remaining, total)
+                steps.stepped(remaining, total)
+                if PROGRESSIVE_SYNC:
+                    # What this step wrote goes to disk now, a few MB at a time, rather than in
+                    # one fsync at the end, which queued the store's commits behind it.
+                    os.fdatasync(fd)
+                steps.wait()
 
-        source.backup(copy, pages=step_pages, progress=progress)
-        steps.copied()
-        copy_s = time.perf_counter() - copying
-        copy.execute("PRAGMA journal_mode=DELETE")  # the header says WAL, as the source's does
-        summary = inspect(copy)
-        pages = int(copy.execute("PRAGMA page_count").fetchone()[0])
-        copy.close()
-        _fsync(tmp)
+        try:
+            source.backup(copy, pages=step_pages, progress=progress)
+            steps.copied()
+            copy_s = time.perf_counter() - copying
+            copy.execute("PRAGMA journal_mode=DELETE")  # the header says WAL, as the source's does
+            checking = time.perf_counter()
+            summary = inspect(copy)
+            check_s = time.perf_counter() - checking
+            pages = int(copy.execute("PRAGMA page_count").fetchone()[0])
+            copy.close()
+            syncing = time.perf_counter()
+            os.fsync(fd)
+            sync_s = time.perf_counter() - syncing
+        finally:
+            os.close(fd)
         size = tmp.stat().st_size
         steps.placing()
         _place(tmp, target, force)
@@ -223,7 +250,7 @@ def write_backup(dest: Path, steps: Steps, *, force: bool, step_pages: int) -> B
         raise
     return BackupReport(
         str(target), size, pages, count, summary.schema, summary.users, summary.messages,
-        copy_s, time.perf_counter() - started, 0.0,
+        copy_s, time.perf_counter() - started, 0.0, check_s=check_s, sync_s=sync_s,
     )  # fmt: skip
 
 
@@ -387,12 +414,18 @@ class OnlineBackup:
         assert self._source is not None
         return self._source
 
-    def between(self, remaining: int, total: int) -> None:
+    def stepped(self, remaining: int, total: int) -> None:
         self._post(self._step, _Stepped(remaining, total, False))
+
+    def wait(self) -> None:
         self._wait()
 
     def copied(self) -> None:
         self._post(self._step, _Stepped(0, 0, True))
+        # The check of the copy is seconds of CPU for a large store, and the store no longer waits
+        # for this thread: let the server's threads go first (Linux: a thread's own nice value).
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICE)
 
     def placing(self) -> None:
         if self._aborted:
