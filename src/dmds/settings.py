@@ -79,10 +79,10 @@ class StoreSettings:
         30.0, "seconds to learn whether a batch whose COMMIT broke committed, before its requests fail"
     )
 
-    # A step pauses the store's batches while it copies: 1024 pages (4 MiB) took 3 to 30 ms here
-    # (docs/operations.md), against a commit's fsync of a few ms; smaller steps make the backup longer.
+    # A step pauses the store's batches while it copies: 256 pages (1 MiB) took 9 to 22 ms here under
+    # load, 1024 pages 15 to 49 ms, for a copy 1.5 to 2.5 times as fast (docs/operations.md, Backups).
     backup_step_pages: int = setting(
-        1024, "pages a backup copies per step of the live SQLite store; the store's requests wait for a step"
+        256, "pages a backup copies per step of the live SQLite store; the store's requests wait for a step"
     )
 
     def __post_init__(self) -> None:

@@ -3,8 +3,9 @@ a `dmds bench send` running meanwhile (docs/operations.md, Backups).
 
 Starts `dmds serve` (sync full) on a temporary data dir under /tmp, stores MESSAGES messages with
 `dmds bench queue` (stored for an offline user, then drained: they stay as history), then runs
-`dmds bench send` ROUNDS times without a backup and ROUNDS times with `dmds backup` started a second
-into it, alternating, and prints each run's latency percentiles and each backup's report.
+`dmds bench send` ROUNDS times with `dmds backup` started a second into it and ROUNDS times without,
+alternating, and prints each run's latency percentiles and each backup's report. Each send run adds
+SEND messages to the store: the first backup copies MESSAGES and the first second's sends.
 Run under the bench lock: flock /tmp/dmds-bench.lock .venv/bin/python backup_pause.py [STEP_PAGES]
 """
 
@@ -19,13 +20,13 @@ import time
 from pathlib import Path
 
 MESSAGES = 200_000
-SEND = 40_000  # messages of each bench send run: a few seconds, the backup well inside it
-ROUNDS = 3
+SEND = 150_000  # messages of each bench send run: a few seconds, the backup well inside it
+ROUNDS = 2
 DMDS = [sys.executable, "-m", "dmds.cli.main"]
 
 
 def main() -> None:
-    step_pages = sys.argv[1] if len(sys.argv) > 1 else "1024"
+    step_pages = sys.argv[1] if len(sys.argv) > 1 else "256"
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         data = Path(tmp) / "data"
         log = (Path(tmp) / "server.log").open("wb")
@@ -47,7 +48,7 @@ def main() -> None:
                 f"store: {MESSAGES:,} messages, {size / 1e6:.1f} MB (database and WAL); step {step_pages} pages"
             )
             for n in range(ROUNDS):
-                for with_backup in (False, True):
+                for with_backup in (True, False):
                     print(_round(port, data, Path(tmp) / f"b{n}.sqlite3" if with_backup else None))
         finally:
             server.terminate()

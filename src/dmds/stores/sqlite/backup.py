@@ -20,13 +20,16 @@ backup began is in it, nothing uncommitted is, and the live server paused for on
 Python runs every step of `Connection.backup` in one call on one thread: a worker thread makes the
 call, and its progress callback, which runs between steps, is where it waits for the next turn. A
 step runs with the GIL released: the event loop keeps serving connections while it copies, and
-only the store's batches wait (turns and batches alternate, so neither starves).
+only the store's batches wait. After a step the next waits three times as long (STEP_GAP): back to
+back, steps and batches alternated and the store's throughput fell to a fifth while the copy ran.
 
-The copy is written to a temporary file beside its destination (journal and fsync off while it
-is made: a crash leaves a temporary file, never a half backup), made self-contained (rollback
-journal mode, no -wal beside it), checked (`PRAGMA integrity_check`, the dmds schema), fsynced, and
-only then given its name: linked there (which fails if something has that name, unless `force`,
-then renamed over it), so a backup file is whole or absent.
+The copy is written to a temporary file beside its destination (no journal: a crash leaves a
+temporary file, never a half backup), fdatasync'ed after each step outside the store's turn (one
+fsync of the whole file at the end queued the store's commits behind it), made self-contained
+(rollback journal mode, no -wal beside it), checked (`PRAGMA integrity_check` and the dmds schema:
+seconds of CPU for a large store, on the worker thread at the lowest priority), and only then given
+its name: linked there (which fails if something has that name), or with `force` renamed over it.
+So a backup file is whole or absent.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ from dmds.errors import StoreError
 
 #: The tables every dmds schema since version 1 has: a file without them is not a dmds store.
 REQUIRED_TABLES = ("users", "messages")
+#: After a step of d seconds, the next waits STEP_GAP * d: the store's batches get at least
+#: STEP_GAP / (1 + STEP_GAP) of its time while a backup runs.
+STEP_GAP = 3.0
 #: fdatasync the copy after each step (see write_backup).
 PROGRESSIVE_SYNC = True
 #: The nice value of the worker thread once the copy is made (the lowest priority).
@@ -354,6 +360,10 @@ class OnlineBackup:
                     self._progress(stepped.remaining, total)
                 if stepped.done:
                     break
+                if STEP_GAP > 0:
+                    # Leave the store most of its time between steps: back to back, steps and
+                    # batches alternate, and under load the batches' queue grows while it lasts.
+                    await asyncio.sleep(held * STEP_GAP)
             report = await asyncio.shield(self._finished)  # a cancelled await cancels what it awaits
         except asyncio.CancelledError:
             self._aborted = True
