@@ -129,7 +129,7 @@ async def test_restore_refuses_the_data_dir_of_a_running_server(
     refused = dmds("restore", backup, "--data-dir", server.data_dir)
     assert refused.returncode == 1
     assert "a server is running" in refused.stderr
-    assert sorted(os.listdir(server.data_dir)) == ["control.sock", "dmds.sqlite3", "dmds.sqlite3-wal"]
+    assert not [name for name in os.listdir(server.data_dir) if "restore" in name]  # nothing moved
     accepted = await juan.request(f.Send, to="maria", key="k", text="still here")
     assert isinstance(accepted, f.Accepted)
     assert (await maria.expect(f.Message)).text == "still here"
@@ -231,3 +231,64 @@ def test_backup_with_the_postgresql_store_points_to_the_docs(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "pg_dump" in done.stderr
     assert not (tmp_path / "b").exists()
+
+
+async def _big_store(server: ServerProcess, count: int = 20000) -> None:
+    """`count` messages of 2 kB for an offline user: a store that a 1-page-step backup copies for seconds."""
+    await (await account(server.session_port, "rita")).close()
+    peer = await account(server.session_port, "sam")
+    text = "x" * 2000
+    for start in range(1, count + 1, 500):
+        for n in range(start, min(count, start + 499) + 1):
+            peer.write(f.Send(id=next(peer.ids), to="rita", key=f"k{n}", text=text))
+        for _ in range(start, min(count, start + 499) + 1):
+            await peer.expect(f.Accepted, timeout_s=30)
+    await peer.close()
+
+
+def _start_backup(server: ServerProcess, dest: Path) -> socket.socket:
+    """A backup asked for on the raw socket, returned once the server reports progress."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(str(server.data_dir / "control.sock"))
+    sock.sendall(json.dumps({"op": "backup", "dest": str(dest)}).encode() + b"\n")
+    assert "progress" in json.loads(sock.makefile("rb").readline())
+    return sock
+
+
+SLOW = ("--backup-step-pages", "1", "--max-send-rate", "0", "--max-stored-messages", "100000")
+
+
+async def test_a_client_that_goes_away_cancels_its_backup(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(*SLOW)
+    await _big_store(server)
+    (tmp_path / "out").mkdir()
+    _start_backup(server, tmp_path / "out" / "b.sqlite3").close()
+    deadline = time.monotonic() + 20
+    while "cancelled: the client went away" not in server.log() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "cancelled: the client went away" in server.log()
+    await asyncio.sleep(0.5)
+    assert os.listdir(tmp_path / "out") == []  # neither the backup nor its temporary file
+    done = dmds("backup", tmp_path / "out" / "b.sqlite3", "--data-dir", server.data_dir)
+    assert done.returncode == 0, done.stderr  # and the next one runs
+
+
+async def test_sigterm_during_a_backup_stops_the_server_cleanly(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(*SLOW)
+    await _big_store(server)
+    (tmp_path / "out").mkdir()
+    sock = _start_backup(server, tmp_path / "out" / "b.sqlite3")
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 10
+    sock.close()
+    assert os.listdir(tmp_path / "out") == []
+    assert not (server.data_dir / "dmds.sqlite3-wal").exists()  # the store was closed cleanly
+    conn = sqlite3.connect(server.data_dir / "dmds.sqlite3")
+    assert conn.execute("SELECT count(*) FROM messages").fetchone() == (20000,)
+    conn.close()

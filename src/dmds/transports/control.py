@@ -47,6 +47,7 @@ class ControlServer:
         self._timeout_s = timeout_s
         self._server: asyncio.AbstractServer | None = None
         self._inode = 0
+        self._backups: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> Path | None:
         """Listen; the path, or None (logged) if this data dir's path is too long for a socket."""
@@ -76,6 +77,8 @@ class ControlServer:
         if self._server is None:
             return
         self._server.close()
+        for backup in list(self._backups):  # the server is stopping: no backup outlives it
+            backup.cancel()
         with contextlib.suppress(OSError):
             if self._path.stat().st_ino == self._inode:  # not a newer server's
                 self._path.unlink()
@@ -128,7 +131,9 @@ class ControlServer:
             state.update(remaining=remaining, total=total)
 
         backup = asyncio.ensure_future(self._store.backup(Path(dest), force=force, progress=progress))
-        gone = asyncio.ensure_future(reader.read(1))  # the client sends nothing more: EOF means it left
+        self._backups.add(backup)
+        backup.add_done_callback(self._backups.discard)
+        gone = asyncio.ensure_future(_until_eof(reader))  # the client sends nothing more: EOF, it left
         last = time.monotonic()
         try:
             while not backup.done():
@@ -156,6 +161,11 @@ class ControlServer:
             _answer(writer, {"ok": True, "report": report.as_dict()})
         with contextlib.suppress(ConnectionError):
             await writer.drain()
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(4096):
+        pass  # whatever else a client sends is not a request: one per connection
 
 
 def _answer(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
