@@ -57,6 +57,9 @@ class ServerSettings:
         "text: a line per record for people; json: one JSON object per line (time in UTC, level, "
         "logger, message, exc, and fields such as alias and peer) for log collectors",
     )
+    control_timeout_s: float = setting(
+        10.0, "seconds a client of the data dir's control socket (dmds backup) has to send its request"
+    )
     gc_full_interval_s: float = setting(
         60.0,
         "seconds between full runs of Python's garbage collector, instead of its own schedule (which "
@@ -70,6 +73,7 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         _check_port("port", self.port, allow_zero=True)
+        _check_positive("control_timeout_s", self.control_timeout_s)
         if self.gc_full_interval_s < 0:
             raise ValueError("gc_full_interval_s: must be >= 0")
         if self.stop_timeout_s <= 0:
@@ -96,8 +100,15 @@ class StoreSettings:
         30.0, "seconds to learn whether a batch whose COMMIT broke committed, before its requests fail"
     )
 
+    # A step pauses the store's batches while it copies: 256 pages (1 MiB) took 9 to 22 ms here under
+    # load, 1024 pages 15 to 49 ms, for a copy 1.5 to 2.5 times as fast (docs/operations.md, Backups).
+    backup_step_pages: int = setting(
+        256, "pages a backup copies per step of the live SQLite store; the store's requests wait for a step"
+    )
+
     def __post_init__(self) -> None:
         _check_positive("max_batch", self.max_batch)
+        _check_positive("backup_step_pages", self.backup_step_pages)
         _check_positive("store_connect_timeout_s", self.store_connect_timeout_s)
         _check_positive("store_outcome_timeout_s", self.store_outcome_timeout_s)
 

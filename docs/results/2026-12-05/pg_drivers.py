@@ -38,7 +38,9 @@ async def with_psycopg(url: str) -> tuple[float, float]:
     conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=0)
     start = time.perf_counter()
     for i in range(ROUND_TRIPS):
-        await (await conn.execute("SELECT password_hash FROM users WHERE alias = %s", (f"u{i % 10}",))).fetchone()
+        await (
+            await conn.execute("SELECT password_hash FROM users WHERE alias = %s", (f"u{i % 10}",))
+        ).fetchone()
     single = (time.perf_counter() - start) / ROUND_TRIPS
     start = time.perf_counter()
     for b in range(BATCHES):

@@ -18,7 +18,9 @@ from dmds.core.service import Service
 from dmds.metrics import Metrics
 from dmds.settings import ServeSettings
 from dmds.stores import describe, open_store
+from dmds.stores.sqlite import SqliteStore
 from dmds.transports.classic_server import ClassicServer
+from dmds.transports.control import ControlServer
 from dmds.transports.reload import Reloader
 from dmds.transports.session_server import SessionServer
 from dmds.transports.session_ws import WebServer
@@ -94,12 +96,20 @@ async def serve(
     classic = ClassicServer(service, settings.classic, settings.delivery)
     session = SessionServer(service, settings.session, settings.delivery, settings.classic)
     web = WebServer(session)
+    # With SQLite, `dmds backup` reaches this process through the data dir's control socket.
+    control = (
+        ControlServer(settings.server.data_dir, store, settings.server.control_timeout_s)
+        if isinstance(store, SqliteStore)
+        else None
+    )
     purger = loop.create_task(_purge_every(service, PURGE_EVERY_S))
     period = settings.server.gc_full_interval_s
     collector = loop.create_task(_collect_every(period)) if period > 0 else None
     admin: AdminServer | None = None
     try:
         await service.start()
+        if control is not None:
+            await control.start()
         port = await classic.start(settings.server.host, settings.server.port)
         log.info(
             "dmds classic server listening on %s:%d (store %s, sync=%s%s)",
@@ -153,6 +163,8 @@ async def serve(
         purger.cancel()
         if collector is not None:
             collector.cancel()
+        if control is not None:
+            await control.close()
         await classic.close()
         await web.close()
         await session.close()

@@ -8,11 +8,15 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from summary import DASH, row  # noqa: E402
 
 here = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
-print(f"| workload | build, nodes | msg/s, median (min{DASH}max) | seconds | dmds CPU/msg | PostgreSQL CPU/msg | cores busy |")
+print(
+    f"| workload | build, nodes | msg/s, median (min{DASH}max) | seconds | dmds CPU/msg | PostgreSQL CPU/msg | cores busy |"
+)
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
 for workload in ("send", "queue"):
     for config in ("prev1", "new1", "prev2", "new2"):
-        runs = [json.loads(p.read_text())["runs"][0] for p in sorted(here.glob(f"{workload}-{config}-*.json"))]
+        runs = [
+            json.loads(p.read_text())["runs"][0] for p in sorted(here.glob(f"{workload}-{config}-*.json"))
+        ]
         if runs:
             name = f"{'before' if config.startswith('prev') else 'schema 3'}, {config[-1]}"
             print(row(workload, name, runs))

@@ -34,6 +34,7 @@ power loss. `sync=normal` does not fsync per commit: survives a crash of the pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -42,7 +43,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -68,6 +69,7 @@ from dmds.errors import (
 )
 from dmds.settings import StoreSettings, SyncMode
 from dmds.stores.sqlite import summary as operator
+from dmds.stores.sqlite.backup import BackupReport, OnlineBackup
 
 if TYPE_CHECKING:
     from dmds.metrics import Metrics
@@ -189,6 +191,9 @@ class SqliteStore:
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._idle: asyncio.Future[None] | None = None
+        # Waiting for the connection between two batches (`turn`), and the backups that take turns.
+        self._turns: deque[asyncio.Future[None]] = deque()
+        self._backups: set[asyncio.Task[Any]] = set()
         # A plain thread and queue rather than an executor: one hand-over each way per batch, and
         # no concurrent.futures wrapping on the hot path.
         self._commits: queue.SimpleQueue[tuple[str, list[_Result]] | None] = queue.SimpleQueue()
@@ -383,7 +388,18 @@ class SqliteStore:
             # the connection is left alone (self._busy stays True until it is done).
             self._commits_since_checkpoint = 0
             self._commits.put(("PRAGMA wal_checkpoint(PASSIVE)", []))
-        elif self._jobs:
+        else:
+            self._next(committed)
+
+    def _next(self, committed: bool = False) -> None:
+        """The connection is free: to a waiting turn first (so that turns and batches alternate and
+        neither starves), else to the next batch, else idle."""
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():  # else its waiter was cancelled
+                turn.set_result(None)
+                return
+        if self._jobs:
             if committed:
                 self._run_batch()  # one loop pass sooner: the disk is idle until then
             else:
@@ -395,10 +411,51 @@ class SqliteStore:
             if self._idle is not None and not self._idle.done():
                 self._idle.set_result(None)
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[sqlite3.Connection]:
+        """The store's connection, between two batches: no transaction is open, no commit is in
+        flight, and no batch starts until the block ends (requests wait meanwhile: keep it short).
+        What the block commits, if anything, it commits itself. Backups step in turns."""
+        if not self._busy:
+            self._busy = True
+        else:
+            turn: asyncio.Future[None] = self._loop.create_future()
+            self._turns.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._next()  # given, but its waiter was cancelled before it ran
+                raise
+        try:
+            yield self._conn
+        finally:
+            self._next()
+
+    async def backup(
+        self, dest: Path, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> BackupReport:
+        """A consistent copy of the live database at `dest` (a file, or a directory to name one in),
+        written atomically, refusing to overwrite unless `force`; see `dmds.stores.sqlite.backup`.
+        `progress(remaining_pages, total_pages)` is called on the loop after each step."""
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._backups:
+            raise StoreError("a backup is already running")
+        task = self._loop.create_task(
+            OnlineBackup(self, dest, force, self._settings.backup_step_pages, progress).run()
+        )
+        self._backups.add(task)
+        task.add_done_callback(self._backups.discard)
+        return await task
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for task in list(self._backups):  # aborted: they take the turns they need to stop cleanly
+            task.cancel()
+        await asyncio.gather(*self._backups, return_exceptions=True)
         if self._lazy_timer is not None:
             self._lazy_timer.cancel()
             self._lazy_timer = None
