@@ -15,6 +15,7 @@ from dmds.errors import (
     AliasTaken,
     AlreadyConnected,
     DeliveryFailed,
+    DmdsError,
     InvalidField,
     LimitExceeded,
     NotConnected,
@@ -37,6 +38,7 @@ class RecordingEndpoint:
         self.batches = confirms  # as the real ones: a session endpoint takes runs, a classic one not
         self.was_replaced = False
         self.typists: list[str] = []
+        self.kicked_for: DmdsError | None = None
         self.arrived = asyncio.Event()
 
     async def deliver(self, item: OutboxItem) -> None:
@@ -63,6 +65,9 @@ class RecordingEndpoint:
 
     def typing(self, sender: str) -> None:
         self.typists.append(sender)
+
+    def kicked(self, reason: DmdsError) -> None:
+        self.kicked_for = reason
 
     async def wait_for(self, count: int) -> list[OutboxItem]:
         async with asyncio.timeout(5):

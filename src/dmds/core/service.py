@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from dmds.core.ratelimit import TokenBucket
 from dmds.core.validation import check_registration, check_text
 from dmds.errors import (
     AlreadyConnected,
+    Blocked,
     DeliveryFailed,
     DmdsError,
     Forbidden,
@@ -98,6 +100,8 @@ class Service:
         record = await self._store.user(alias)
         if record is None:
             raise UnknownUser(alias)
+        if record.blocked:
+            raise Blocked(f"{alias} is blocked")
         if classic and record.protected:
             raise Forbidden(f"{alias} has a password: not over the classic protocol")
 
@@ -308,6 +312,32 @@ class Service:
     def is_connected(self, alias: str) -> bool:
         return alias in self._directory
 
+    def presence(self, alias: str) -> Presence | None:
+        """Where `alias` is online (the node that serves them), or None."""
+        return self._directory.get(alias)
+
+    @property
+    def delivery(self) -> DeliverySettings:
+        """The delivery settings in force (the send rate may have changed since the start)."""
+        return self._settings
+
+    async def kick(self, alias: str, reason: DmdsError) -> Presence | None:
+        """The operator takes `alias` offline wherever they are; returns where they were (None: not
+        online). Served here: their endpoint is told (`reason`) and closes. Served by another node
+        (several nodes on one store): their presence is released, and that node, hearing of it,
+        stops serving them as when they log in elsewhere (a session connection there is closed as
+        "logged in again elsewhere": the cluster carries no reason)."""
+        entry = self._directory.get(alias)
+        courier = self._couriers.get(alias)
+        if courier is not None:
+            await self._drop(alias)
+            courier.endpoint.kicked(reason)
+        elif entry is not None and self._cluster is not None:
+            await self._cluster.release(alias)
+            self._directory.remove(alias)
+            self._buckets.pop(alias, None)
+        return entry
+
     def typing(self, sender: str, to: str) -> None:
         """Tell `to` that `sender` is typing, if `to` is connected to this node. Ephemeral: nothing
         is stored, and a user on another node is not told (a NOTIFY per keystroke would cost every
@@ -426,6 +456,11 @@ class Service:
             self._refused(exc)
             raise
         return self._store_message(sender, recipient, text, key, 0)
+
+    def set_send_rate(self, rate: float, burst: int) -> None:
+        """New send-rate limits (a reload): every user's bucket starts again under them."""
+        self._settings = dataclasses.replace(self._settings, max_send_rate=rate, send_burst=burst)
+        self._buckets.clear()
 
     def _refused(self, exc: BaseException) -> None:
         if self.metrics is not None:

@@ -55,10 +55,12 @@ from dmds.core.model import (
     StoredMessage,
     StoreSummary,
     User,
+    UserInfo,
     UserRecord,
 )
 from dmds.errors import (
     AliasTaken,
+    Blocked,
     DmdsError,
     InvalidField,
     LimitExceeded,
@@ -67,6 +69,7 @@ from dmds.errors import (
     UnknownUser,
 )
 from dmds.settings import StoreSettings, SyncMode
+from dmds.stores.sqlite import admin
 from dmds.stores.sqlite import summary as operator
 
 if TYPE_CHECKING:
@@ -418,17 +421,36 @@ class SqliteStore:
     async def summary(self) -> StoreSummary:
         return await self._submit(operator.summary)
 
+    async def users(self, prefix: str, after: str, limit: int) -> list[UserInfo]:
+        return await self._submit(lambda conn: admin.users(conn, prefix, after, limit))
+
+    async def user_info(self, alias: str) -> UserInfo | None:
+        return await self._submit(lambda conn: admin.user_info(conn, alias))
+
+    async def block(self, alias: str, now: float) -> bool:
+        return await self._submit(lambda conn: admin.block(conn, alias, now))
+
+    async def unblock(self, alias: str) -> bool:
+        return await self._submit(lambda conn: admin.unblock(conn, alias))
+
+    async def blocked(self, prefix: str, limit: int) -> list[tuple[str, float]]:
+        return await self._submit(lambda conn: admin.blocked(conn, prefix, limit))
+
     # -- users and accounts ------------------------------------------------------------------------------
 
     def register(self, user: User, password_hash: str | None = None) -> asyncio.Future[None]:
         def job(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute(
-                    "INSERT INTO users (alias, full_name, birth_date, password_hash) VALUES (?, ?, ?, ?)",
-                    (user.alias, user.full_name, user.birth_date, password_hash),
-                )
+                # One statement still: a blocked alias (schema 6) inserts nothing.
+                added = conn.execute(
+                    "INSERT INTO users (alias, full_name, birth_date, password_hash) SELECT ?, ?, ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM blocked_aliases WHERE alias = ?)",
+                    (user.alias, user.full_name, user.birth_date, password_hash, user.alias),
+                ).rowcount
             except sqlite3.IntegrityError:
                 raise AliasTaken(user.alias) from None
+            if not added:
+                raise Blocked(f"{user.alias} is blocked")
 
         return self._submit(job)  # a future: the classic REGISTER waits on it without a task
 
@@ -442,8 +464,12 @@ class SqliteStore:
 
     async def user(self, alias: str) -> UserRecord | None:
         def job(conn: sqlite3.Connection) -> UserRecord | None:
-            row = conn.execute("SELECT password_hash FROM users WHERE alias = ?", (alias,)).fetchone()
-            return None if row is None else UserRecord(alias, row[0])
+            row = conn.execute(
+                "SELECT u.password_hash, b.alias IS NOT NULL FROM users u"
+                " LEFT JOIN blocked_aliases b ON b.alias = u.alias WHERE u.alias = ?",
+                (alias,),
+            ).fetchone()
+            return None if row is None else UserRecord(alias, row[0], bool(row[1]))
 
         return await self._submit(job)
 
