@@ -372,6 +372,16 @@ async def test_two_nodes_on_postgresql(server_factory: ServerFactory, pg_url: st
         assert refused.code == ErrorCode.BLOCKED
         await peer.close()
 
+    # the store opened directly while the nodes run (nothing at the admin URL): the block still
+    # reaches the node serving juan, through the presence table's notification
+    await asyncio.to_thread(admin_json, node_b, "unblock", "juan")
+    juan = await account(node_a.session_port, "juan", register=False)
+    offline = await asyncio.to_thread(
+        admin, node_b, "block", "juan", "--store", pg_url, url="http://127.0.0.1:1"
+    )
+    assert "using the store directly" in offline.stderr
+    await closed_with(juan, ErrorCode.ALREADY_LOGGED_IN)
+
     # stopped nodes: the store is opened with --store
     url = f"http://127.0.0.1:{node_b.admin_port}"
     node_a.stop()
