@@ -351,3 +351,25 @@ async def test_a_block_outlives_the_account_and_a_restart(open_store: Opener) ->
     assert not record.blocked
     assert await store.blocked("", 10) == [("ana", 5.0)]
     await store.close()
+
+
+async def test_unregister_takes_the_users_uploads_but_those_others_received(open_store: Opener) -> None:
+    store = await open_store()
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    sent, kept, partial = [await store.start_upload("ana", n, "text/plain", 2, now=1.0) for n in "skp"]
+    for upload in (sent, kept):
+        await store.append_upload("ana", upload, 0, b"ab")
+    await store.append_upload("ana", partial, 0, b"a")
+    await store.add_message("ana", "bob", "a file", now=2.0, attachment=sent, **LIMITS)
+    received = await store.start_upload("bob", "r", "text/plain", 1, now=1.0)
+    await store.append_upload("bob", received, 0, b"r")
+    await store.add_message("bob", "ana", "for you", now=3.0, attachment=received, **LIMITS)
+
+    await store.unregister("ana")
+    assert await store.read_attachment("bob", sent, 0, 10) == b"ab"  # bob's message keeps it
+    assert await store.attachment(kept) is None
+    assert await store.read_attachment("bob", received, 0, 10) == b"r"  # bob's own upload stays
+    with pytest.raises(UnknownAttachment):
+        await store.append_upload("ana", partial, 1, b"b")
+    await store.close()

@@ -37,7 +37,8 @@ class Store(Protocol):
         """Raises AliasTaken."""
 
     async def unregister(self, alias: str) -> None:
-        """Remove the user with every item stored for them and their sessions. Raises UnknownUser."""
+        """Remove the user with every item stored for them, their sessions, and their uploads but for
+        those attached to messages others keep. Raises UnknownUser."""
 
     async def user(self, alias: str) -> UserRecord | None: ...
 

@@ -176,9 +176,21 @@ class PostgresStore:
 
     async def unregister(self, alias: str) -> None:
         async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            uploads = await conn.fetchval(
+                "SELECT coalesce(array_agg(a.id), '{}') FROM attachments a JOIN users u ON u.id = a.owner_id"
+                " WHERE u.alias = $1",
+                alias,
+            )
             if await conn.fetchval("DELETE FROM users WHERE alias = $1 RETURNING id", alias) is None:
                 raise UnknownUser(alias)
             batch.presence.append(f"- {alias}")  # the presence row went with the user
+            if uploads:
+                # Their uploads go too, but for those attached to messages others keep (theirs now).
+                await conn.execute(
+                    "DELETE FROM attachments a WHERE a.id = ANY($1::bigint[]) AND NOT EXISTS"
+                    " (SELECT 1 FROM messages m WHERE m.attachment_id = a.id)",
+                    uploads,
+                )
 
         await self.engine.submit(job)
 

@@ -456,9 +456,21 @@ class SqliteStore:
 
     async def unregister(self, alias: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM users WHERE alias = ?", (alias,)).rowcount == 0:
+            row = conn.execute("SELECT id FROM users WHERE alias = ?", (alias,)).fetchone()
+            if row is None:
                 raise UnknownUser(alias)
+            uploads = [u for (u,) in conn.execute("SELECT id FROM attachments WHERE owner_id = ?", row)]
+            conn.execute("DELETE FROM users WHERE id = ?", row)
             self._accounts.pop(alias, None)
+            # Their uploads go too, but for those attached to messages others keep (theirs now).
+            for start in range(0, len(uploads), MAX_IDS):
+                chunk = uploads[start : start + MAX_IDS]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    f"DELETE FROM attachments WHERE id IN ({marks}) AND id NOT IN"
+                    f" (SELECT attachment_id FROM messages WHERE attachment_id IN ({marks}))",
+                    (*chunk, *chunk),
+                )
 
         await self._submit(job)
 
