@@ -338,6 +338,7 @@ def test_a_missing_store_and_a_bad_url_are_said(server_factory: ServerFactory, t
     assert "no store at" in missing.stderr
     assert not (tmp_path / "nothing").exists()  # nothing made where there was nothing
     assert admin(nowhere, "summary", url="ftp://x", check=2).stderr
+    assert "--timeout-s" in admin(nowhere, "summary", "--timeout-s", "0", url=url, check=2).stderr
 
 
 async def test_two_nodes_on_postgresql(server_factory: ServerFactory, pg_url: str, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from dmds.errors import DmdsError, InvalidField, StoreError, UnknownUser
 
-#: Seconds an admin request may take (a delete of a user with a large mailbox is one transaction).
+#: Seconds an admin request may take by default (a delete of a large mailbox is one transaction).
 REQUEST_TIMEOUT_S = 30.0
 DEFAULT_URL = "http://127.0.0.1:7003"
 #: Commands that can run on the store of a stopped server.
@@ -115,7 +115,7 @@ def call(args: argparse.Namespace, req: Request) -> Any:
     if token is not None:
         http.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(http, timeout=REQUEST_TIMEOUT_S) as answer:  # noqa: S310 - our URL
+        with urllib.request.urlopen(http, timeout=args.timeout_s) as answer:  # noqa: S310 - our URL
             return json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -288,6 +288,9 @@ def text(command: str, found: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     command = args.admin_command
+    if args.timeout_s <= 0:
+        print(f"dmds admin {command}: --timeout-s must be > 0", file=sys.stderr)
+        return 2
     if command == "delete" and not args.yes:
         if not sys.stdin.isatty():
             print("dmds admin delete: deleting needs --yes when not asked on a terminal", file=sys.stderr)
@@ -355,6 +358,12 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="with the server stopped: postgresql://USER@HOST:PORT/DB to open (default: env DMDS_STORE, "
         "else SQLite in --data-dir)",
+    )
+    common.add_argument(
+        "--timeout-s",
+        type=float,
+        default=REQUEST_TIMEOUT_S,
+        help=f"seconds to wait for the admin port's answer (default: {REQUEST_TIMEOUT_S:g})",
     )
     common.add_argument("--json", action="store_true", help="print the answer as JSON, for scripts")
     commands = admin.add_subparsers(dest="admin_command", required=True)
