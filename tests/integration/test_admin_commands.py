@@ -392,3 +392,15 @@ async def test_two_nodes_on_postgresql(server_factory: ServerFactory, pg_url: st
     summary = await asyncio.to_thread(admin, node_b, "summary", "--store", pg_url, url=url)
     assert "unknown (other nodes may serve)" in summary.stdout
     listener.close()
+
+
+def test_a_server_without_its_admin_port_keeps_its_store(server_factory: ServerFactory) -> None:
+    server = server_factory(*FAST)  # --admin-port 0: nothing to talk to, and the store is locked
+    assert exchange(server.port, wire.register("Ana", "ana", "01/02/2000")) == b"0\0"
+    refused = admin(server, "block", "ana", url="http://127.0.0.1:1", check=1)
+    assert "is a server running on it" in refused.stderr
+    # the server went on undisturbed, and nothing was blocked
+    assert exchange(server.port, wire.register("Bob", "bob", "01/02/2000")) == b"0\0"
+    listener = Listener()
+    assert exchange(server.port, wire.connect("ana", listener.port)) == b"0\0"
+    listener.close()
