@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from dmds.client.session import Disconnected, SessionClient
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
 from tests import wire
+from tests.client.test_session_client import Inbox
 from tests.conftest import FAST, ServerFactory, ServerProcess
 from tests.integration.admin_http import admin_flags, get
 from tests.integration.listener import Listener, exchange
@@ -404,3 +406,21 @@ def test_a_server_without_its_admin_port_keeps_its_store(server_factory: ServerF
     listener = Listener()
     assert exchange(server.port, wire.connect("ana", listener.port)) == b"0\0"
     listener.close()
+
+
+@pytest.mark.parametrize("command", ["disconnect", "block"])
+async def test_our_client_does_not_reconnect_after_the_operator_ends_it(
+    admin_server: ServerProcess, command: str
+) -> None:
+    inbox = Inbox()
+    client = await SessionClient.connect(
+        "127.0.0.1", admin_server.session_port, reconnect=True, on_event=inbox
+    )
+    await client.register("juan", "Juan", "01/02/2000", "secret password")
+    await client.login("juan", "secret password")
+    await aadmin(admin_server, command, "juan")
+    gone = await inbox.expect(Disconnected)
+    assert not gone.reconnecting, gone
+    assert "operator" in gone.reason
+    assert client.closed
+    await client.close()
