@@ -63,3 +63,11 @@ class Forbidden(DmdsError):
 
 class UnknownAttachment(DmdsError):
     """An attachment or upload id that does not exist or is not the caller's."""
+
+
+class Blocked(DmdsError):
+    """The alias is blocked by the server's operator: it cannot log in, CONNECT or be registered."""
+
+
+class Kicked(DmdsError):
+    """The server's operator ended this user's connection (`dmds admin disconnect` or `delete`)."""

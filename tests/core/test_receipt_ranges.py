@@ -10,7 +10,7 @@ import pytest
 
 from dmds.core.delivery import Courier
 from dmds.core.model import OutboxItem, User
-from dmds.errors import DeliveryFailed
+from dmds.errors import DeliveryFailed, DmdsError
 from dmds.settings import StoreSettings, SyncMode
 from dmds.stores.sqlite import SqliteStore
 
@@ -36,6 +36,9 @@ class Pushes:
         pass
 
     def typing(self, sender: str) -> None:
+        pass
+
+    def kicked(self, reason: DmdsError) -> None:
         pass
 
 

@@ -9,13 +9,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from dmds.core.model import ItemKind, OutboxItem
+from dmds.core.operator import Operator
 from dmds.core.ports import Store
 from dmds.core.service import Service
 from dmds.errors import (
     AliasTaken,
     AlreadyConnected,
+    Blocked,
     DeliveryFailed,
+    DmdsError,
     InvalidField,
+    Kicked,
     LimitExceeded,
     NotConnected,
     UnknownUser,
@@ -37,6 +41,7 @@ class RecordingEndpoint:
         self.batches = confirms  # as the real ones: a session endpoint takes runs, a classic one not
         self.was_replaced = False
         self.typists: list[str] = []
+        self.kicked_for: DmdsError | None = None
         self.arrived = asyncio.Event()
 
     async def deliver(self, item: OutboxItem) -> None:
@@ -63,6 +68,9 @@ class RecordingEndpoint:
 
     def typing(self, sender: str) -> None:
         self.typists.append(sender)
+
+    def kicked(self, reason: DmdsError) -> None:
+        self.kicked_for = reason
 
     async def wait_for(self, count: int) -> list[OutboxItem]:
         async with asyncio.timeout(5):
@@ -273,3 +281,34 @@ async def test_store_survives_reopen(open_store: Opener) -> None:
     finally:
         await svc.close()
         await store.close()
+
+
+async def test_an_operator_kick_tells_the_endpoint_and_a_block_keeps_them_out(
+    service: Service, store: Store
+) -> None:
+    await users(service, "juan", "maria")
+    juan = RecordingEndpoint()
+    await service.connect("juan", juan, classic=True)
+    operator = Operator(service, store, clock=lambda: 100.0)
+    was = await operator.disconnect("juan", "admin test")
+    assert was is not None
+    assert was.classic
+    assert isinstance(juan.kicked_for, Kicked)
+    assert not service.is_connected("juan")
+    assert await operator.disconnect("juan", "admin test") is None  # not online: nothing to do
+    with pytest.raises(UnknownUser):
+        await operator.disconnect("ghost", "admin test")
+
+    await service.connect("maria", maria := RecordingEndpoint())
+    done = await operator.block("maria", "admin test")
+    assert (done.newly, done.registered, done.was_online is not None) == (True, True, True)
+    assert isinstance(maria.kicked_for, Blocked)
+    for classic in (True, False):
+        with pytest.raises(Blocked):
+            await service.connect("maria", RecordingEndpoint(), classic=classic)
+    status = await operator.user("maria")
+    assert (status.blocked, status.online) == (True, False)
+    assert [u.alias for u in await operator.users(prefix="ma")] == ["maria"]
+    assert await operator.unblock("maria", "admin test")
+    await service.connect("maria", RecordingEndpoint())
+    assert (await operator.user("maria")).online

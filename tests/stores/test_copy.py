@@ -62,15 +62,18 @@ async def snapshot(store: Store, upload: int) -> dict[str, Any]:
         "history": [await store.history("ana", p, 0, 100) for p in ("bob", "carl")],
         "file": await store.read_attachment("carl", upload, 0, len(DATA)),
         "info": await store.attachment(upload),
+        "blocked": await store.blocked("", 100),
     }
 
 
 async def test_copy_moves_everything_and_refuses_a_non_empty_target(tmp_path: Path, pg_url: str) -> None:
     source = await SqliteStore.open(tmp_path, StoreSettings(sync=SyncMode.FULL))
     upload = await fill(source)
+    await source.block("mallory", 5.0)  # blocks name aliases, registered or not
     before = await snapshot(source, upload)
     await source.close()
     assert before["file"] == DATA
+    assert before["blocked"] == [("mallory", 5.0)]
     [delivered] = [i for i in before["pending"]["ana"] if i.kind is ItemKind.DELIVERED]
     assert [m for m, _ in delivered.receipts] == [3]
 
@@ -118,11 +121,11 @@ def test_migrate_says_what_it_did(pg_url: str, tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     applied = (
         "001_initial.sql, 002_lock_by_index.sql, 003_offer_after.sql, 004_last_seq.sql,"
-        " 005_one_row_receipt_ranges.sql"
+        " 005_one_row_receipt_ranges.sql, 006_blocked_aliases.sql"
     )
-    assert f"applied {applied}; now at version 5" in first.stdout
+    assert f"applied {applied}; now at version 6" in first.stdout
     second = dmds("migrate", "--store", pg_url)
-    assert "up to date at version 5; nothing applied" in second.stdout
+    assert "up to date at version 6; nothing applied" in second.stdout
     sqlite = dmds("migrate", "--data-dir", str(tmp_path))
     applied = "001_initial.sql, 002_session.sql, 003_lean_outbox.sql, 004_one_row_per_message.sql"
     assert f"applied {applied}" in sqlite.stdout

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from dmds.core.model import ItemKind, OutboxItem, User
-from dmds.errors import AliasTaken, InvalidField, LimitExceeded, StoreError, UnknownAttachment, UnknownUser
+from dmds.errors import (
+    AliasTaken,
+    Blocked,
+    InvalidField,
+    LimitExceeded,
+    StoreError,
+    UnknownAttachment,
+    UnknownUser,
+)
 from dmds.settings import StoreSettings, SyncMode
 from tests.engines import Opener
 
@@ -270,4 +278,98 @@ async def test_a_key_sent_twice_in_one_batch_stores_one_message(open_store: Open
     assert [i.text for i in await store.pending("bob", 0, 10)] == ["hola", "otra"]
     with pytest.raises(LimitExceeded):  # two stored, not three
         await store.add_message("ana", "bob", "x", now=2.0, max_stored=2, max_stored_bytes=100)
+    await store.close()
+
+
+async def test_users_come_by_pages_with_a_literal_prefix(open_store: Opener) -> None:
+    store = await open_store()
+    for alias in ("bob", "ana", "a_b", "axb", "anabel", "zed"):
+        await store.register(User(alias, f"Full {alias}", "01/02/2000"), "hash" if alias == "ana" else None)
+    await store.add_message("ana", "bob", "hola", now=1.0, **LIMITS)
+    await store.add_message("zed", "bob", "¿qué?", now=2.0, **LIMITS)
+
+    first = await store.users("", "", 2)
+    assert [u.alias for u in first] == ["a_b", "ana"]
+    rest = await store.users("", first[-1].alias, 10)
+    assert [u.alias for u in rest] == ["anabel", "axb", "bob", "zed"]
+    assert [u.alias for u in await store.users("an", "", 10)] == ["ana", "anabel"]
+    assert [u.alias for u in await store.users("an", "ana", 10)] == ["anabel"]
+    # "_" and "%" are letters here, not LIKE's wildcards
+    assert [u.alias for u in await store.users("a_", "", 10)] == ["a_b"]
+    assert await store.users("%", "", 10) == []
+
+    bob = await store.user_info("bob")
+    assert bob is not None
+    assert (bob.full_name, bob.stored_messages, bob.stored_bytes) == (
+        "Full bob",
+        2,
+        len("hola¿qué?".encode()),
+    )
+    assert (bob.protected, bob.blocked) == (False, False)
+    assert bob.registered_at.startswith("20")
+    ana = await store.user_info("ana")
+    assert ana is not None
+    assert ana.protected
+    assert await store.user_info("nobody") is None
+    await store.mark_delivered("bob", [1], now=3.0)
+    assert (await store.user_info("bob")).stored_messages == 1  # type: ignore[union-attr]
+    await store.close()
+
+
+async def test_a_block_outlives_the_account_and_a_restart(open_store: Opener) -> None:
+    store = await open_store()
+    await store.register(User("ana", "Ana", "01/02/2000"), "hash")
+    await store.create_session("ana", b"t" * 32, 1.0, 1e12)
+    assert await store.block("ana", 5.0) is True
+    assert await store.block("ana", 6.0) is False  # blocked already: the first time stays
+    assert await store.session_user(b"t" * 32, 2.0) is None  # its tokens went
+    record = await store.user("ana")
+    assert record is not None
+    assert record.blocked
+    info = await store.user_info("ana")
+    assert info is not None
+    assert info.blocked
+    assert await store.block("ghost", 7.0) is True  # an alias nobody has: reserved
+    with pytest.raises(Blocked):
+        await store.register(User("ghost", "Someone", "01/02/2000"))
+    await store.unregister("ana")
+    with pytest.raises(Blocked):  # deleting the account did not free the alias
+        await store.register(User("ana", "Someone else", "01/02/2000"))
+    await store.register(User("bob", "Bob", "01/02/2000"))
+    with pytest.raises(AliasTaken):  # taken stays taken
+        await store.register(User("bob", "Bob", "01/02/2000"))
+    await store.close()
+
+    store = await open_store()
+    assert await store.blocked("", 10) == [("ana", 5.0), ("ghost", 7.0)]
+    assert await store.blocked("gh", 10) == [("ghost", 7.0)]
+    assert await store.unblock("ghost") is True
+    assert await store.unblock("ghost") is False
+    await store.register(User("ghost", "Someone", "01/02/2000"))
+    record = await store.user("ghost")
+    assert record is not None
+    assert not record.blocked
+    assert await store.blocked("", 10) == [("ana", 5.0)]
+    await store.close()
+
+
+async def test_unregister_takes_the_users_uploads_but_those_others_received(open_store: Opener) -> None:
+    store = await open_store()
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    sent, kept, partial = [await store.start_upload("ana", n, "text/plain", 2, now=1.0) for n in "skp"]
+    for upload in (sent, kept):
+        await store.append_upload("ana", upload, 0, b"ab")
+    await store.append_upload("ana", partial, 0, b"a")
+    await store.add_message("ana", "bob", "a file", now=2.0, attachment=sent, **LIMITS)
+    received = await store.start_upload("bob", "r", "text/plain", 1, now=1.0)
+    await store.append_upload("bob", received, 0, b"r")
+    await store.add_message("bob", "ana", "for you", now=3.0, attachment=received, **LIMITS)
+
+    await store.unregister("ana")
+    assert await store.read_attachment("bob", sent, 0, 10) == b"ab"  # bob's message keeps it
+    assert await store.attachment(kept) is None
+    assert await store.read_attachment("bob", received, 0, 10) == b"r"  # bob's own upload stays
+    with pytest.raises(UnknownAttachment):
+        await store.append_upload("ana", partial, 1, b"b")
     await store.close()

@@ -30,6 +30,8 @@ export const ERROR = {
   INTERNAL: 14,
   IDLE_TIMEOUT: 15,
   TOO_SLOW: 16,
+  BLOCKED: 17,
+  KICKED: 18,
 };
 
 // Client frames: each field with its default (undefined: required).

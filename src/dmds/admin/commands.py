@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from dmds.admin import actions
 from dmds.admin.app import Admin, Handler
 from dmds.errors import StoreError
 
@@ -37,4 +38,13 @@ async def summary(request: Request, admin: Admin) -> Response:
 #: (path, handler, methods) of every admin command
 ROUTES: list[tuple[str, Handler, Sequence[str]]] = [
     ("/admin/summary", summary, ("GET",)),
+    ("/admin/users", actions.users, ("GET",)),
+    ("/admin/users/{alias:path}", actions.user, ("GET",)),
+    ("/admin/users/{alias:path}", actions.delete, ("DELETE",)),
+    ("/admin/connections/{alias:path}", actions.disconnect, ("DELETE",)),
+    ("/admin/blocked", actions.blocked, ("GET",)),
+    ("/admin/blocked/{alias:path}", actions.block, ("POST",)),
+    ("/admin/blocked/{alias:path}", actions.unblock, ("DELETE",)),
+    ("/admin/settings", actions.settings, ("GET",)),
+    ("/admin/settings/{name}", actions.set_setting, ("POST",)),
 ]

@@ -200,11 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(gui)
     gui.set_defaults(func=_gui)
 
-    from dmds.cli import backup, cluster, store_admin
+    from dmds.cli import admin, backup, cluster, store_admin
 
     store_admin.add_parsers(sub)
     backup.add_parsers(sub)
     cluster.add_parser(sub)
+    admin.add_parser(sub)
 
     bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
     scenarios = bench.add_subparsers(dest="scenario", required=True)

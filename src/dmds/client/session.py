@@ -181,6 +181,8 @@ _FINAL_CODES: Final = frozenset(
         ErrorCode.BAD_FRAME,
         ErrorCode.FRAME_TOO_LARGE,
         ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.BLOCKED,
+        ErrorCode.KICKED,
     }
 )
 #: Codes whose Error message from the server adds to the text of ERROR_TEXT.
@@ -214,6 +216,8 @@ ERROR_TEXT: Final[dict[ErrorCode, str]] = {
     ErrorCode.INTERNAL: "server error; try again",
     ErrorCode.IDLE_TIMEOUT: "the connection was idle for too long",
     ErrorCode.TOO_SLOW: "the client did not read fast enough",
+    ErrorCode.BLOCKED: "this alias is blocked by the server's operator",
+    ErrorCode.KICKED: "disconnected by the server's operator",
 }
 
 

@@ -17,7 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from dmds.core.ports import Store
 from dmds.core.ratelimit import FailureLimiter
-from dmds.errors import BadCredentials, BadToken, InvalidField, RateLimited
+from dmds.errors import BadCredentials, BadToken, Blocked, InvalidField, RateLimited
 from dmds.settings import AccountSettings
 
 # Verified against when the alias does not exist, so that a wrong alias costs the same time as a
@@ -70,8 +70,9 @@ class Accounts:
         return await asyncio.to_thread(verify)
 
     async def authenticate(self, alias: str, password: str, address: str, now: float) -> None:
-        """Check `alias`'s password. Raises RateLimited before trying when over the limit, and
-        BadCredentials for a wrong alias or password (the same error for both)."""
+        """Check `alias`'s password. Raises RateLimited before trying when over the limit,
+        BadCredentials for a wrong alias or password (the same error for both), and Blocked for the
+        right password of a blocked alias."""
         self._by_alias.check(alias, now)
         self._by_address.check(address, now)
         # A failure is recorded only once its hash is done: without a bound on the checks in progress,
@@ -96,6 +97,9 @@ class Accounts:
             self._by_address.failed(address, now)
             raise BadCredentials(alias)
         self._by_alias.succeeded(alias)
+        if record is not None and record.blocked:
+            # Said only to whoever knows the password: a guesser learns nothing more.
+            raise Blocked(f"{alias} is blocked")
 
     async def open_session(self, alias: str, now: float) -> tuple[str, float]:
         token = secrets.token_urlsafe(32)

@@ -31,6 +31,8 @@ class UserRecord:
     alias: str
     #: argon2 hash of the password, or None for a user of the classic protocol (no password)
     password_hash: str | None
+    #: an operator blocked the alias: no login, no CONNECT (`dmds admin block`)
+    blocked: bool = False
 
     @property
     def protected(self) -> bool:
@@ -126,3 +128,19 @@ class StoreSummary:
     oldest_undelivered: float | None
     #: bytes the store takes on disk (SQLite: the database and its WAL; PostgreSQL: the database)
     size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """A user as an operator sees them (`dmds admin users`, `GET /admin/users`)."""
+
+    alias: str
+    full_name: str
+    #: when the account was made, ISO 8601 in UTC as the store keeps it
+    registered_at: str
+    #: messages stored for them and not delivered yet, and their bytes
+    stored_messages: int
+    stored_bytes: int
+    #: registered with a password (the session protocol), not a classic user
+    protected: bool
+    blocked: bool

@@ -16,8 +16,10 @@ from dmds.core.model import (
     StoredMessage,
     StoreSummary,
     User,
+    UserInfo,
     UserRecord,
 )
+from dmds.errors import DmdsError
 
 
 class Store(Protocol):
@@ -35,7 +37,8 @@ class Store(Protocol):
         """Raises AliasTaken."""
 
     async def unregister(self, alias: str) -> None:
-        """Remove the user with every item stored for them and their sessions. Raises UnknownUser."""
+        """Remove the user with every item stored for them, their sessions, and their uploads but for
+        those attached to messages others keep. Raises UnknownUser."""
 
     async def user(self, alias: str) -> UserRecord | None: ...
 
@@ -126,6 +129,24 @@ class Store(Protocol):
         """Counts for operators. Costs about one index seek per user with messages waiting: for
         scrapes and admin requests, never per message."""
 
+    # -- admin commands (the operator's, never the protocols') -----------------------------------------
+
+    async def users(self, prefix: str, after: str, limit: int) -> list[UserInfo]:
+        """Registered users whose alias starts with `prefix`, in alias order after `after`, at most
+        `limit` (a page: the next one starts after the last alias of this one)."""
+
+    async def user_info(self, alias: str) -> UserInfo | None: ...
+
+    async def block(self, alias: str, now: float) -> bool:
+        """Block `alias` (registered or not) and revoke its session tokens; with several nodes, take
+        it offline everywhere. False if it was blocked already. Registering it raises Blocked."""
+
+    async def unblock(self, alias: str) -> bool:
+        """False if it was not blocked."""
+
+    async def blocked(self, prefix: str, limit: int) -> list[tuple[str, float]]:
+        """(alias, blocked_at) of the blocked aliases starting with `prefix`, in alias order."""
+
     async def close(self) -> None: ...
 
 
@@ -152,6 +173,10 @@ class Endpoint(Protocol):
 
     def typing(self, sender: str) -> None:
         """`sender` is typing to this user: shown if the client can, dropped otherwise."""
+
+    def kicked(self, reason: DmdsError) -> None:
+        """The operator ended this user's connection (`reason`: Kicked or Blocked): close it, saying
+        why where the protocol can. The core has taken the user offline already."""
 
 
 class PresenceWatcher(Protocol):

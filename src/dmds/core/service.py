@@ -30,6 +30,7 @@ from dmds.core.ratelimit import TokenBucket
 from dmds.core.validation import check_registration, check_text
 from dmds.errors import (
     AlreadyConnected,
+    Blocked,
     DeliveryFailed,
     DmdsError,
     Forbidden,
@@ -99,6 +100,8 @@ class Service:
         record = await self._store.user(alias)
         if record is None:
             raise UnknownUser(alias)
+        if record.blocked:
+            raise Blocked(f"{alias} is blocked")
         if classic and record.protected:
             raise Forbidden(f"{alias} has a password: not over the classic protocol")
 
@@ -309,6 +312,32 @@ class Service:
 
     def is_connected(self, alias: str) -> bool:
         return alias in self._directory
+
+    def presence(self, alias: str) -> Presence | None:
+        """Where `alias` is online (the node that serves them), or None."""
+        return self._directory.get(alias)
+
+    @property
+    def delivery(self) -> DeliverySettings:
+        """The delivery settings in force (the send rate may have changed since the start)."""
+        return self._settings
+
+    async def kick(self, alias: str, reason: DmdsError) -> Presence | None:
+        """The operator takes `alias` offline wherever they are; returns where they were (None: not
+        online). Served here: their endpoint is told (`reason`) and closes. Served by another node
+        (several nodes on one store): their presence is released, and that node, hearing of it,
+        stops serving them as when they log in elsewhere (a session connection there is closed as
+        "logged in again elsewhere": the cluster carries no reason)."""
+        entry = self._directory.get(alias)
+        courier = self._couriers.get(alias)
+        if courier is not None:
+            await self._drop(alias)
+            courier.endpoint.kicked(reason)
+        elif entry is not None and self._cluster is not None:
+            await self._cluster.release(alias)
+            self._directory.remove(alias)
+            self._buckets.pop(alias, None)
+        return entry
 
     def typing(self, sender: str, to: str) -> None:
         """Tell `to` that `sender` is typing, if `to` is connected to this node. Ephemeral: nothing

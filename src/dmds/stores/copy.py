@@ -1,10 +1,10 @@
 """Moving up: copy a whole SQLite store into an empty PostgreSQL one, in one transaction.
 
-Every account (with its password hash and counters), session token, stored and kept message (with
-its seq), receipt not yet pushed (outbox rows and delivery receipt ranges: both engines keep them in
-the same shape) and attachment goes across with its ids, so message ids, seqs and tokens stay
-valid: clients resume against the new store as if nothing happened. The copy is all or nothing, and
-it is checked: the row counts of both sides must agree before it commits.
+Every account (with its password hash and counters), session token, blocked alias, stored and kept
+message (with its seq), receipt not yet pushed (outbox rows and delivery receipt ranges: both
+engines keep them in the same shape) and attachment goes across with its ids, so message ids, seqs
+and tokens stay valid: clients resume against the new store as if nothing happened. The copy is all
+or nothing, and it is checked: the row counts of both sides must agree before it commits.
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ _TABLES: list[tuple[str, str, list[str]]] = [
         "SELECT token_hash, user_id, created_at, expires_at FROM sessions",
         ["token_hash", "user_id", "created_at", "expires_at"],
     ),
+    (
+        # Blocks name aliases, registered or not (schema 6 on each side).
+        "blocked_aliases",
+        "SELECT alias, blocked_at FROM blocked_aliases ORDER BY alias",
+        ["alias", "blocked_at"],
+    ),
 ]  # fmt: skip
 
 
@@ -113,7 +119,7 @@ async def copy_sqlite_to_postgres(data_dir: Path, url: str) -> CopyReport:
 async def _copy(source: sqlite3.Connection, conn: asyncpg.Connection) -> CopyReport:
     report = CopyReport()
     async with conn.transaction():
-        for table in ("users", "messages", "outbox", "receipts", "sessions", "attachments"):
+        for table, _, _ in _TABLES:
             if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
                 raise StoreError(f"the target is not empty (its {table} table has rows): refusing to copy")
         for table, select, columns in _TABLES:

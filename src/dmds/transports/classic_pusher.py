@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from dmds.core.model import ItemKind, OutboxItem
-from dmds.errors import DeliveryFailed
+from dmds.errors import DeliveryFailed, DmdsError
 from dmds.protocols.classic import MessagePush, ReceiptPush, encode_push
 from dmds.settings import DeliverySettings
 
@@ -59,6 +59,9 @@ class ClassicEndpoint:
 
     def typing(self, sender: str) -> None:
         pass  # the classic protocol has no typing notices
+
+    def kicked(self, reason: DmdsError) -> None:
+        pass  # classic.md has no way to tell: the client learns at its next request (not connected)
 
     def deliver_batch(self, items: list[OutboxItem]) -> None:
         raise NotImplementedError("classic pushes are awaited one by one")

@@ -654,6 +654,11 @@ class SessionConnection:
         self.alias = None  # the newer connection owns the presence now
         self.close(ErrorCode.ALREADY_LOGGED_IN, "logged in again elsewhere")
 
+    def kicked(self, reason: DmdsError) -> None:
+        self.alias = None  # the core took the user offline already
+        log.info("session %s: closed by the operator (%s)", self.peer, reason)
+        self.close(code_for(reason), str(reason))
+
     def presence_changed(self, alias: str, online: bool) -> None:
         self.queue(f.PresenceChanged(alias=alias, online=online))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from dmds.errors import AliasTaken, AlreadyConnected, NotConnected, UnknownUser
+from dmds.errors import AliasTaken, AlreadyConnected, Blocked, NotConnected, UnknownUser
 from dmds.protocols.classic.events import (
     Connect,
     ConnectedUsers,
@@ -26,7 +26,8 @@ from dmds.protocols.classic.events import (
 OK: Final = 0
 
 RESULT_CODES: Final[dict[type[Request], dict[type[Exception], int]]] = {
-    Register: {AliasTaken: 1},
+    # A blocked alias is not free to take: 1. Blocked elsewhere is "other error" (CONNECT: 3).
+    Register: {AliasTaken: 1, Blocked: 1},
     Unregister: {UnknownUser: 1},
     Connect: {UnknownUser: 1, AlreadyConnected: 2},
     Disconnect: {UnknownUser: 1, NotConnected: 2},

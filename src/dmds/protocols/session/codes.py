@@ -42,6 +42,12 @@ class ErrorCode(enum.IntEnum):
     IDLE_TIMEOUT = 15
     #: the client did not read its frames fast enough; it is disconnected, its messages stay stored
     TOO_SLOW = 16
+    #: the alias is blocked by the server's operator: Login and Register refused, and a connection
+    #: logged in as it is closed with this when it is blocked; do not reconnect
+    BLOCKED = 17
+    #: the server's operator ended this connection (disconnected the user, or deleted the account);
+    #: the connection is closed; do not reconnect by yourself
+    KICKED = 18
 
 
 # -- the one table from domain errors to session error codes ---------------------------------------------
@@ -58,6 +64,8 @@ ERROR_CODES: dict[type[Exception], ErrorCode] = {
     errors.AlreadyConnected: ErrorCode.ALREADY_LOGGED_IN,
     errors.UnknownAttachment: ErrorCode.UNKNOWN_ATTACHMENT,
     errors.Forbidden: ErrorCode.BAD_CREDENTIALS,
+    errors.Blocked: ErrorCode.BLOCKED,
+    errors.Kicked: ErrorCode.KICKED,
 }
 
 

@@ -30,10 +30,12 @@ from dmds.core.model import (
     StoredMessage,
     StoreSummary,
     User,
+    UserInfo,
     UserRecord,
 )
 from dmds.errors import (
     AliasTaken,
+    Blocked,
     DmdsError,
     InvalidField,
     LimitExceeded,
@@ -41,6 +43,7 @@ from dmds.errors import (
     UnknownUser,
 )
 from dmds.settings import StoreSettings
+from dmds.stores.postgresql import admin
 from dmds.stores.postgresql import summary as operator
 from dmds.stores.postgresql.engine import Batch, Engine, connect, migrate
 
@@ -125,12 +128,40 @@ class PostgresStore:
         found: StoreSummary = await self.engine.submit(operator.summary)
         return found
 
+    # -- admin commands ----------------------------------------------------------------------------------
+
+    async def users(self, prefix: str, after: str, limit: int) -> list[UserInfo]:
+        found: list[UserInfo] = await self.engine.submit(
+            lambda conn, batch: admin.users(conn, prefix, after, limit)
+        )
+        return found
+
+    async def user_info(self, alias: str) -> UserInfo | None:
+        found: UserInfo | None = await self.engine.submit(lambda conn, batch: admin.user_info(conn, alias))
+        return found
+
+    async def block(self, alias: str, now: float) -> bool:
+        done: bool = await self.engine.submit(lambda conn, batch: admin.block(conn, batch, alias, now))
+        return done
+
+    async def unblock(self, alias: str) -> bool:
+        done: bool = await self.engine.submit(lambda conn, batch: admin.unblock(conn, alias))
+        return done
+
+    async def blocked(self, prefix: str, limit: int) -> list[tuple[str, float]]:
+        found: list[tuple[str, float]] = await self.engine.submit(
+            lambda conn, batch: admin.blocked(conn, prefix, limit)
+        )
+        return found
+
     # -- users and accounts ------------------------------------------------------------------------------
 
     def register(self, user: User, password_hash: str | None = None) -> asyncio.Future[None]:
         async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            # A blocked alias (schema 6) inserts nothing, and is told apart only then.
             found = await conn.fetchval(
-                "INSERT INTO users (alias, full_name, birth_date, password_hash) VALUES ($1, $2, $3, $4)"
+                "INSERT INTO users (alias, full_name, birth_date, password_hash) SELECT $1, $2, $3, $4"
+                " WHERE NOT EXISTS (SELECT 1 FROM blocked_aliases WHERE alias = $1)"
                 " ON CONFLICT (alias) DO NOTHING RETURNING id",
                 user.alias,
                 user.full_name,
@@ -138,22 +169,40 @@ class PostgresStore:
                 password_hash,
             )
             if found is None:
+                if await conn.fetchval("SELECT 1 FROM blocked_aliases WHERE alias = $1", user.alias):
+                    raise Blocked(f"{user.alias} is blocked")
                 raise AliasTaken(user.alias)
 
         return self.engine.submit(job)
 
     async def unregister(self, alias: str) -> None:
         async def job(conn: asyncpg.Connection, batch: Batch) -> None:
+            uploads = await conn.fetchval(
+                "SELECT coalesce(array_agg(a.id), '{}') FROM attachments a JOIN users u ON u.id = a.owner_id"
+                " WHERE u.alias = $1",
+                alias,
+            )
             if await conn.fetchval("DELETE FROM users WHERE alias = $1 RETURNING id", alias) is None:
                 raise UnknownUser(alias)
             batch.presence.append(f"- {alias}")  # the presence row went with the user
+            if uploads:
+                # Their uploads go too, but for those attached to messages others keep (theirs now).
+                await conn.execute(
+                    "DELETE FROM attachments a WHERE a.id = ANY($1::bigint[]) AND NOT EXISTS"
+                    " (SELECT 1 FROM messages m WHERE m.attachment_id = a.id)",
+                    uploads,
+                )
 
         await self.engine.submit(job)
 
     async def user(self, alias: str) -> UserRecord | None:
         async def job(conn: asyncpg.Connection, batch: Batch) -> UserRecord | None:
-            row = await conn.fetchrow("SELECT password_hash FROM users WHERE alias = $1", alias)
-            return None if row is None else UserRecord(alias, row[0])
+            row = await conn.fetchrow(
+                "SELECT u.password_hash, b.alias IS NOT NULL FROM users u"
+                " LEFT JOIN blocked_aliases b ON b.alias = u.alias WHERE u.alias = $1",
+                alias,
+            )
+            return None if row is None else UserRecord(alias, row[0], row[1])
 
         result: UserRecord | None = await self.engine.submit(job)
         return result

@@ -56,10 +56,12 @@ from dmds.core.model import (
     StoredMessage,
     StoreSummary,
     User,
+    UserInfo,
     UserRecord,
 )
 from dmds.errors import (
     AliasTaken,
+    Blocked,
     DmdsError,
     InvalidField,
     LimitExceeded,
@@ -68,6 +70,7 @@ from dmds.errors import (
     UnknownUser,
 )
 from dmds.settings import StoreSettings, SyncMode
+from dmds.stores.sqlite import admin
 from dmds.stores.sqlite import summary as operator
 from dmds.stores.sqlite.backup import BackupReport, OnlineBackup
 
@@ -475,32 +478,67 @@ class SqliteStore:
     async def summary(self) -> StoreSummary:
         return await self._submit(operator.summary)
 
+    async def users(self, prefix: str, after: str, limit: int) -> list[UserInfo]:
+        return await self._submit(lambda conn: admin.users(conn, prefix, after, limit))
+
+    async def user_info(self, alias: str) -> UserInfo | None:
+        return await self._submit(lambda conn: admin.user_info(conn, alias))
+
+    async def block(self, alias: str, now: float) -> bool:
+        return await self._submit(lambda conn: admin.block(conn, alias, now))
+
+    async def unblock(self, alias: str) -> bool:
+        return await self._submit(lambda conn: admin.unblock(conn, alias))
+
+    async def blocked(self, prefix: str, limit: int) -> list[tuple[str, float]]:
+        return await self._submit(lambda conn: admin.blocked(conn, prefix, limit))
+
     # -- users and accounts ------------------------------------------------------------------------------
 
     def register(self, user: User, password_hash: str | None = None) -> asyncio.Future[None]:
         def job(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute(
-                    "INSERT INTO users (alias, full_name, birth_date, password_hash) VALUES (?, ?, ?, ?)",
-                    (user.alias, user.full_name, user.birth_date, password_hash),
-                )
+                # One statement still: a blocked alias (schema 6) inserts nothing.
+                added = conn.execute(
+                    "INSERT INTO users (alias, full_name, birth_date, password_hash) SELECT ?, ?, ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM blocked_aliases WHERE alias = ?)",
+                    (user.alias, user.full_name, user.birth_date, password_hash, user.alias),
+                ).rowcount
             except sqlite3.IntegrityError:
                 raise AliasTaken(user.alias) from None
+            if not added:
+                raise Blocked(f"{user.alias} is blocked")
 
         return self._submit(job)  # a future: the classic REGISTER waits on it without a task
 
     async def unregister(self, alias: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM users WHERE alias = ?", (alias,)).rowcount == 0:
+            row = conn.execute("SELECT id FROM users WHERE alias = ?", (alias,)).fetchone()
+            if row is None:
                 raise UnknownUser(alias)
+            uploads = [u for (u,) in conn.execute("SELECT id FROM attachments WHERE owner_id = ?", row)]
+            conn.execute("DELETE FROM users WHERE id = ?", row)
             self._accounts.pop(alias, None)
+            # Their uploads go too, but for those attached to messages others keep (theirs now).
+            for start in range(0, len(uploads), MAX_IDS):
+                chunk = uploads[start : start + MAX_IDS]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    f"DELETE FROM attachments WHERE id IN ({marks}) AND id NOT IN"
+                    f" (SELECT attachment_id FROM messages WHERE attachment_id IN ({marks}))",
+                    (*chunk, *chunk),
+                )
 
         await self._submit(job)
 
     async def user(self, alias: str) -> UserRecord | None:
         def job(conn: sqlite3.Connection) -> UserRecord | None:
-            row = conn.execute("SELECT password_hash FROM users WHERE alias = ?", (alias,)).fetchone()
-            return None if row is None else UserRecord(alias, row[0])
+            row = conn.execute(
+                "SELECT u.password_hash, b.alias IS NOT NULL FROM users u"
+                " LEFT JOIN blocked_aliases b ON b.alias = u.alias WHERE u.alias = ?",
+                (alias,),
+            ).fetchone()
+            return None if row is None else UserRecord(alias, row[0], bool(row[1]))
 
         return await self._submit(job)
 
