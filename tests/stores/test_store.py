@@ -373,3 +373,21 @@ async def test_unregister_takes_the_users_uploads_but_those_others_received(open
     with pytest.raises(UnknownAttachment):
         await store.append_upload("ana", partial, 1, b"b")
     await store.close()
+
+
+async def test_a_block_in_a_failed_batch_blocks_nothing(open_store: Opener) -> None:
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    await store.block("eve", 1.0)
+    # In one batch: a block, an unblock, and a message that fails the batch (a lone surrogate).
+    blocked = asyncio.ensure_future(store.block("mallory", 2.0))
+    unblocked = asyncio.ensure_future(store.unblock("eve"))
+    await asyncio.sleep(0)  # both submitted: the message joins their batch
+    bad = store.add_message("ana", "bob", "\ud800", now=1.0, **LIMITS)
+    outcomes = await asyncio.gather(blocked, unblocked, bad, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [StoreError, StoreError, StoreError]
+    await store.register(User("mallory", "Mallory", "01/02/2000"))  # the block was rolled back
+    with pytest.raises(Blocked):  # and so was the unblock
+        await store.register(User("eve", "Eve", "01/02/2000"))
+    await store.close()

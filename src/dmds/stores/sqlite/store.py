@@ -209,6 +209,10 @@ class SqliteStore:
         self.metrics: Metrics | None = None
         self._batch_started = 0.0
         self._ids(conn)
+        #: the blocked aliases (schema 6), kept here as the counters are, so that REGISTER checks
+        #: them without a statement: this process alone writes the database
+        self._blocked: set[str] = set()
+        self._load_blocked(conn)
         self._committer = threading.Thread(target=self._commit_loop, name="dmds-sqlite-commit", daemon=True)
         self._committer.start()
 
@@ -360,6 +364,9 @@ class SqliteStore:
         top = conn.execute(f"SELECT {TOP_SEQ}").fetchone()[0]
         self._next_seq = top + 1
 
+    def _load_blocked(self, conn: sqlite3.Connection) -> None:
+        self._blocked = {alias for (alias,) in conn.execute("SELECT alias FROM blocked_aliases")}
+
     def _batch_done(
         self, results: list[_Result], error: BaseException | None, committed: bool = False
     ) -> None:
@@ -382,6 +389,10 @@ class SqliteStore:
             # the ids they gave the rolled-back rows are simply never used.
             self._accounts.clear()
             self._writes = _Writes()
+            try:
+                self._load_blocked(self._conn)
+            except sqlite3.Error:
+                log.exception("could not read the blocked aliases again after a failed batch")
             failure = StoreError(f"store failure: {error}")
             results = [(fut, None, failure) for fut, _, _ in results]
         for result in results:
@@ -485,10 +496,20 @@ class SqliteStore:
         return await self._submit(lambda conn: admin.user_info(conn, alias))
 
     async def block(self, alias: str, now: float) -> bool:
-        return await self._submit(lambda conn: admin.block(conn, alias, now))
+        def job(conn: sqlite3.Connection) -> bool:
+            added = admin.block(conn, alias, now)
+            self._blocked.add(alias)  # a failed batch reads them again
+            return added
+
+        return await self._submit(job)
 
     async def unblock(self, alias: str) -> bool:
-        return await self._submit(lambda conn: admin.unblock(conn, alias))
+        def job(conn: sqlite3.Connection) -> bool:
+            removed = admin.unblock(conn, alias)
+            self._blocked.discard(alias)
+            return removed
+
+        return await self._submit(job)
 
     async def blocked(self, prefix: str, limit: int) -> list[tuple[str, float]]:
         return await self._submit(lambda conn: admin.blocked(conn, prefix, limit))
@@ -497,17 +518,15 @@ class SqliteStore:
 
     def register(self, user: User, password_hash: str | None = None) -> asyncio.Future[None]:
         def job(conn: sqlite3.Connection) -> None:
+            if user.alias in self._blocked:
+                raise Blocked(f"{user.alias} is blocked")
             try:
-                # One statement still: a blocked alias (schema 6) inserts nothing.
-                added = conn.execute(
-                    "INSERT INTO users (alias, full_name, birth_date, password_hash) SELECT ?, ?, ?, ?"
-                    " WHERE NOT EXISTS (SELECT 1 FROM blocked_aliases WHERE alias = ?)",
-                    (user.alias, user.full_name, user.birth_date, password_hash, user.alias),
-                ).rowcount
+                conn.execute(
+                    "INSERT INTO users (alias, full_name, birth_date, password_hash) VALUES (?, ?, ?, ?)",
+                    (user.alias, user.full_name, user.birth_date, password_hash),
+                )
             except sqlite3.IntegrityError:
                 raise AliasTaken(user.alias) from None
-            if not added:
-                raise Blocked(f"{user.alias} is blocked")
 
         return self._submit(job)  # a future: the classic REGISTER waits on it without a task
 
