@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, FilePayload, Locator, Page, expect
 
 from dmds.client.session import Message, SessionClient
 from tests.conftest import FAST, ServerFactory, ServerProcess, TlsServer
+from tests.integration.admin_http import admin_flags, admin_token
 from tests.integration.listener import Listener, exchange, message, sent
 from tests.integration.test_cluster import classic_online
 from tests.wire import send as classic_send
@@ -362,3 +364,22 @@ async def test_a_graceful_restart_is_survived_and_what_was_typed_goes_once(
     maria = await log_in(await browser.new_context(), server, "maria")
     await maria.locator("#conversations button", has_text="juan").click()
     await expect(maria.locator("#messages .bubble .text")).to_have_text(["before", "while restarting"])
+
+
+async def test_a_page_disconnected_by_the_operator_does_not_come_back_by_itself(
+    browser: Browser, server_factory: ServerFactory
+) -> None:
+    server = server_factory(*FAST, *admin_flags())
+    juan = await sign_up(await browser.new_context(), server, "juan")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.admin_port}/admin/connections/juan", method="DELETE"
+    )
+    request.add_header("Authorization", f"Bearer {admin_token(server)}")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    # KICKED: the page says so and shows the log-in form, and stays there (no reconnection).
+    await expect(juan.locator("#auth")).to_be_visible()
+    await expect(juan.locator("#status")).to_contain_text("The server closed the session")
+    await asyncio.sleep(2)  # longer than the first reconnection's backoff
+    await expect(juan.locator("#auth")).to_be_visible()
+    await expect(juan.locator("#me")).to_have_text("")

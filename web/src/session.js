@@ -7,6 +7,8 @@ const OUTBOX = "dmds.outbox";
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 // Answers after which a send is tried again (with the same key) rather than given up.
 const RETRY = new Set([ERROR.INTERNAL, ERROR.RATE_LIMITED, ERROR.NOT_LOGGED_IN]);
+// Connection-closing errors after which the page does not reconnect by itself.
+const FINAL = new Set([ERROR.BLOCKED, ERROR.KICKED]);
 
 export class RequestError extends Error {
   constructor(frame) {
@@ -32,6 +34,7 @@ export class Session extends EventTarget {
     this.stopped = false;
     this.lastHeard = 0;
     this.goingAway = false; // the server said GoAway: reconnect at once
+    this.final = null; // the error frame that ended the session for good (BLOCKED, KICKED)
     this.watchdog = setInterval(() => this.check(), 1000);
     // The browser knows before the socket does: an open WebSocket can outlive the network.
     this.onOffline = () => this.ws?.close();
@@ -113,6 +116,8 @@ export class Session extends EventTarget {
       return;
     }
     if (frame.t === "error" && !frame.re) {
+      // Blocked or disconnected by an operator: coming back at once would undo it.
+      if (FINAL.has(frame.code)) this.final = frame;
       this.emit("closing", frame);
       return;
     }
@@ -218,6 +223,13 @@ export class Session extends EventTarget {
     this.online = false;
     for (const { reject } of this.waiting.values()) reject(new Error("connection lost"));
     this.waiting.clear();
+    if (this.final) {
+      const frame = this.final;
+      this.final = null;
+      this.credentials = null;
+      this.emit("expired", new RequestError(frame));
+      return;
+    }
     if (wasOnline) this.emit("offline");
     if (this.credentials && !this.stopped) {
       if (this.goingAway) this.attempt = 0; // the first try at once: another node is likely up
