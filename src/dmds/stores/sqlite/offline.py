@@ -97,6 +97,7 @@ def restore(source: Path, data_dir: Path) -> RestoreReport:
         _open_stopped(live).close()  # refuses if a server runs; else replays and removes its WAL
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     tmp = data_dir / f".{DB_NAME}.restore.{secrets.token_hex(4)}"
+    kept: Path | None = None
     try:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         with open(fd, "wb") as out, source.open("rb") as src:
@@ -104,7 +105,6 @@ def restore(source: Path, data_dir: Path) -> RestoreReport:
             out.flush()
             os.fsync(out.fileno())
         summary = _check(tmp)
-        kept = None
         if live.exists():
             kept = data_dir / f"{DB_NAME}.before-restore-{stamp}"
             for n in itertools.count(2):
@@ -117,20 +117,23 @@ def restore(source: Path, data_dir: Path) -> RestoreReport:
                     os.rename(f"{live}{suffix}", f"{kept}{suffix}")
         try:
             os.link(tmp, live)  # not over a database a server may have created meanwhile
+            tmp.unlink()
         except FileExistsError:
             raise StoreInUse(
                 f"{live} appeared while restoring: is a server starting on {data_dir}?"
             ) from None
-        tmp.unlink()
+        except OSError:  # a file system without hard links: the name was free a moment ago
+            os.rename(tmp, live)
         fd = os.open(data_dir, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
-        raise BackupError(f"cannot restore into {data_dir}: {exc}") from exc
+        aside = f"; the previous database is {kept}" if kept is not None and not live.exists() else ""
+        raise BackupError(f"cannot restore into {data_dir}: {exc}{aside}") from exc
     finally:
-        for leftover in (tmp, Path(f"{tmp}-journal")):
+        for leftover in (Path(f"{tmp}{suffix}") for suffix in ("", "-journal", "-wal", "-shm")):
             with contextlib.suppress(OSError):
                 leftover.unlink()
     return RestoreReport(live, summary, kept)
