@@ -52,7 +52,7 @@ class Peer:
     def write_raw(self, data: bytes) -> None:
         self.writer.write(data)
 
-    async def _read_more(self) -> None:
+    async def read_more(self) -> None:
         data = await self.reader.read(65536)
         self.codec.receive_data(data, 0)
         while (event := self.codec.next_event()) is not None:
@@ -75,7 +75,7 @@ class Peer:
                         return frame
                 if self.closed:
                     raise AssertionError(f"closed before {kind.__name__}; got {self.inbox}")
-                await self._read_more()
+                await self.read_more()
 
     async def request(self, frame_type: type[f.Frame], **fields: Any) -> Any:
         """Send a request with a fresh id and return its answer (whatever frame carries re=id)."""
@@ -89,12 +89,12 @@ class Peer:
                         return frame
                 if self.closed:
                     raise AssertionError(f"closed before the answer to {frame_type.__name__}: {self.inbox}")
-                await self._read_more()
+                await self.read_more()
 
     async def wait_closed(self, timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):
             while not self.closed:
-                await self._read_more()
+                await self.read_more()
 
     async def close(self) -> None:
         self.writer.close()

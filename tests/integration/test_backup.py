@@ -19,12 +19,14 @@ from pathlib import Path
 
 from dmds.protocols.session import frames as f
 from tests.conftest import ServerFactory, ServerProcess
-from tests.integration.session_wire import account
+from tests.integration.session_wire import Peer, account
 
 RECIPIENTS = ("rita", "raul", "rosa")
 SENDERS = ("sam", "sara", "simon", "sofia")
 #: Small steps: the copy of a few MB goes in many steps, interleaved with the load's batches.
-SMALL_STEPS = ("--backup-step-pages", "16")
+# No send rate limit and room for everything the senders manage while the backup runs: a refused
+# send would be an Error, not the Accepted the senders wait for.
+SMALL_STEPS = ("--backup-step-pages", "16", "--max-send-rate", "0", "--max-stored-messages", "1000000")
 
 
 def dmds(*args: str | Path, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -54,11 +56,25 @@ async def _send_until(
             peer.write(f.Send(id=rid, to=to, key=f"{alias}-{n}", text=text))
             waiting[rid] = (to, text)
             sent.add((to, alias, text))
-        answer = await peer.expect(f.Accepted, timeout_s=30)
+        answer = await _answer(peer)
         to, text = waiting.pop(answer.re)
         acked[(to, answer.message_id)] = (alias, text, time.monotonic())
     await peer.close()
     return sent
+
+
+async def _answer(peer: Peer) -> f.Accepted:
+    """The next answer to a send: an Accepted, or the test fails at once with the Error's code."""
+    async with asyncio.timeout(30):
+        while True:
+            for i, frame in enumerate(peer.inbox):
+                if isinstance(frame, f.Accepted | f.Error):
+                    del peer.inbox[i]
+                    if isinstance(frame, f.Error):
+                        raise AssertionError(f"a send was refused: {frame.code.name} {frame.message}")
+                    return frame
+            assert not peer.closed, "the server closed the connection"
+            await peer.read_more()
 
 
 async def _pending(port: int, alias: str) -> list[f.Message]:
