@@ -27,16 +27,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class UserStatus:
+class UserStatus(UserInfo):
     """A user with where they are online."""
 
-    alias: str
-    full_name: str
-    registered_at: str
-    stored_messages: int
-    stored_bytes: int
-    protected: bool
-    blocked: bool
     online: bool
     #: the node serving them (None: offline, or the only node)
     node: str | None
