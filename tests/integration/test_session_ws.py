@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ from websockets.exceptions import ConnectionClosed
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
 from dmds.protocols.session.connection import Connection, Role
-from tests.conftest import ServerProcess
+from dmds.transports.session_ws import GOING_AWAY, TRY_AGAIN_LATER
+from tests import wire
+from tests.conftest import FAST, ServerFactory, ServerProcess
 from tests.integration.session_wire import account
 
 
@@ -92,3 +96,48 @@ async def test_a_burst_of_answers_is_one_websocket_message_per_frame(server: Ser
             if isinstance(frame, f.Accepted):
                 seen.add(frame.message_id)
         assert seen == set(range(1, 21))
+
+
+async def test_past_max_sessions_a_connection_is_refused_on_either_transport(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(*FAST, "--max-sessions", "2")
+    first = await account(server.session_port, "first")
+    async with connect(f"ws://127.0.0.1:{server.web_port}/session") as ws:
+        peer = WsPeer(ws)
+        await peer.send(f.Hello(version=f.VERSION))
+        assert isinstance(await peer.next(), f.Welcome)  # the second: served
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.session_port)
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # the third, over TCP: closed before a byte
+        writer.close()
+        async with connect(f"ws://127.0.0.1:{server.web_port}/session") as refused:
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(10):
+                    await refused.recv()
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == TRY_AGAIN_LATER
+    await first.close()
+
+
+async def test_a_stopping_server_refuses_new_websocket_sessions(server_factory: ServerFactory) -> None:
+    server = server_factory(*FAST, "--stop-timeout-s", "5")
+    # A classic REGISTER half sent holds the stop open (in flight) while a browser comes back.
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    request = wire.register("Half Way", "halfway", "01/02/2000")
+    sock.sendall(request[:5])
+    await asyncio.sleep(0.2)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    # Without the refusal it was served, logged in and then cut at the stop's end.
+    async with connect(f"ws://127.0.0.1:{server.web_port}/session") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == GOING_AWAY
+    sock.sendall(request[5:])
+    assert sock.recv(16) == b"0\0"
+    sock.close()
+    assert await asyncio.to_thread(server.stop, signal.SIGTERM, 15) == 0

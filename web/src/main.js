@@ -208,10 +208,11 @@ function wire(s) {
   on("online", ({ detail }) => {
     localStorage.setItem(TOKEN, detail.token);
     setStatus("");
+    // Lost again before the answer: the next "online" subscribes again.
     if (me) s.request({ t: "subscribe" }).then((presence) => {
       online = new Set(presence.online);
       renderOnline();
-    });
+    }, () => {});
   });
   on("expired", () => loggedOut());
   on("closing", ({ detail }) => setStatus(`The server closed the session: ${detail.message}`));

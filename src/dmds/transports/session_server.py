@@ -87,6 +87,9 @@ class SessionServer:
         #: (still in `connections`, so that they count against max_sessions)
         self.lingering: dict[SessionConnection, Linger] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # requests being served, on every connection
+        #: a stop has begun: new connections are refused (the WebSocket listener, uvicorn's, still
+        #: accepts until the stop's end, and a browser told to go comes back at once)
+        self.stopping = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         #: the listener's TLS context, if any: a reload loads a renewed certificate into it
@@ -124,6 +127,7 @@ class SessionServer:
         """The graceful part of a stop: accept no more connections, tell each client (GoAway, to
         those that asked), read no more requests, and wait until those in flight are answered or
         the loop's clock passes `deadline`. `close` follows."""
+        self.stopping = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -205,8 +209,12 @@ class SessionConnection:
     # -- the link's events ---------------------------------------------------------------------------
 
     def opened(self, link: Link, peer: str) -> bool:
-        """The link is up; False if it must be refused (too many sessions)."""
+        """The link is up; False if it must be refused (stopping, or too many sessions)."""
         self.transport, self.peer = link, peer
+        if self.server.stopping:
+            log.info("stopping; refusing a session connection from %s", peer)
+            link.abort()
+            return False
         if len(self.server.connections) >= self.server.settings.max_sessions:
             log.warning(
                 "session connections at max_sessions (%d); refusing %s", len(self.server.connections), peer

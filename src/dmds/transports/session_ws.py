@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 #: WebSocket close code when the server closes a session (RFC 6455: "normal closure").
 NORMAL_CLOSURE = 1000
+#: Close code for a connection refused because the server is stopping (RFC 6455: "going away").
+GOING_AWAY = 1001
+#: Close code for a connection refused at max_sessions (RFC 6455 registry: "try again later").
+TRY_AGAIN_LATER = 1013
 #: Close code for a text message, which the session protocol never uses (RFC 6455: "unsupported data").
 UNSUPPORTED_DATA = 1003
 
@@ -103,7 +107,7 @@ def build_app(server: SessionServer) -> Starlette:
         link = _WsLink(ws, session, server.settings.max_outgoing_bytes)
         peer = ws.client.host if ws.client else "?"
         if not session.opened(link, peer):
-            await ws.close(NORMAL_CLOSURE)
+            await ws.close(GOING_AWAY if server.stopping else TRY_AGAIN_LATER)
             return
         sender = asyncio.get_running_loop().create_task(link.send_loop())
         try:
