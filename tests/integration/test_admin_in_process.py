@@ -46,7 +46,7 @@ class Node:
 async def _node(data_dir: Path) -> Node:
     metrics = Metrics()
     store = await SqliteStore.open(data_dir, StoreSettings())
-    store.metrics = metrics
+    store.engine.metrics = metrics
     delivery = DeliverySettings()
     accounts = AccountSettings(argon2_time_cost=1, argon2_memory_kib=64)
     service = Service(store, delivery, accounts, metrics=metrics)

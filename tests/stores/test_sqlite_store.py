@@ -9,8 +9,7 @@ import pytest
 
 from dmds.core.model import User
 from dmds.settings import StoreSettings, SyncMode
-from dmds.stores.sqlite import SqliteStore
-from dmds.stores.sqlite import store as sqlite_store
+from dmds.stores.sqlite import SqliteStore, batches, cache
 
 
 async def _store(path: Path) -> SqliteStore:
@@ -20,7 +19,7 @@ async def _store(path: Path) -> SqliteStore:
 async def test_the_account_cache_starting_again_mid_batch_loses_no_counter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "MAX_CACHED_ACCOUNTS", 2)  # cleared at every third user
+    monkeypatch.setattr(cache, "MAX_CACHED_ACCOUNTS", 2)  # cleared at every third user
     store = await _store(tmp_path)
     aliases = ["ana", "bob", "carl", "dan"]
     for alias in aliases:
@@ -48,7 +47,7 @@ async def test_pushed_receipts_are_forgotten_lazily_but_surely(tmp_path: Path) -
     await store.add_message("ana", "bob", "m1", now=1.0, max_stored=3, max_stored_bytes=1_000_000)
     [receipt] = await store.mark_delivered("bob", [1], now=2.0)
     # Nothing else to ride with: the removal starts a commit of its own after LAZY_S.
-    await asyncio.wait_for(store.forget([receipt]), 10 * sqlite_store.LAZY_S + 1)
+    await asyncio.wait_for(store.forget([receipt]), 10 * batches.LAZY_S + 1)
     assert await store.pending("ana", 0, 10) == []
     await store.close()
 
@@ -88,14 +87,14 @@ async def test_acks_in_runs_and_scattered_free_the_same_room(tmp_path: Path) -> 
     await store.mark_delivered("bob", list(range(1, 21)), now=2.0)
     await store.mark_delivered("bob", list(range(21, 41, 2)), now=2.0)
     assert [i.message_id for i in await store.pending("bob", 0, 100)] == list(range(22, 41, 2))
-    account = await store._submit(lambda conn: store._account(conn, "bob"))
+    account = await store._submit(lambda conn: store._cache.account(conn, "bob"))
     assert account is not None
     left = [n - 1 for n in range(22, 41, 2)]  # message n has n - 1 bytes of text
     assert (account.stored_messages, account.stored_bytes) == (len(left), sum(left))
     # And the database agrees once the store is opened again.
     await store.close()
     store = await _store(tmp_path)
-    account = await store._submit(lambda conn: store._account(conn, "bob"))
+    account = await store._submit(lambda conn: store._cache.account(conn, "bob"))
     assert account is not None
     assert (account.stored_messages, account.stored_bytes) == (len(left), sum(left))
     await store.close()

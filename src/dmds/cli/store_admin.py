@@ -33,7 +33,7 @@ def _migrate(args: argparse.Namespace) -> int:
             applied = asyncio.run(run())
             where, latest = redact(url), migrations()[-1][0]
         else:
-            from dmds.stores.sqlite.store import DB_NAME, migrate_path
+            from dmds.stores.sqlite.connection import DB_NAME, migrate_path
 
             applied, latest = migrate_path(args.data_dir / DB_NAME)
             where = str(args.data_dir / DB_NAME)

@@ -24,7 +24,7 @@ def describe(settings: ServeSettings) -> str:
         from dmds.stores.postgresql.engine import redact
 
         return redact(settings.server.store)
-    from dmds.stores.sqlite.store import DB_NAME
+    from dmds.stores.sqlite.connection import DB_NAME
 
     return str(settings.server.data_dir / DB_NAME)
 
@@ -43,5 +43,5 @@ async def open_store(settings: ServeSettings, metrics: Metrics | None = None) ->
     from dmds.stores.sqlite import SqliteStore
 
     sqlite = await SqliteStore.open(settings.server.data_dir, settings.store)
-    sqlite.metrics = metrics
+    sqlite.engine.metrics = metrics
     return sqlite, None

@@ -20,7 +20,8 @@ import asyncpg
 from dmds.errors import StoreError
 from dmds.settings import SyncMode
 from dmds.stores.postgresql.engine import connect, migrate
-from dmds.stores.sqlite.store import DB_NAME, _connect
+from dmds.stores.sqlite.connection import DB_NAME
+from dmds.stores.sqlite.connection import connect as sqlite_connect
 
 #: Rows read from SQLite and sent with one COPY at a time: bounded memory for any store size.
 CHUNK = 5000
@@ -94,7 +95,7 @@ def _open_source(data_dir: Path) -> sqlite3.Connection:
     try:
         # The store's own opening: its migrations, and its exclusive lock, so that a server still
         # running on this directory is refused rather than copied mid-write.
-        return _connect(path, SyncMode.FULL)
+        return sqlite_connect(path, SyncMode.FULL)
     except sqlite3.OperationalError as exc:
         raise StoreError(
             f"cannot open {path} ({exc}): is a server still running on it? Stop it first"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmds.stores.sqlite.backup import BackupError, BackupReport, Direct, StoreSummary, inspect, write_backup
-from dmds.stores.sqlite.store import DB_NAME
+from dmds.stores.sqlite.connection import DB_NAME
 
 #: Seconds to wait for the store's lock: a server holds it for as long as it runs, so waiting
 #: longer would only delay the answer "a server owns it".
