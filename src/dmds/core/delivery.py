@@ -63,7 +63,8 @@ class Courier:
 
     __slots__ = (
         "_batches", "_cursor", "_failed", "_head", "_loaded_to", "_loading", "_max_pending", "_missed",
-        "_more", "_on_failed", "_on_pushed", "_queue", "_receipted", "_store", "_task", "alias", "endpoint",
+        "_more", "_on_failed", "_on_pushed", "_queue", "_receipted", "_store", "_task", "alias", "classic",
+        "endpoint",
     )  # fmt: skip
 
     def __init__(
@@ -75,8 +76,12 @@ class Courier:
         max_pending: int,
         on_pushed: Callable[[Courier, OutboxItem], None],
         on_failed: Callable[[Courier, DeliveryFailed], None],
+        classic: bool = False,
     ) -> None:
         self.alias = alias
+        #: connected by the classic protocol: its presence is its listener's address, which a second
+        #: CONNECT may not take over (a session login replaces the connection before it)
+        self.classic = classic
         self.endpoint = endpoint
         self._batches = endpoint.batches
         self._store = store

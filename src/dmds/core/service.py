@@ -213,7 +213,7 @@ class Service:
 
     async def _connect(self, alias: str, endpoint: Endpoint, classic: bool) -> None:
         current = self._couriers.get(alias)
-        if current is not None and (classic or not current.endpoint.confirms):
+        if current is not None and (classic or current.classic):
             raise AlreadyConnected(alias)
         if classic and alias in self._directory:
             raise AlreadyConnected(alias)
@@ -224,7 +224,7 @@ class Service:
                 await self._cluster.claim(alias, classic, address)
             current = self._couriers.get(alias)  # the store was awaited: look again
             if current is not None:
-                if classic or not current.endpoint.confirms:
+                if classic or current.classic:
                     raise AlreadyConnected(alias)
                 await current.stop()
                 current.endpoint.replaced()
@@ -244,6 +244,7 @@ class Service:
             max_pending=self._settings.max_pending_pushes,
             on_pushed=self._pushed,
             on_failed=self._push_failed,
+            classic=classic,
         )
         self._couriers[alias] = courier
         address = endpoint.describe() if classic else ""
@@ -378,7 +379,7 @@ class Service:
         table = {entry.alias: entry for entry in entries}
         for alias in [a for a in self._directory if a not in table]:
             courier = self._couriers.get(alias)
-            if courier is not None and courier.endpoint.confirms and self._cluster is not None:
+            if courier is not None and not courier.classic and self._cluster is not None:
                 # A session user still connected here, whose entry went (this node was thought dead):
                 # claim it again rather than cut them off.
                 self._spawn(self._cluster.claim(alias, False, ""))
@@ -391,7 +392,7 @@ class Service:
         # Another node may take our classic users over: exactly one node pushes to each, so stop.
         # Their entries (and couriers, if they are still ours) come back with the next resync.
         for alias, courier in list(self._couriers.items()):
-            if not courier.endpoint.confirms:
+            if courier.classic:
                 self._unserve(alias)
         log.warning("lease lost: stopped pushing to classic users until it is renewed")
 
