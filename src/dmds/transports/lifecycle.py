@@ -105,6 +105,11 @@ async def serve(
     purger = loop.create_task(_purge_every(service, PURGE_EVERY_S))
     period = settings.server.gc_full_interval_s
     collector = loop.create_task(_collect_every(period)) if period > 0 else None
+    if reload is not None:
+        # Before any port is bound: once one answers, a SIGHUP must not meet the default action
+        # (the end of the process). The TLS contexts are looked up at each reload.
+        reloader = Reloader(reload, settings, service, lambda: [c for c in (session.tls, web.tls) if c])
+        loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     admin: AdminServer | None = None
     try:
         await service.start()
@@ -138,9 +143,6 @@ async def serve(
             s.web_host,
             web_port,
         )
-        if reload is not None:
-            reloader = Reloader(reload, settings, service, lambda: [c for c in (session.tls, web.tls) if c])
-            loop.add_signal_handler(signal.SIGHUP, reloader.reload)
         if metrics is not None:
             admin = await _start_admin(
                 settings,
@@ -202,7 +204,8 @@ async def _start_admin(
         session=session,
         listeners={"classic": classic, "session": session, "web": web},
         cluster=cast("Listening | None", cluster),  # PostgresCluster, the one Cluster, has `listening`
-        engine=getattr(store, "engine", None),
+        # PostgreSQL's engine (the one with a cluster): its connection and queue gauges
+        engine=getattr(store, "engine", None) if cluster is not None else None,
     )
     try:
         port = await admin.start(a.admin_host, a.admin_port)
