@@ -21,9 +21,9 @@ POSTGRESQL = (
 
 
 def _backup(args: argparse.Namespace) -> int:
+    from dmds.server import control
     from dmds.stores.sqlite.backup import BackupError, BackupReport
     from dmds.stores.sqlite.offline import StoreInUse, backup_stopped
-    from dmds.transports import control
 
     if os.environ.get("DMDS_STORE"):
         print(f"dmds backup: DMDS_STORE is set: {POSTGRESQL}", file=sys.stderr)
@@ -73,9 +73,9 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from dmds.server import control
     from dmds.stores.sqlite.backup import BackupError
     from dmds.stores.sqlite.offline import StoreInUse, restore
-    from dmds.transports import control
 
     running = f"a server is running on {args.data_dir}: stop it first, then restore"
     if control.server_answers(args.data_dir):

@@ -30,7 +30,7 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
-    from dmds.transports.lifecycle import StartupError, serve
+    from dmds.server.lifecycle import StartupError, serve
 
     def load() -> settings.ServeSettings:
         return settings.load(settings.ServeSettings, flags=vars(args), env=os.environ, config=args.config)

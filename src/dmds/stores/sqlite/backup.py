@@ -6,7 +6,7 @@ The store opens its database with locking_mode=EXCLUSIVE in WAL mode: the WAL in
 server's heap, and no other connection, in that process or another, can even read the file while
 the server runs ("database is locked"). So a live store cannot be copied from outside: the server
 copies it, from its own connection, with SQLite's online backup API (`sqlite3_backup_step`, which
-Python's `Connection.backup` calls), and `dmds backup` asks it to (`dmds.transports.control`).
+Python's `Connection.backup` calls), and `dmds backup` asks it to (`dmds.server.control`).
 
 The copy goes `backup_step_pages` pages per step. A step runs only in a *turn* of the store
 (`SqliteStore.turn`): between two batches, with no transaction open and no commit in flight, so it

@@ -16,12 +16,12 @@ from dmds.admin.server import AdminServer
 from dmds.core.ports import Cluster, Store
 from dmds.core.service import Service
 from dmds.metrics import Metrics
+from dmds.server.control import ControlServer
+from dmds.server.reload import Reloader
 from dmds.settings import ServeSettings
 from dmds.stores import describe, open_store
 from dmds.stores.sqlite import SqliteStore
 from dmds.transports.classic_server import ClassicServer
-from dmds.transports.control import ControlServer
-from dmds.transports.reload import Reloader
 from dmds.transports.session_server import SessionServer
 from dmds.transports.session_ws import WebServer
 
