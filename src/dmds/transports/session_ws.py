@@ -27,7 +27,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from dmds.transports.session_server import SessionConnection, SessionServer
+from dmds.transports.session_connection import SessionConnection
+from dmds.transports.session_server import SessionServer
 from dmds.web import app as web
 
 log = logging.getLogger(__name__)
