@@ -46,31 +46,14 @@ words for the server's error codes. `SessionClient`, here, ties them together. W
 transport's buffer is full, new requests wait for it to drain.
 
 Reconnection (``reconnect=True``). When the connection drops (not when the client closes it, and
-not when the server said it must not come back: replaced by a newer login, protocol errors), or
-the server says it is stopping (`GoAway`, which the client asks for in Hello; then the first
-attempt is made at once, to the next address first):
-
-1. Requests that may safely be sent twice stay pending: `Send` (its key makes the server answer a
-   resend with the id of the first and never deliver it twice), `History` and `Fetch` (reads). Every
-   other request in flight fails with `ConnectionLost`: whether it took effect is unknown, and
-   repeating it is not harmless (a chunk of an upload, a login...). Acks and MarkReads not yet
-   written are kept to be written later. Requests made while reconnecting wait, unsent.
-2. The client reconnects, after a backoff that doubles from `RECONNECT_FIRST_DELAY_S` up to
-   `RECONNECT_MAX_DELAY_S` (with jitter), at most `RECONNECT_ATTEMPTS` times, to `host` and `port`
-   as they are at each attempt: a program may point them at another server meanwhile. With
-   `alternates` (the other nodes of a cluster) each attempt tries the addresses in turn, the next
-   one first: a node that died is left at once for one that is up.
-3. On the new connection (Hello/Welcome), it logs in again with its token (`Login(token=...)`) if it
-   was logged in, and subscribes again if it was subscribed: the `Presence` answer is compared with
-   what it knew and the differences become `PresenceChanged` events.
-4. Then it writes every pending request, in the order they were first made, with their original
-   keys: a Send the server had committed before the drop is answered `Accepted` with the same id, one
-   it never saw is committed now. Their `send()` calls return normally. A `Reconnected` event follows.
-
-If every attempt fails, or the token is refused (revoked: logged out elsewhere, password changed;
-expired), the client gives up: pending requests fail with `ConnectionLost`, a `Disconnected` event
-with ``reconnecting=False`` ends the events, and the client is closed. No accepted message is lost
-either way: `Accepted` is only ever given for a message the server has committed.
+not when the server said it must not come back), or the server says it is stopping (`GoAway`), the
+client connects again, after a backoff from `RECONNECT_FIRST_DELAY_S` to `RECONNECT_MAX_DELAY_S`,
+at most `RECONNECT_ATTEMPTS` times, to `host` and `port` as they are at each attempt (then to
+`alternates`), resumes the session with its token, and writes again the requests that are safe to
+repeat: `Send` (by its key), `History`, `Fetch`. The others fail with `ConnectionLost`. If it cannot,
+it gives up: pending requests fail, a `Disconnected` event with ``reconnecting=False`` ends the
+events, and the client is closed. No accepted message is lost either way: `Accepted` is only ever
+given for a message the server has committed. `session_reconnect` tells it step by step.
 """
 
 from __future__ import annotations
@@ -82,20 +65,27 @@ import ssl as _ssl
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 
 from dmds import __version__
+from dmds.client import session_attachments as attachments
+from dmds.client.session_attachments import (
+    FETCH_CHUNK_BYTES,
+    FRAME_OVERHEAD_BYTES,
+    UPLOAD_CHUNK_BYTES,
+)
 from dmds.client.session_errors import (
     ERROR_TEXT,
     ConnectionLost,
     SessionClientError,
     SessionError,
     describe_error,
+    expect,
 )
 from dmds.client.session_events import (
-    SEEN_WINDOW,  # noqa: F401  (importable from here as before the split)
+    SEEN_WINDOW,
     Disconnected,
     Event,
     EventCallback,
@@ -104,16 +94,16 @@ from dmds.client.session_events import (
     SeenWindow,
 )
 from dmds.client.session_link import (
-    MAX_INCOMING_FRAME_BYTES,  # noqa: F401  (importable from here as before the split)
+    MAX_INCOMING_FRAME_BYTES,
     Link,
 )
 from dmds.client.session_outbox import Outbox
 from dmds.client.session_reconnect import (
     DEFAULT_PORT,
     addresses_to_try,
-    backoff,
     parse_servers,
     presence_changes,
+    reconnect,
 )
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
@@ -133,15 +123,21 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "DEFAULT_PORT",
     "ERROR_TEXT",
+    "FETCH_CHUNK_BYTES",
+    "FRAME_OVERHEAD_BYTES",
+    "MAX_INCOMING_FRAME_BYTES",
     "RECONNECT_ATTEMPTS",
     "RECONNECT_FIRST_DELAY_S",
     "RECONNECT_MAX_DELAY_S",
+    "SEEN_WINDOW",
+    "UPLOAD_CHUNK_BYTES",
     "Accepted",
     "Attachment",
     "ConnectionLost",
     "Delivered",
     "Disconnected",
     "Event",
+    "EventCallback",
     "HistoryEntry",
     "HistoryPage",
     "Message",
@@ -153,6 +149,7 @@ __all__ = [
     "SessionError",
     "Welcome",
     "describe_error",
+    "parse_servers",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,29 +158,15 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S: Final = 10.0
 #: How long `close()` waits for the server to see the connection closed before aborting it.
 CLOSE_TIMEOUT_S: Final = 2.0
-# Read at each drop (not bound into session_reconnect) so that they can be tuned here.
+# Passed to session_reconnect at each drop, so that a program (or a test) may change them here.
 #: Reconnection: attempts after a drop before giving up...
 RECONNECT_ATTEMPTS: Final = 8
 #: ...waiting this long before the first, doubling each time...
 RECONNECT_FIRST_DELAY_S: Final = 0.1
 #: ...up to this long (each wait is shortened by a random jitter of up to half).
 RECONNECT_MAX_DELAY_S: Final = 3.0
-#: Bytes of an attachment per UploadChunk (less if the server's max_frame_bytes requires).
-UPLOAD_CHUNK_BYTES: Final = 256 * 1024
-#: Bytes asked for per Fetch (the server answers at most 256 KiB).
-FETCH_CHUNK_BYTES: Final = 256 * 1024
-#: Room left in a frame for the fields of an UploadChunk other than its data.
-FRAME_OVERHEAD_BYTES: Final = 1024
 #: Program name sent in Hello.
 CLIENT_NAME: Final = f"dmds-python/{__version__}"
-
-_F = TypeVar("_F", bound=f.Frame)
-
-
-def _expect(answer: f.Frame, kind: type[_F]) -> _F:
-    if not isinstance(answer, kind):
-        raise SessionClientError(f"unexpected answer {type(answer).__name__}; expected {kind.__name__}")
-    return answer
 
 
 def _validate(frame: f.Frame) -> None:
@@ -323,17 +306,17 @@ class SessionClient:
         answer = await self._call(
             f.Register, alias=alias, full_name=full_name, birth_date=birth_date, password=password
         )
-        _expect(answer, f.Ok)
+        expect(answer, f.Ok)
 
     async def login(self, alias: str, password: str) -> str:
         """Log in; returns the session token (also kept in `token`, to resume after a drop)."""
-        answer = _expect(await self._call(f.Login, alias=alias, password=password), f.LoggedIn)
+        answer = expect(await self._call(f.Login, alias=alias, password=password), f.LoggedIn)
         self._logged_in(answer)
         return answer.token
 
     async def resume(self, token: str) -> str:
         """Log in with the token of an earlier login; returns the alias it belongs to."""
-        answer = _expect(await self._call(f.Login, token=token), f.LoggedIn)
+        answer = expect(await self._call(f.Login, token=token), f.LoggedIn)
         self._logged_in(answer)
         return answer.alias
 
@@ -346,18 +329,18 @@ class SessionClient:
 
     async def logout(self) -> None:
         """End the session and revoke its token; the connection stays open (not logged in)."""
-        _expect(await self._call(f.Logout), f.Ok)
+        expect(await self._call(f.Logout), f.Ok)
         self.alias, self.token, self.token_expires_at = None, "", 0.0
 
     async def change_password(self, old: str, new: str) -> None:
         """Change the password. The server revokes every token of the user, this client's included:
         the session goes on, but cannot be resumed after a drop until the next `login()`."""
-        _expect(await self._call(f.ChangePassword, old_password=old, new_password=new), f.Ok)
+        expect(await self._call(f.ChangePassword, old_password=old, new_password=new), f.Ok)
         self.token, self.token_expires_at = "", 0.0
 
     async def delete_account(self, password: str) -> None:
         """Delete the logged-in account and its messages; the connection stays open, logged out."""
-        _expect(await self._call(f.DeleteAccount, password=password), f.Ok)
+        expect(await self._call(f.DeleteAccount, password=password), f.Ok)
         self.alias, self.token, self.token_expires_at = None, "", 0.0
 
     # -- messages -----------------------------------------------------------------------------------
@@ -372,7 +355,7 @@ class SessionClient:
             raise ValueError(f"text longer than the server's {self.welcome.max_text_bytes} bytes")
         key = key or uuid.uuid4().hex
         answer = await self._call(f.Send, to=to, key=key, text=text, attachment=attachment)
-        return _expect(answer, f.Accepted)
+        return expect(answer, f.Accepted)
 
     async def mark_read(self, message_ids: Iterable[int]) -> None:
         """Tell the server these messages (ids of received Messages) were read: their senders get
@@ -392,7 +375,7 @@ class SessionClient:
     async def subscribe(self) -> list[str]:
         """Watch presence: returns who is online now; PresenceChanged events follow each change
         (and `online` is kept current). Renewed automatically after a reconnection."""
-        presence = _expect(await self._call(f.Subscribe), f.Presence)
+        presence = expect(await self._call(f.Subscribe), f.Presence)
         self._subscribed = True
         self.online = set(presence.online)
         return list(presence.online)
@@ -400,7 +383,7 @@ class SessionClient:
     async def history(self, peer: str, before: float = 0.0, limit: int = 50) -> HistoryPage:
         """The conversation with `peer`, newest first: up to `limit` messages sent before `before`
         (seconds since the epoch; 0 for the newest). `more` says whether older ones remain."""
-        return _expect(await self._call(f.History, peer=peer, before=before, limit=limit), f.HistoryPage)
+        return expect(await self._call(f.History, peer=peer, before=before, limit=limit), f.HistoryPage)
 
     # -- attachments --------------------------------------------------------------------------------
 
@@ -412,37 +395,13 @@ class SessionClient:
         Goes in chunks of `chunk_size` bytes, fewer if the server's max_frame_bytes requires it.
         ValueError if `data` is larger than the server's max_attachment_bytes.
         """
-        welcome = self.welcome
-        if len(data) > welcome.max_attachment_bytes:
-            raise ValueError(f"attachment larger than the server's {welcome.max_attachment_bytes} bytes")
-        step = max(1, min(chunk_size, welcome.max_frame_bytes - FRAME_OVERHEAD_BYTES))
-        ready = _expect(
-            await self._call(f.UploadStart, name=name, media_type=media_type, size=len(data)), f.UploadReady
+        return await attachments.upload(
+            self._call, self.welcome, name, media_type, data, chunk_size=chunk_size
         )
-        view = memoryview(data)
-        while ready.offset < len(data):
-            piece = bytes(view[ready.offset : ready.offset + step])
-            answer = await self._call(f.UploadChunk, upload=ready.upload, offset=ready.offset, data=piece)
-            ready = _expect(answer, f.UploadReady)
-        if not ready.attachment:
-            raise SessionClientError(f"upload {ready.upload} not complete at {ready.offset} bytes")
-        return ready.attachment
 
     async def fetch(self, attachment_id: int) -> bytes:
         """The whole content of an attachment (one of yours, or of a message to you)."""
-        parts: list[bytes] = []
-        offset, size = 0, -1
-        while offset < size or size < 0:
-            answer = await self._call(
-                f.Fetch, attachment=attachment_id, offset=offset, length=FETCH_CHUNK_BYTES
-            )
-            chunk = _expect(answer, f.Chunk)
-            size = chunk.size
-            if not chunk.data and offset < size:
-                raise SessionClientError(f"attachment {attachment_id} ended at {offset} of {size} bytes")
-            parts.append(chunk.data)
-            offset += len(chunk.data)
-        return b"".join(parts)
+        return await attachments.fetch(self._call, attachment_id)
 
     # -- events -------------------------------------------------------------------------------------
 
@@ -570,39 +529,25 @@ class SessionClient:
         self._reconnector = self._loop.create_task(self._reconnect(link.reason, at_once=link.going_away))
 
     async def _reconnect(self, reason: str, *, at_once: bool = False) -> None:
-        waits = backoff(RECONNECT_ATTEMPTS, RECONNECT_FIRST_DELAY_S, RECONNECT_MAX_DELAY_S, at_once=at_once)
-        for attempt, wait_s in waits:
-            if wait_s is not None:
-                await asyncio.sleep(wait_s)
-            try:
-                link = await self._open_link()
-            except (OSError, SessionError) as exc:
-                reason = _os_reason(exc)
-                log.info("reconnection %d to %s:%d failed: %s", attempt, self.host, self.port, reason)
-                continue
-            try:
-                await self._restore(link)
-            except ConnectionLost as exc:
-                reason = str(exc)
-                continue
-            except SessionClientError as exc:  # the token refused (or a server bug): no way back
-                link.close()
-                if isinstance(exc, SessionError) and exc.code is ErrorCode.INTERNAL:
-                    reason = str(exc)
-                    continue
-                self._reconnector = None
-                self._shut(f"could not resume the session: {exc}")
-                return
-            except BaseException:
-                link.abort()
-                raise
-            self._link, self._ready, self._reconnector = link, True, None
-            self._outbox.resend(link)
-            log.info("session connection back (attempt %d)", attempt)
-            self._events.emit(Reconnected())
+        try:
+            link = await reconnect(
+                self._open_link,
+                self._restore,
+                lambda: (self.host, self.port),
+                _os_reason,
+                reason,
+                attempts=RECONNECT_ATTEMPTS,
+                first_delay_s=RECONNECT_FIRST_DELAY_S,
+                max_delay_s=RECONNECT_MAX_DELAY_S,
+                at_once=at_once,
+            )
+        except ConnectionLost as exc:
+            self._reconnector = None
+            self._shut(str(exc))
             return
-        self._reconnector = None
-        self._shut(f"{reason}; gave up after {RECONNECT_ATTEMPTS} attempts to reconnect")
+        self._link, self._ready, self._reconnector = link, True, None
+        self._outbox.resend(link)
+        self._events.emit(Reconnected())
 
     async def _restore(self, link: Link) -> None:
         """Log in again with the token, and subscribe again, on a new connection."""
@@ -610,10 +555,10 @@ class SessionClient:
             if not self.token:
                 raise SessionError(ErrorCode.BAD_TOKEN, "the session token was revoked")
             answer = await self._outbox.call(f.Login(id=self._outbox.next_id(), token=self.token), link)
-            self._logged_in(_expect(answer, f.LoggedIn))
+            self._logged_in(expect(answer, f.LoggedIn))
         if self._subscribed:
             subscribe = f.Subscribe(id=self._outbox.next_id())
-            presence = _expect(await self._outbox.call(subscribe, link), f.Presence)
+            presence = expect(await self._outbox.call(subscribe, link), f.Presence)
             before, self.online = self.online, set(presence.online)
             for event in presence_changes(before, self.online):
                 self._events.emit(event)

@@ -7,8 +7,9 @@ read for an `ErrorCode` (the shell, the desktop window and these errors all use 
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 
+from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "SessionClientError",
     "SessionError",
     "describe_error",
+    "expect",
 ]
 
 #: Error codes with which the server closes a connection that must not simply be reopened.
@@ -93,3 +95,13 @@ class SessionError(SessionClientError):
 
 class ConnectionLost(SessionClientError, ConnectionError):
     """The connection went away (or the client was closed) before the request was answered."""
+
+
+_F = TypeVar("_F", bound=f.Frame)
+
+
+def expect(answer: f.Frame, kind: type[_F]) -> _F:
+    """`answer` if it is a `kind`; SessionClientError (a server bug) if not."""
+    if not isinstance(answer, kind):
+        raise SessionClientError(f"unexpected answer {type(answer).__name__}; expected {kind.__name__}")
+    return answer

@@ -1,21 +1,62 @@
-"""Where and when the session client connects again: addresses, their order, backoff, presence.
+"""Where and when the session client connects again, and how it resumes its session.
 
 Server addresses are written by people as ``host[:port]``, comma-separated (the nodes of a
 cluster). When connecting, the client tries its current address first; when reconnecting, the next
-one first, so that a node that died is left at once for one that is up. Between attempts it waits
-a backoff that doubles up to a bound, shortened by a random jitter of up to half. After a
-reconnection, the presence it knew is compared with the server's to say who came and went.
+one first. Between attempts it waits a backoff that doubles up to a bound, shortened by a random
+jitter of up to half.
+
+Reconnection (``reconnect=True``). When the connection drops (not when the client closes it, and
+not when the server said it must not come back: replaced by a newer login, protocol errors), or
+the server says it is stopping (`GoAway`, which the client asks for in Hello; then the first
+attempt is made at once, to the next address first):
+
+1. Requests that may safely be sent twice stay pending: `Send` (its key makes the server answer a
+   resend with the id of the first and never deliver it twice), `History` and `Fetch` (reads). Every
+   other request in flight fails with `ConnectionLost`: whether it took effect is unknown, and
+   repeating it is not harmless (a chunk of an upload, a login...). Acks and MarkReads not yet
+   written are kept to be written later. Requests made while reconnecting wait, unsent.
+2. The client reconnects, after a backoff that doubles from `RECONNECT_FIRST_DELAY_S` up to
+   `RECONNECT_MAX_DELAY_S` (with jitter), at most `RECONNECT_ATTEMPTS` times, to `host` and `port`
+   as they are at each attempt: a program may point them at another server meanwhile. With
+   `alternates` (the other nodes of a cluster) each attempt tries the addresses in turn, the next
+   one first: a node that died is left at once for one that is up.
+3. On the new connection (Hello/Welcome), it logs in again with its token (`Login(token=...)`) if it
+   was logged in, and subscribes again if it was subscribed: the `Presence` answer is compared with
+   what it knew and the differences become `PresenceChanged` events.
+4. Then it writes every pending request, in the order they were first made, with their original
+   keys: a Send the server had committed before the drop is answered `Accepted` with the same id, one
+   it never saw is committed now. Their `send()` calls return normally. A `Reconnected` event follows.
+
+If every attempt fails, or the token is refused (revoked: logged out elsewhere, password changed;
+expired), the client gives up: pending requests fail with `ConnectionLost`, a `Disconnected` event
+with ``reconnecting=False`` ends the events, and the client is closed. No accepted message is lost
+either way: `Accepted` is only ever given for a message the server has committed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Final
 
+from dmds.client.session_errors import ConnectionLost, SessionClientError, SessionError
+from dmds.client.session_link import Link
+from dmds.protocols.session.codes import ErrorCode
 from dmds.protocols.session.frames import PresenceChanged
 
-__all__ = ["DEFAULT_PORT", "addresses_to_try", "backoff", "parse_servers", "presence_changes"]
+__all__ = [
+    "DEFAULT_PORT",
+    "addresses_to_try",
+    "backoff",
+    "parse_servers",
+    "presence_changes",
+    "reconnect",
+]
+
+# The client's log lines all go to the logger of its public module, whichever part writes them.
+log = logging.getLogger("dmds.client.session")
 
 #: The session protocol's usual port (`dmds serve --session-port`).
 DEFAULT_PORT: Final = 7001
@@ -73,3 +114,45 @@ def presence_changes(before: set[str], now: set[str]) -> list[PresenceChanged]:
     came = [PresenceChanged(alias=alias, online=True) for alias in sorted(now - before)]
     went = [PresenceChanged(alias=alias, online=False) for alias in sorted(before - now)]
     return came + went
+
+
+async def reconnect(
+    open_link: Callable[[], Awaitable[Link]],
+    restore: Callable[[Link], Awaitable[None]],
+    address: Callable[[], Address],
+    words: Callable[[BaseException], str],
+    reason: str,
+    *,
+    attempts: int,
+    first_delay_s: float,
+    max_delay_s: float,
+    at_once: bool,
+) -> Link:
+    """A new link with the session restored on it (`open_link`, then `restore`), trying up to
+    `attempts` times; raises ConnectionLost, saying why, when there is no way back."""
+    for attempt, wait_s in backoff(attempts, first_delay_s, max_delay_s, at_once=at_once):
+        if wait_s is not None:
+            await asyncio.sleep(wait_s)
+        try:
+            link = await open_link()
+        except (OSError, SessionError) as exc:
+            reason = words(exc)
+            log.info("reconnection %d to %s:%d failed: %s", attempt, *address(), reason)
+            continue
+        try:
+            await restore(link)
+        except ConnectionLost as exc:
+            reason = str(exc)
+            continue
+        except SessionClientError as exc:  # the token refused (or a server bug): no way back
+            link.close()
+            if isinstance(exc, SessionError) and exc.code is ErrorCode.INTERNAL:
+                reason = str(exc)
+                continue
+            raise ConnectionLost(f"could not resume the session: {exc}") from None
+        except BaseException:
+            link.abort()
+            raise
+        log.info("session connection back (attempt %d)", attempt)
+        return link
+    raise ConnectionLost(f"{reason}; gave up after {attempts} attempts to reconnect")
