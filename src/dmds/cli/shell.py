@@ -58,7 +58,6 @@ import contextlib
 import datetime
 import os
 import re
-import socket
 import ssl
 import sys
 import threading
@@ -66,7 +65,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, WordCompleter
@@ -75,6 +74,8 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from dmds import __version__
 from dmds.client.classic import ClassicClientError, ClassicSession, describe, request
+from dmds.client.normalise import TextNormaliser
+from dmds.client.oserrors import os_reason
 from dmds.client.session import (
     ConnectionLost,
     Delivered,
@@ -102,7 +103,6 @@ __all__ = [
     "USAGE",
     "SessionShell",
     "Shell",
-    "TextNormaliser",
     "run_client",
     "run_session_client",
 ]
@@ -166,12 +166,6 @@ def _print_line(line: str) -> None:
     # BrokenPipeError, ValueError: stdout was closed by its reader; there is nobody to tell.
     with contextlib.suppress(BrokenPipeError, ValueError):
         print(line, flush=True)
-
-
-class TextNormaliser(Protocol):
-    """What the shell needs of `Normaliser`: raises NormaliserUnavailable when it cannot help."""
-
-    async def anormalise(self, text: str) -> str: ...
 
 
 class _BaseShell:
@@ -456,18 +450,6 @@ class _Failure(Exception):
     """A command failed for a reason already put in words."""
 
 
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return getattr(exc, "verify_message", None) or exc.reason or str(exc)
-    if isinstance(exc, TimeoutError) and not exc.errno:
-        return "timed out"
-    if isinstance(exc, socket.gaierror):
-        return exc.strerror or str(exc)
-    if exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
-
-
 def _redact(line: str) -> str:
     """A session-mode command line as kept in the history file: without its password."""
     words = line.split()
@@ -591,9 +573,9 @@ class SessionShell(_BaseShell):
             )
         except ssl.SSLError as exc:
             where = f"{self.host}:{self.port}"
-            raise _Failure(f"TLS with {where} failed ({_os_reason(exc)})") from None
+            raise _Failure(f"TLS with {where} failed ({os_reason(exc)})") from None
         except OSError as exc:
-            raise _Failure(f"server unreachable ({self.host}:{self.port}: {_os_reason(exc)})") from None
+            raise _Failure(f"server unreachable ({self.host}:{self.port}: {os_reason(exc)})") from None
         return self.client
 
     def _logged_in(self, name: str) -> SessionClient | None:

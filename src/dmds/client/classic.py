@@ -26,13 +26,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from types import TracebackType
 from typing import Final, overload
 
+from dmds.client.oserrors import os_reason
 from dmds.protocols.classic import (
     ClientConnection,
     Connect,
@@ -126,14 +125,6 @@ class AlreadyConnectedError(SessionStateError):
     """CONNECT on a session that is already connected (one alias per session)."""
 
 
-def _reason(exc: OSError) -> str:
-    if isinstance(exc, socket.gaierror):
-        return exc.strerror or str(exc)
-    if exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
-
-
 @overload
 async def request(host: str, port: int, req: Send, *, timeout_s: float = ...) -> SendReply: ...
 @overload
@@ -159,7 +150,7 @@ async def request(host: str, port: int, req: Request, *, timeout_s: float = DEFA
             try:
                 reader, writer = await asyncio.open_connection(host, port)
             except OSError as exc:
-                raise ClassicClientError(f"server unreachable ({where}: {_reason(exc)})") from exc
+                raise ClassicClientError(f"server unreachable ({where}: {os_reason(exc)})") from exc
             try:
                 writer.write(data)
                 await writer.drain()
@@ -169,7 +160,7 @@ async def request(host: str, port: int, req: Request, *, timeout_s: float = DEFA
                         return reply
                     conn.receive_data(await reader.read(_READ_SIZE))
             except OSError as exc:
-                raise ClassicClientError(f"connection to {where} broke ({_reason(exc)})") from exc
+                raise ClassicClientError(f"connection to {where} broke ({os_reason(exc)})") from exc
             except RemoteProtocolError as exc:
                 raise ClassicClientError(f"bad reply from {where} ({exc.reason})") from None
             finally:

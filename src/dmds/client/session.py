@@ -95,6 +95,7 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 import msgspec
 
 from dmds import __version__
+from dmds.client.oserrors import os_reason
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
 from dmds.protocols.session.connection import (
@@ -305,14 +306,6 @@ def _validate(frame: f.Frame) -> None:
         raise ValueError(f"invalid {type(frame).__name__}: {exc}") from None
 
 
-def _os_reason(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
 @dataclass(eq=False, slots=True)
 class _Request:
     frame: Any  # a request frame: it has `id`
@@ -367,7 +360,7 @@ class _Link(asyncio.Protocol):
         self.codec.close()
         self.writable.set()  # wake requests waiting for room: they see the link is gone
         if not self.reason:
-            self.reason = _os_reason(exc) or "connection closed by the server"
+            self.reason = os_reason(exc) or "connection closed by the server"
         if not self.welcome.done():
             self.welcome.set_exception(ConnectionLost(self.reason))
             self.welcome.exception()  # retrieved: nobody may be waiting any more
@@ -918,7 +911,7 @@ class SessionClient:
                 link = await self._open_link_to(host, port)
             except (OSError, SessionError) as exc:
                 error = exc
-                log.info("cannot connect to %s:%d: %s", host, port, _os_reason(exc))
+                log.info("cannot connect to %s:%d: %s", host, port, os_reason(exc))
                 continue
             if (host, port) != (self.host, self.port):
                 self.alternates = [a for a in addresses if a != (host, port)]
@@ -975,7 +968,7 @@ class SessionClient:
             try:
                 link = await self._open_link()
             except (OSError, SessionError) as exc:
-                reason = _os_reason(exc)
+                reason = os_reason(exc)
                 log.info("reconnection %d to %s:%d failed: %s", attempt, self.host, self.port, reason)
                 continue
             try:

@@ -33,7 +33,6 @@ from typing import Any, Final, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from dmds.cli.shell import TextNormaliser
 from dmds.client.classic import (
     DEFAULT_TIMEOUT_S,
     ClassicClientError,
@@ -41,6 +40,7 @@ from dmds.client.classic import (
     SessionStateError,
     request,
 )
+from dmds.client.normalise import TextNormaliser
 from dmds.gui.conversations import AttachedFile
 from dmds.protocols.classic import Disconnect, MessagePush, Push, ReceiptPush
 from dmds.protocols.session.codes import ErrorCode
