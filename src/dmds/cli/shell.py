@@ -73,7 +73,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from dmds import __version__
-from dmds.client.classic import ClassicClientError, ClassicSession, describe, request
+from dmds.client.classic import ClassicClient, ClassicClientError, describe, request
 from dmds.client.normalise import TextNormaliser
 from dmds.client.oserrors import os_reason
 from dmds.client.session import (
@@ -275,7 +275,7 @@ class Shell(_BaseShell):
         normaliser: TextNormaliser | None = None,
     ) -> None:
         super().__init__(ws_url, out=out, normaliser=normaliser)
-        self.session = ClassicSession(server, port, listen_host=listen_host, on_push=self._on_push)
+        self.session = ClassicClient(server, port, listen_host=listen_host, on_push=self._on_push)
 
     USAGE_LINES = USAGE
     HELP_LINES = _HELP
