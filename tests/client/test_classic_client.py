@@ -13,8 +13,8 @@ import pytest
 from dmds.client.classic import (
     MESSAGES,
     AlreadyConnectedError,
+    ClassicClient,
     ClassicClientError,
-    ClassicSession,
     NotConnectedError,
     PushListener,
     describe,
@@ -69,12 +69,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def sessions(server: ServerProcess) -> AsyncIterator[Callable[[], tuple[ClassicSession, Inbox]]]:
-    made: list[ClassicSession] = []
+async def sessions(server: ServerProcess) -> AsyncIterator[Callable[[], tuple[ClassicClient, Inbox]]]:
+    made: list[ClassicClient] = []
 
-    def make() -> tuple[ClassicSession, Inbox]:
+    def make() -> tuple[ClassicClient, Inbox]:
         inbox = Inbox()
-        session = ClassicSession(HOST, server.port, listen_host=HOST, on_push=inbox, timeout_s=WAIT_S)
+        session = ClassicClient(HOST, server.port, listen_host=HOST, on_push=inbox, timeout_s=WAIT_S)
         made.append(session)
         return session, inbox
 
@@ -84,7 +84,7 @@ async def sessions(server: ServerProcess) -> AsyncIterator[Callable[[], tuple[Cl
 
 
 async def test_two_sessions_exchange_messages_and_receipts(
-    sessions: Callable[[], tuple[ClassicSession, Inbox]],
+    sessions: Callable[[], tuple[ClassicClient, Inbox]],
 ) -> None:
     juan, juan_inbox = sessions()
     maria, maria_inbox = sessions()
@@ -120,7 +120,7 @@ async def test_two_sessions_exchange_messages_and_receipts(
     assert (code, users) == (0, ["maria"])
 
 
-async def test_receipt_and_message_both_arrive(sessions: Callable[[], tuple[ClassicSession, Inbox]]) -> None:
+async def test_receipt_and_message_both_arrive(sessions: Callable[[], tuple[ClassicClient, Inbox]]) -> None:
     juan, juan_inbox = sessions()
     maria, _ = sessions()
     for session, alias in ((juan, "juan"), (maria, "maria")):
@@ -132,7 +132,7 @@ async def test_receipt_and_message_both_arrive(sessions: Callable[[], tuple[Clas
 
 
 async def test_stored_messages_are_pushed_in_order_on_connect(
-    sessions: Callable[[], tuple[ClassicSession, Inbox]],
+    sessions: Callable[[], tuple[ClassicClient, Inbox]],
 ) -> None:
     juan, juan_inbox = sessions()
     maria, maria_inbox = sessions()
@@ -150,7 +150,7 @@ async def test_stored_messages_are_pushed_in_order_on_connect(
 
 
 async def test_result_codes(
-    server: ServerProcess, sessions: Callable[[], tuple[ClassicSession, Inbox]]
+    server: ServerProcess, sessions: Callable[[], tuple[ClassicClient, Inbox]]
 ) -> None:
     juan, _ = sessions()
     other, _ = sessions()
@@ -181,9 +181,9 @@ async def test_result_codes(
 
 
 async def test_not_connected_session_does_not_ask(
-    sessions: Callable[[], tuple[ClassicSession, Inbox]],
+    sessions: Callable[[], tuple[ClassicClient, Inbox]],
 ) -> None:
-    session = ClassicSession(HOST, _free_port())  # nothing listens there: asking would fail differently
+    session = ClassicClient(HOST, _free_port())  # nothing listens there: asking would fail differently
     with pytest.raises(NotConnectedError):
         await session.send("maria", "hola")
     with pytest.raises(NotConnectedError):
@@ -193,7 +193,7 @@ async def test_not_connected_session_does_not_ask(
 
 
 async def test_unregister_the_connected_alias_ends_the_connection(
-    sessions: Callable[[], tuple[ClassicSession, Inbox]],
+    sessions: Callable[[], tuple[ClassicClient, Inbox]],
 ) -> None:
     juan, _ = sessions()
     assert await juan.register("Juan", "juan", "01/01/2001") == 0
@@ -205,7 +205,7 @@ async def test_unregister_the_connected_alias_ends_the_connection(
 
 
 async def test_close_disconnects(
-    server: ServerProcess, sessions: Callable[[], tuple[ClassicSession, Inbox]]
+    server: ServerProcess, sessions: Callable[[], tuple[ClassicClient, Inbox]]
 ) -> None:
     juan, _ = sessions()
     assert await juan.register("Juan", "juan", "01/01/2001") == 0
@@ -355,7 +355,7 @@ def test_messages_cover_every_result_code() -> None:
     assert describe("SEND", 9) == "unexpected result code 9"
 
 
-async def test_longest_text_travels_whole(sessions: Callable[[], tuple[ClassicSession, Inbox]]) -> None:
+async def test_longest_text_travels_whole(sessions: Callable[[], tuple[ClassicClient, Inbox]]) -> None:
     juan, juan_inbox = sessions()
     assert await juan.register("Juan", "juan", "01/01/2001") == 0
     assert await juan.connect("juan") == 0

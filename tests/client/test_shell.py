@@ -1,5 +1,5 @@
 """The command-line client (`dmds client`): real subprocesses driven through stdin pipes (and one
-through a pseudo-terminal) against a real `dmds serve`, plus in-process checks of the `Shell`."""
+through a pseudo-terminal) against a real `dmds serve`, plus in-process checks of the `ClassicShell`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dmds.cli.shell import Shell, _TolerantFileHistory
+from dmds.cli.shell import ClassicShell
+from dmds.cli.shell.history import TolerantFileHistory
 from dmds.soap.normaliser import NormaliserUnavailable
 from dmds.soap.service import SoapServer
 from tests.conftest import ServerProcess
@@ -384,7 +385,7 @@ class FlakyNormaliser:
 async def test_normaliser_note_once_until_it_works_again(server: ServerProcess) -> None:
     out: list[str] = []
     normaliser = FlakyNormaliser()
-    shell = Shell(HOST, server.port, NO_WS, listen_host=HOST, out=out.append, normaliser=normaliser)
+    shell = ClassicShell(HOST, server.port, NO_WS, listen_host=HOST, out=out.append, normaliser=normaliser)
     try:
         for line in ("REGISTER juan 01/02/2000 Juan", "CONNECT juan"):
             assert await shell.execute(line)
@@ -424,7 +425,9 @@ async def test_normaliser_note_once_until_it_works_again(server: ServerProcess) 
 
 async def test_control_characters_from_the_network_are_escaped(server: ServerProcess) -> None:
     out: list[str] = []
-    shell = Shell(HOST, server.port, NO_WS, listen_host=HOST, out=out.append, normaliser=FlakyNormaliser())
+    shell = ClassicShell(
+        HOST, server.port, NO_WS, listen_host=HOST, out=out.append, normaliser=FlakyNormaliser()
+    )
     try:
         for line in ("REGISTER juan 01/02/2000 Juan", "CONNECT juan", "SEND juan a\x1b[2Jb\tc"):
             await shell.execute(line)
@@ -540,9 +543,9 @@ def test_interactive_under_a_terminal(
 
 
 def test_history_file_that_cannot_be_written_is_tolerated(tmp_path: Path) -> None:
-    history = _TolerantFileHistory(tmp_path / "missing" / ".dmds_history")
+    history = TolerantFileHistory(tmp_path / "missing" / ".dmds_history")
     history.store_string("HELP")  # the directory does not exist: kept in memory only
     assert list(history.load_history_strings()) == []
     unreadable = tmp_path / "a-directory"
     unreadable.mkdir()
-    assert list(_TolerantFileHistory(unreadable).load_history_strings()) == []
+    assert list(TolerantFileHistory(unreadable).load_history_strings()) == []

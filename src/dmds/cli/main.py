@@ -6,13 +6,34 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dmds import __version__, settings
-from dmds.bench import cli as bench_cli
 from dmds.cli import logs
 from dmds.errors import StoreError
+
+
+class _LazyParser(argparse.ArgumentParser):
+    """A parser whose arguments are added by `populate` the first time it parses (or prints its help):
+    a sub-command whose arguments come from heavy code (the benchmarks) costs the others nothing."""
+
+    populate: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def parse_known_args(  # type: ignore[override]  # one signature for typeshed's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self.populate is not None:
+            populate, self.populate = self.populate, None
+            populate(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
+    from dmds.bench import cli as bench_cli
+
+    scenarios = bench.add_subparsers(dest="scenario", required=True)
+    bench_cli.add_parsers(scenarios)
 
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
@@ -120,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dmds", description="dmds, the Distributed Message Delivery Service"
     )
     parser.add_argument("--version", action="version", version=f"dmds {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyParser)
 
     serve = sub.add_parser(
         "serve",
@@ -208,8 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_parser(sub)
 
     bench = sub.add_parser("bench", help="measure dmds against baselines on this machine")
-    scenarios = bench.add_subparsers(dest="scenario", required=True)
-    bench_cli.add_parsers(scenarios)
+    bench.populate = _bench_arguments
     return parser
 
 

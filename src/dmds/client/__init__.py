@@ -6,6 +6,9 @@ used by the command-line shell (`dmds client`) and usable by other programs.
 `dmds.client.session` is the asyncio client of the session protocol (one persistent connection,
 logins, receipts, presence, history, attachments, reconnection), used by `dmds client --session`;
 `dmds.client.blocking` wraps it for programs without asyncio.
+
+What the command-line shell and the desktop window share beside: `dmds.client.normalise` (what they
+need of the SOAP text normaliser) and `dmds.client.oserrors` (an OSError put in words).
 """
 
 from dmds.client.blocking import Client

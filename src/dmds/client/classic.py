@@ -14,7 +14,7 @@ one recipient one item at a time, so the listener hands pushes to the callback i
 connections were accepted, even when the server has already opened the next connection before the
 previous one was read to the end.
 
-`ClassicSession` ties the two together for one user at a time (what the `dmds client` shell and other
+`ClassicClient` ties the two together for one user at a time (what the `dmds client` shell and other
 programs need): it remembers the connected alias and owns the listener, which it opens before sending
 CONNECT (the server may push stored messages at once) and closes when the connection ends.
 
@@ -26,13 +26,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from types import TracebackType
 from typing import Final, overload
 
+from dmds.client.oserrors import os_reason
 from dmds.protocols.classic import (
     ClientConnection,
     Connect,
@@ -56,12 +55,12 @@ __all__ = [
     "MESSAGES",
     "OK",
     "AlreadyConnectedError",
+    "ClassicClient",
     "ClassicClientError",
-    "ClassicSession",
+    "ClassicStateError",
     "NotConnectedError",
     "PushCallback",
     "PushListener",
-    "SessionStateError",
     "describe",
     "request",
 ]
@@ -114,24 +113,16 @@ class ClassicClientError(Exception):
     """A request could not be made: the server is unreachable, timed out, or broke the protocol."""
 
 
-class SessionStateError(ClassicClientError):
-    """The session is not in the state the call needs, so nothing was sent."""
+class ClassicStateError(ClassicClientError):
+    """The client is not in the state the call needs (connected or not), so nothing was sent."""
 
 
-class NotConnectedError(SessionStateError):
-    """The call needs a connected alias and the session has none."""
+class NotConnectedError(ClassicStateError):
+    """The call needs a connected alias and the client has none."""
 
 
-class AlreadyConnectedError(SessionStateError):
-    """CONNECT on a session that is already connected (one alias per session)."""
-
-
-def _reason(exc: OSError) -> str:
-    if isinstance(exc, socket.gaierror):
-        return exc.strerror or str(exc)
-    if exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
+class AlreadyConnectedError(ClassicStateError):
+    """CONNECT on a client that is already connected (one alias per client)."""
 
 
 @overload
@@ -159,7 +150,7 @@ async def request(host: str, port: int, req: Request, *, timeout_s: float = DEFA
             try:
                 reader, writer = await asyncio.open_connection(host, port)
             except OSError as exc:
-                raise ClassicClientError(f"server unreachable ({where}: {_reason(exc)})") from exc
+                raise ClassicClientError(f"server unreachable ({where}: {os_reason(exc)})") from exc
             try:
                 writer.write(data)
                 await writer.drain()
@@ -169,7 +160,7 @@ async def request(host: str, port: int, req: Request, *, timeout_s: float = DEFA
                         return reply
                     conn.receive_data(await reader.read(_READ_SIZE))
             except OSError as exc:
-                raise ClassicClientError(f"connection to {where} broke ({_reason(exc)})") from exc
+                raise ClassicClientError(f"connection to {where} broke ({os_reason(exc)})") from exc
             except RemoteProtocolError as exc:
                 raise ClassicClientError(f"bad reply from {where} ({exc.reason})") from None
             finally:
@@ -276,7 +267,7 @@ def _ignore_push(push: Push) -> None:
     log.debug("push with no callback: %r", push)
 
 
-class ClassicSession:
+class ClassicClient:
     """One user's conversation with a classic server: the connected alias and its push listener.
 
     Methods return the result codes of classic.md (see `MESSAGES`) and raise ClassicClientError when
@@ -338,7 +329,7 @@ class ClassicSession:
         return (await self._request(Register(full_name, alias, birth_date))).code
 
     async def unregister(self, alias: str) -> int:
-        """UNREGISTER; removing the connected alias also ends this session's connection."""
+        """UNREGISTER; removing the connected alias also ends this client's connection."""
         code = (await self._request(Unregister(alias))).code
         if code == OK and alias == self._alias:
             await self._forget_connection()
@@ -347,7 +338,7 @@ class ClassicSession:
     async def connect(self, alias: str) -> int:
         """Open the push listener, then CONNECT with its port; the listener is closed unless code is 0.
 
-        Raises AlreadyConnectedError if this session is already connected, OSError if the listener
+        Raises AlreadyConnectedError if this client is already connected, OSError if the listener
         cannot be opened.
         """
         if self._alias is not None:
@@ -382,13 +373,13 @@ class ClassicSession:
         return reply.code, list(reply.aliases)
 
     async def close(self, *, disconnect: bool = True) -> None:
-        """End the session: DISCONNECT first if connected and `disconnect`, then close the listener."""
+        """End the conversation: DISCONNECT first if connected and `disconnect`, then close the listener."""
         if self._alias is not None and disconnect:
             with suppress(ClassicClientError):
                 await self.disconnect()
         await self._forget_connection()
 
-    async def __aenter__(self) -> ClassicSession:
+    async def __aenter__(self) -> ClassicClient:
         return self
 
     async def __aexit__(

@@ -71,6 +71,7 @@ import msgspec
 
 from dmds import __version__
 from dmds.client import session_attachments as attachments
+from dmds.client.oserrors import os_reason
 from dmds.client.session_attachments import (
     FETCH_CHUNK_BYTES,
     FRAME_OVERHEAD_BYTES,
@@ -175,14 +176,6 @@ def _validate(frame: f.Frame) -> None:
         msgspec.msgpack.decode(msgspec.msgpack.encode(frame), type=type(frame))
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid {type(frame).__name__}: {exc}") from None
-
-
-def _os_reason(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 class SessionClient:
@@ -490,7 +483,7 @@ class SessionClient:
         addresses = addresses_to_try((self.host, self.port), self.alternates, first=first)
         error: BaseException | None = None
         for host, port in addresses:
-            link = Link(self.client_name, self._on_frame, self._link_lost, _os_reason)
+            link = Link(self.client_name, self._on_frame, self._link_lost, os_reason)
             try:
                 welcome = await link.open(
                     host,
@@ -501,7 +494,7 @@ class SessionClient:
                 )
             except (OSError, SessionError) as exc:
                 error = exc
-                log.info("cannot connect to %s:%d: %s", host, port, _os_reason(exc))
+                log.info("cannot connect to %s:%d: %s", host, port, os_reason(exc))
                 continue
             self.welcome = welcome
             if (host, port) != (self.host, self.port):
@@ -534,7 +527,7 @@ class SessionClient:
                 self._open_link,
                 self._restore,
                 lambda: (self.host, self.port),
-                _os_reason,
+                os_reason,
                 reason,
                 attempts=RECONNECT_ATTEMPTS,
                 first_delay_s=RECONNECT_FIRST_DELAY_S,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
@@ -42,8 +41,9 @@ from typing import Final
 from PySide6.QtCore import QObject
 
 from dmds import __version__
-from dmds.cli.shell import TextNormaliser
 from dmds.client.classic import DEFAULT_TIMEOUT_S
+from dmds.client.normalise import TextNormaliser
+from dmds.client.oserrors import os_reason
 from dmds.client.session import (
     Attachment,
     ConnectionLost,
@@ -123,14 +123,6 @@ def _forget_traceback(exc: BaseException) -> None:
     the process. Without the traceback there is no cycle.
     """
     exc.__traceback__ = None
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, TimeoutError) and not exc.errno:
-        return "timed out"
-    if exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
 
 
 class SessionModeWorker(LoopWorker):
@@ -233,7 +225,7 @@ class SessionModeWorker(LoopWorker):
         if isinstance(exc, SessionClientError | ValueError | _Refused):
             return str(exc)
         if isinstance(exc, OSError):
-            return f"server unreachable ({self._where}: {_os_reason(exc)})"
+            return f"server unreachable ({self._where}: {os_reason(exc)})"
         return str(exc) or type(exc).__name__
 
     async def _account_call(
@@ -422,7 +414,7 @@ class SessionModeWorker(LoopWorker):
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             _forget_traceback(exc)
-            raise _Refused(f"cannot read {path}: {_os_reason(exc)}") from None
+            raise _Refused(f"cannot read {path}: {os_reason(exc)}") from None
         if len(data) > limit:  # it grew meanwhile
             raise _Refused(too_big(name, len(data), limit))
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -471,7 +463,7 @@ class SessionModeWorker(LoopWorker):
             await asyncio.to_thread(Path(path).write_bytes, data)
         except OSError as exc:
             _forget_traceback(exc)
-            self._emit(AttachmentSaved(attachment_id, path, error=f"cannot write {path}: {_os_reason(exc)}"))
+            self._emit(AttachmentSaved(attachment_id, path, error=f"cannot write {path}: {os_reason(exc)}"))
             return
         self._emit(AttachmentSaved(attachment_id, path, len(data)))
 

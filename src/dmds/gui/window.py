@@ -57,8 +57,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dmds.cli.shell import TextNormaliser
 from dmds.client.classic import DEFAULT_TIMEOUT_S, OK, describe
+from dmds.client.normalise import TextNormaliser
 from dmds.client.session import describe_error
 from dmds.gui.conversations import AttachedFile, ChatMessage, Conversations, Direction, Status, human_size
 from dmds.gui.dialogs import AliasDialog, LoginDialog, RegisterDialog, SettingsDialog

@@ -4,7 +4,7 @@ Threading model
 ---------------
 Qt widgets live in the GUI thread and must never wait for the network. A worker starts a daemon
 thread running an asyncio event loop; that loop owns the protocol's client (in classic mode the
-`ClassicSession`, and so the push listener it opens on CONNECT; in session mode the `SessionClient`)
+`ClassicClient`, and so the push listener it opens on CONNECT; in session mode the `SessionClient`)
 and the SOAP `Normaliser`. The GUI thread calls the worker's public methods, which only schedule a
 coroutine on the loop (`asyncio.run_coroutine_threadsafe`) and return at once. Each coroutine
 reports what happened as one event object (the dataclasses below) through the Qt signal `report`.
@@ -33,14 +33,14 @@ from typing import Any, Final, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from dmds.cli.shell import TextNormaliser
 from dmds.client.classic import (
     DEFAULT_TIMEOUT_S,
+    ClassicClient,
     ClassicClientError,
-    ClassicSession,
-    SessionStateError,
+    ClassicStateError,
     request,
 )
+from dmds.client.normalise import TextNormaliser
 from dmds.gui.conversations import AttachedFile
 from dmds.protocols.classic import Disconnect, MessagePush, Push, ReceiptPush
 from dmds.protocols.session.codes import ErrorCode
@@ -338,7 +338,7 @@ class LoopWorker(QObject):
 
 
 class SessionWorker(LoopWorker):
-    """The classic protocol's worker: owns one window's `ClassicSession` (and its push listener)."""
+    """The classic protocol's worker: owns one window's `ClassicClient` (and its push listener)."""
 
     def __init__(
         self,
@@ -364,8 +364,8 @@ class SessionWorker(LoopWorker):
     async def _close(self, disconnect: bool) -> None:
         await self._session.close(disconnect=disconnect)
 
-    def _new_session(self, host: str, port: int) -> ClassicSession:
-        return ClassicSession(
+    def _new_session(self, host: str, port: int) -> ClassicClient:
+        return ClassicClient(
             host,
             port,
             listen_host=self._listen_host,
@@ -386,7 +386,7 @@ class SessionWorker(LoopWorker):
 
     def _server_failed(self, exc: ClassicClientError) -> str:
         detail = str(exc)
-        if not isinstance(exc, SessionStateError) and self._reachable:
+        if not isinstance(exc, ClassicStateError) and self._reachable:
             self._reachable = False
             self._emit(ServerReachability(False, detail))
         return detail
