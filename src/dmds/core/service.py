@@ -13,7 +13,6 @@ CONNECT, DISCONNECT, SEND or UNREGISTER as them (`Forbidden`); classic users can
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -22,11 +21,12 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dmds.core.accounts import Accounts
-from dmds.core.delivery import RETRY_S, Courier
+from dmds.core.delivery import Courier
 from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, Presence, StoredMessage, User
 from dmds.core.ports import Cluster, Endpoint, PresenceWatcher, Store
 from dmds.core.presence import Directory
 from dmds.core.ratelimit import TokenBucket
+from dmds.core.settling import Settler
 from dmds.core.validation import check_registration, check_text
 from dmds.errors import (
     AlreadyConnected,
@@ -38,7 +38,6 @@ from dmds.errors import (
     LimitExceeded,
     NotConnected,
     RateLimited,
-    StoreError,
     UnknownAttachment,
     UnknownUser,
 )
@@ -84,11 +83,14 @@ class Service:
         self._buckets: dict[str, TokenBucket] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = asyncio.Event()
-        # Store work that follows pushes and acks, gathered over one loop pass and done in one
-        # call: under load, thousands of acks cost a few store jobs, not one task each.
-        self._forget: list[OutboxItem] = []
-        self._settling: dict[tuple[str, ItemKind], list[int]] = {}
-        self._flush_scheduled = False
+        self._settler = Settler(
+            store,
+            clock=clock,
+            courier_of=self._couriers.get,
+            spawn=self._spawn,
+            closing=self._closing,
+            metrics=metrics,
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -526,82 +528,18 @@ class Service:
             if not courier.endpoint.confirms:  # classic: written is delivered
                 self.settle_soon(item.owner, [item.message_id], ItemKind.DELIVERED)
         else:
-            self._forget.append(item)
-            self._schedule_flush()
+            self._settler.forget_soon(item)
 
     def settle_soon(self, owner: str, message_ids: list[int], kind: ItemKind = ItemKind.DELIVERED) -> None:
         """Mark messages delivered (or read) in the next batch: what a client's Ack or MarkRead does."""
-        self._settling.setdefault((owner, kind), []).extend(message_ids)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._forget:
-            pushed, self._forget = self._forget, []
-            forget = self._store.forget
-            self._spawn(self._until_stored("forgetting pushed receipts", lambda: forget(pushed)))
-        settling, self._settling = self._settling, {}
-        for (owner, kind), ids in settling.items():
-            self._spawn(self._settle(owner, ids, kind))
+        self._settler.settle_soon(owner, message_ids, kind)
 
     async def acknowledge(self, alias: str, message_ids: list[int]) -> None:
         """The client of `alias` confirms these messages arrived: they are delivered now."""
-        await self._settle(alias, message_ids, ItemKind.DELIVERED)
+        await self._settler.settle(alias, message_ids, ItemKind.DELIVERED)
 
     async def mark_read(self, alias: str, message_ids: list[int]) -> None:
-        await self._settle(alias, message_ids, ItemKind.READ)
-
-    async def _until_stored(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """`attempt` again, with backoff, while the store fails (PostgreSQL restarting): a push that
-        happened must be recorded, or the sender's receipt would wait for the recipient's next
-        connect. Given up when the service closes (then it is pushed again: a duplicate, not a loss)."""
-        delay, warned = RETRY_S[0], False
-        while True:
-            try:
-                return await attempt()
-            except StoreError as exc:
-                if self._closing.is_set():
-                    raise
-                if not warned:
-                    log.warning("%s: the store failed (%s); retrying", what, exc)
-                    warned = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay)
-            delay = min(delay * 2, RETRY_S[1])
-
-    async def _settle(self, owner: str, message_ids: list[int], kind: ItemKind) -> None:
-        now = self._clock()
-
-        async def attempt() -> list[OutboxItem]:
-            # Read implies delivered: a client that marks read without acking still gives its
-            # sender both receipts (mark_delivered skips what is delivered already).
-            # A receipt is offered only to a courier of this node: the others read it back.
-            receipts = await self._store.mark_delivered(owner, message_ids, now, self._couriers.__contains__)
-            if kind is ItemKind.READ:
-                receipts += await self._store.mark_read(owner, message_ids, now)
-            return receipts
-
-        try:
-            receipts = await self._until_stored(f"recording {kind.name} for {owner}", attempt)
-        except Exception:
-            # The messages stay stored and are pushed again on the next connect: a duplicate,
-            # never a loss.
-            log.exception("could not record %s of %d message(s) of %s", kind.name, len(message_ids), owner)
-            return
-        if (m := self.metrics) is not None:
-            if kind is ItemKind.READ:
-                m.read += len(message_ids)
-            else:
-                m.delivered += len(message_ids)
-        for receipt in receipts:
-            courier = self._couriers.get(receipt.owner)
-            if courier is not None:
-                courier.offer(receipt)
+        await self._settler.settle(alias, message_ids, ItemKind.READ)
 
     def _push_failed(self, courier: Courier, exc: DeliveryFailed) -> None:
         # classic.md: an undeliverable push leaves the item stored and the recipient disconnected.
@@ -652,7 +590,8 @@ class Service:
 
     async def close(self) -> None:
         self._closing.set()
-        couriers, self._couriers = list(self._couriers.values()), {}
+        couriers = list(self._couriers.values())
+        self._couriers.clear()  # the same dict: the settler looks couriers up in it
         for courier in couriers:
             await courier.stop()
         if self._cluster is not None:
