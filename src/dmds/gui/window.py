@@ -24,8 +24,8 @@ it and saves it where the person says. When the connection drops, the client lib
 resumes the session; the status bar says "reconnecting…", then "connected". Passwords go to the
 worker and the server only: they are neither logged nor remembered.
 
-All network work happens in the worker's thread (`SessionWorker` for the classic protocol,
-`SessionModeWorker` for the session protocol); the window only reacts to its events.
+All network work happens in the worker's thread (`ClassicWorker` for the classic protocol,
+`SessionWorker` for the session protocol); the window only reacts to its events.
 """
 
 from __future__ import annotations
@@ -60,11 +60,10 @@ from PySide6.QtWidgets import (
 from dmds.cli.shell import TextNormaliser
 from dmds.client.classic import DEFAULT_TIMEOUT_S, OK, describe
 from dmds.client.session import describe_error
+from dmds.gui.classic_worker import ClassicWorker
 from dmds.gui.conversations import AttachedFile, ChatMessage, Conversations, Direction, Status, human_size
 from dmds.gui.dialogs import AliasDialog, LoginDialog, RegisterDialog, SettingsDialog
-from dmds.gui.session_worker import SessionModeWorker, too_big
-from dmds.gui.settings import GuiSettings, Mode
-from dmds.gui.worker import (
+from dmds.gui.events import (
     AttachmentSaved,
     ConnectionChanged,
     LinkChanged,
@@ -76,9 +75,10 @@ from dmds.gui.worker import (
     SendDone,
     ServerLimits,
     ServerReachability,
-    SessionWorker,
     UsersListed,
 )
+from dmds.gui.session_worker import SessionWorker, too_big
+from dmds.gui.settings import GuiSettings, Mode
 from dmds.protocols.session.codes import ErrorCode
 
 __all__ = [
@@ -216,7 +216,7 @@ class MainWindow(QMainWindow):
         self._timeout_s = timeout_s
         self._listen_host = listen_host
         self._custom_normaliser = normaliser
-        self.worker: SessionWorker | SessionModeWorker = self._make_worker()
+        self.worker: ClassicWorker | SessionWorker = self._make_worker()
         #: the server's largest attachment (session mode; 0 until known)
         self.max_attachment_bytes = 0
         # Hooks that replace the file dialogs (tests set them). None: ask with a QFileDialog. (Not
@@ -270,10 +270,10 @@ class MainWindow(QMainWindow):
     def op_disconnect(self) -> str:
         return "LOG OUT" if self.session_mode else "DISCONNECT"
 
-    def _make_worker(self) -> SessionWorker | SessionModeWorker:
-        worker: SessionWorker | SessionModeWorker
+    def _make_worker(self) -> ClassicWorker | SessionWorker:
+        worker: ClassicWorker | SessionWorker
         if self.session_mode:
-            worker = SessionModeWorker(
+            worker = SessionWorker(
                 self.settings.server,
                 self.settings.session_port,
                 self.settings.ws_url,
@@ -282,7 +282,7 @@ class MainWindow(QMainWindow):
                 parent=self,
             )
         else:
-            worker = SessionWorker(
+            worker = ClassicWorker(
                 self.settings.server,
                 self.settings.port,
                 self.settings.ws_url,
@@ -294,8 +294,8 @@ class MainWindow(QMainWindow):
         worker.report.connect(self._on_event)
         return worker
 
-    def _session_worker(self) -> SessionModeWorker | None:
-        return self.worker if isinstance(self.worker, SessionModeWorker) else None
+    def _session_worker(self) -> SessionWorker | None:
+        return self.worker if isinstance(self.worker, SessionWorker) else None
 
     def _replace_worker(self) -> None:
         """The protocol changed (only while not connected): a new worker for it."""
@@ -604,7 +604,7 @@ class MainWindow(QMainWindow):
         session = self._session_worker()
         if session is not None:
             session.register(full_name, alias, birth_date, password)
-        elif isinstance(self.worker, SessionWorker):
+        elif isinstance(self.worker, ClassicWorker):
             self.worker.register(full_name, alias, birth_date)
 
     def open_unregister_dialog(self) -> AliasDialog | LoginDialog:
@@ -632,7 +632,7 @@ class MainWindow(QMainWindow):
         self.log_client(f"UNREGISTER {alias}")
         self._busy.add("UNREGISTER")
         self._update_actions()
-        if isinstance(self.worker, SessionWorker):
+        if isinstance(self.worker, ClassicWorker):
             self.worker.unregister(alias)
 
     def _unregister_account(self, alias: str, password: str) -> None:
@@ -679,7 +679,7 @@ class MainWindow(QMainWindow):
 
     def connect_user(self, alias: str, *, take_over: bool = False) -> None:
         """Classic CONNECT (with `take_over`, DISCONNECT the alias first)."""
-        if not isinstance(self.worker, SessionWorker):
+        if not isinstance(self.worker, ClassicWorker):
             return
         if take_over:
             self.log_client(f"DISCONNECT {alias}")
@@ -711,7 +711,7 @@ class MainWindow(QMainWindow):
         session = self._session_worker()
         if session is not None:
             session.log_out()
-        elif isinstance(self.worker, SessionWorker):
+        elif isinstance(self.worker, ClassicWorker):
             self.worker.disconnect_session()
 
     def open_settings_dialog(self) -> SettingsDialog:
