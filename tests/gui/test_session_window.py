@@ -19,18 +19,15 @@ from pytestqt.qtbot import QtBot
 
 from dmds.cli.main import main
 from dmds.client.session import ERROR_TEXT
+from dmds.gui.classic_mode import ATTACH_TOOLTIP
 from dmds.gui.classic_worker import ClassicWorker
 from dmds.gui.conversations import Status
 from dmds.gui.dialogs import LoginDialog
+from dmds.gui.message_html import DELIVERED_MARK, READ_MARK
+from dmds.gui.session_mode import session_failure_text
 from dmds.gui.session_worker import SessionWorker
 from dmds.gui.settings import GuiSettings, Mode, open_settings
-from dmds.gui.window import (
-    ATTACH_TOOLTIP,
-    DELIVERED_MARK,
-    READ_MARK,
-    MainWindow,
-    session_failure_text,
-)
+from dmds.gui.window import MainWindow
 from dmds.protocols.session.codes import ErrorCode
 from dmds.soap.service import SoapServer
 from tests.conftest import FAST, ServerFactory, ServerProcess
