@@ -186,7 +186,7 @@ class ClassicMode(WindowMode):
         window.log_server(f"SEND MESSAGE {receipt.message_id} OK")
         message = window.conversations.receipt(receipt.message_id, window.connected_aliases)
         if message is not None:
-            window.conversation_changed(message.peer)
+            window.chat.changed(message.peer)
 
     def _reachability_changed(self, change: ServerReachability) -> None:
         window = self.window

@@ -170,7 +170,7 @@ class SessionMode(WindowMode):
     def logged_in(self) -> None:
         # Messages pushed right after the login may have come before its report: the conversation
         # on screen marks them read now.
-        self.window.render_conversation()
+        self.window.chat.render()
 
     def mark_read(self, peer: str) -> None:
         window = self.window
@@ -206,7 +206,7 @@ class SessionMode(WindowMode):
         window.log_client(f"SENDATTACH {dest} {path.name} {text}".rstrip())
         window.message_edit.clear()
         window.attach_edit.clear()
-        window.show_conversation(dest)
+        window.chat.show(dest)
         self.worker.send(message.local_id, dest, text, str(path))
 
     def save_attachment(self, attachment_id: int) -> None:
@@ -256,7 +256,7 @@ class SessionMode(WindowMode):
             receipt.to or "", receipt.message_id, read=receipt.read
         )
         if message is not None:
-            window.conversation_changed(message.peer)
+            window.chat.changed(message.peer)
 
     def _presence_update(self, update: PresenceUpdate) -> None:
         window = self.window

@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QPushButton,
@@ -42,6 +41,7 @@ from PySide6.QtWidgets import (
 
 from dmds.cli.shell import TextNormaliser
 from dmds.client.classic import DEFAULT_TIMEOUT_S, OK
+from dmds.gui.chat import ChatView
 from dmds.gui.classic_mode import ClassicMode
 from dmds.gui.classic_worker import ClassicWorker
 from dmds.gui.conversations import Conversations
@@ -60,10 +60,7 @@ from dmds.gui.mode import WindowMode, shown
 from dmds.gui.panels import (
     STYLE,
     ActionBar,
-    ComposeRows,
-    ConversationPanel,
     LogPanel,
-    PeoplePanel,
     StatusLine,
 )
 from dmds.gui.session_mode import SessionMode
@@ -129,11 +126,9 @@ class MainWindow(QMainWindow):
         self.conversations = Conversations()
         self.alias: str | None = None  # the connected alias, as the worker last reported it
         self.reachable = True
-        self.connected_aliases: list[str] = []
         self._busy: set[str] = set()
         self._users_in_flight = False
         self._poll_failure = ""  # the last failure of the automatic refresh, said once
-        self._current_peer: str | None = None
         self._quitting = False
         self._close_now = False
         self.register_dialog: RegisterDialog | None = None
@@ -190,7 +185,7 @@ class MainWindow(QMainWindow):
         self.max_attachment_bytes = 0
         self._busy.clear()
         self._users_in_flight = False
-        self.connected_aliases = []
+        self.chat.online = []
         self.users_list.clear()
         self._apply_mode()
 
@@ -199,6 +194,7 @@ class MainWindow(QMainWindow):
         self.connect_button.setText(self.mode.op_connect)
         self.disconnect_button.setText(self.mode.op_disconnect)
         self.mode.label()
+        self.chat.mark_read = self.mode.mark_read
         self.update_actions()
         self.update_status()
 
@@ -228,27 +224,13 @@ class MainWindow(QMainWindow):
         self.notice.setWordWrap(True)
         self.notice.hide()
 
-        self.people = PeoplePanel()
-        self.contacts = self.people.contacts
-        self.users_label = self.people.users_label
-        self.users_list = self.people.users_list
-        self.contacts.currentItemChanged.connect(self._contact_chosen)
-        self.users_list.itemActivated.connect(self._user_chosen)
-        self.users_list.itemDoubleClicked.connect(self._user_chosen)
-
-        self.conversation = ConversationPanel()
-        self.conversation_view = self.conversation.view
+        self.chat = ChatView(self.conversations, self)
+        self.contacts = self.chat.people.contacts
+        self.users_label = self.chat.people.users_label
+        self.users_list = self.chat.people.users_list
+        self.conversation_view = self.chat.conversation.view
         self.conversation_view.anchorClicked.connect(self._anchor_clicked)
-
-        chat = QSplitter(Qt.Orientation.Horizontal)
-        chat.addWidget(self.people.widget)
-        chat.addWidget(self.conversation.widget)
-        chat.setStretchFactor(0, 1)
-        chat.setStretchFactor(1, 3)
-        chat.setSizes([260, 780])
-
-        compose = ComposeRows(self)
-        self.dest_model = compose.dest_model
+        compose = self.chat.compose
         self.dest_edit = compose.dest_edit
         self.message_edit = compose.message_edit
         self.send_button = compose.send_button
@@ -271,7 +253,7 @@ class MainWindow(QMainWindow):
         middle = QWidget()
         middle_layout = QVBoxLayout(middle)
         middle_layout.setContentsMargins(0, 0, 0, 0)
-        middle_layout.addWidget(chat, 1)
+        middle_layout.addWidget(self.chat.widget, 1)
         middle_layout.addLayout(compose.send_row)
         middle_layout.addLayout(compose.attach_row)
         body = QSplitter(Qt.Orientation.Vertical)
@@ -303,6 +285,11 @@ class MainWindow(QMainWindow):
         self.normaliser_label = self.status_line.normaliser_label
 
     # -- state shown ---------------------------------------------------------------------------------
+
+    @property
+    def connected_aliases(self) -> list[str]:
+        """Who is connected, as the server last said."""
+        return self.chat.online
 
     @property
     def server_text(self) -> str:
@@ -441,7 +428,7 @@ class MainWindow(QMainWindow):
         message = self.conversations.add_outgoing(dest, text, datetime.now())
         self.log_client(f"SEND {dest} {text}")
         self.message_edit.clear()
-        self.show_conversation(dest)
+        self.chat.show(dest)
         self.worker.send(message.local_id, dest, text)
 
     def browse_attachment(self) -> None:
@@ -523,7 +510,7 @@ class MainWindow(QMainWindow):
             self.settings.save(self._store)
 
     def _connection_changed(self, change: ConnectionChanged) -> None:
-        self.alias = change.alias
+        self.alias = self.chat.me = change.alias
         mode = self.mode
         if change.alias is not None:
             self.reachable = True
@@ -544,7 +531,7 @@ class MainWindow(QMainWindow):
                 self._close_when_done()
         self.update_actions()
         self.update_status()
-        self._refresh_contacts()
+        self.chat.refresh_contacts()
         if change.alias is not None:
             mode.logged_in()
 
@@ -558,7 +545,7 @@ class MainWindow(QMainWindow):
             self.log_server(f"SEND FAIL: {reason}")
             if self.reachable:  # otherwise the notice says the server does not answer, which is why
                 self.show_notice(f"Message to {done.dest} not sent: {words}")
-        self.conversation_changed(done.dest)
+        self.chat.changed(done.dest)
 
     def _users_listed(self, listed: UsersListed) -> None:
         self._users_in_flight = False
@@ -581,37 +568,19 @@ class MainWindow(QMainWindow):
             self.show_notice(f"The connected users cannot be listed: {words}")
 
     def set_connected_users(self, aliases: list[str]) -> None:
-        if aliases == self.connected_aliases and self.users_list.count() == len(aliases):
-            return  # the usual refresh: nothing changed, nothing to redraw
-        self.connected_aliases = aliases
-        self.people.show_users(aliases, self.alias)
+        if not self.chat.set_online(aliases):
+            return
         if self.alias is None:
             self.users_label.setText(f"Connected users ({self.mode.op_connect.lower()} to see them)")
         else:
             self.users_label.setText(f"Connected users: {len(aliases)}")
-        self._refresh_contacts()
-        self.render_conversation()  # its title says whether the peer is connected
 
     def _message_arrived(self, pushed: MessageArrived) -> None:
         attached = pushed.attachment
         extra = f" [attachment {attached.name}, {attached.size} bytes]" if attached else ""
         self.log_server(f"MESSAGE {pushed.message_id} FROM {pushed.sender}: {pushed.text}{extra}")
-        if self._current_peer is None:
-            self._current_peer = pushed.sender
-            if not self.dest_edit.text():
-                self.dest_edit.setText(pushed.sender)
-        on_screen = pushed.sender == self._current_peer
-        self.conversations.add_incoming(
-            pushed.sender,
-            pushed.message_id,
-            pushed.text,
-            datetime.now(),
-            read=on_screen,
-            attachment=attached,
-        )
-        if pushed.sender != self._current_peer:
+        if not self.chat.incoming(pushed):
             self.say(f"New message from {pushed.sender}.")
-        self.conversation_changed(pushed.sender)
 
     def _normaliser_changed(self, change: NormaliserChanged) -> None:
         if change.available:
@@ -620,52 +589,9 @@ class MainWindow(QMainWindow):
             self.status_line.normaliser_down(change.detail)
             self.log_client(f"normaliser unavailable ({change.detail}); sending text as typed")
 
-    # -- contacts and the conversation -------------------------------------------------------------------
-
-    def conversation_changed(self, peer: str) -> None:
-        self._refresh_contacts()
-        if peer == self._current_peer:
-            self.render_conversation()
-
-    def show_conversation(self, peer: str) -> None:
-        self.conversations.open(peer)
-        self._current_peer = peer
-        self._refresh_contacts()
-        self.render_conversation()
-
-    def _refresh_contacts(self) -> None:
-        known = set(self.conversations.peers()) | set(self.connected_aliases)
-        self.dest_model.setStringList(sorted(known - {self.alias} if self.alias else known))
-        self.people.show_contacts(self.conversations, self.connected_aliases, self._current_peer)
-
-    def _contact_chosen(self, current: QListWidgetItem | None, previous: QListWidgetItem | None) -> None:
-        if current is None:
-            return
-        peer = str(current.data(Qt.ItemDataRole.UserRole))
-        self._current_peer = peer
-        self.dest_edit.setText(peer)
-        self.render_conversation()
-        QTimer.singleShot(0, self._refresh_contacts)  # not while Qt is inside the list's signal
-        self.message_edit.setFocus()
-
-    def _user_chosen(self, item: QListWidgetItem) -> None:
-        peer = str(item.data(Qt.ItemDataRole.UserRole))
-        if peer != self.alias:
-            self.dest_edit.setText(peer)
-            self.show_conversation(peer)
-            self.message_edit.setFocus()
-
     def conversation_text(self) -> str:
         """The conversation on screen as plain text (what a person reads)."""
         return self.conversation_view.toPlainText()
-
-    def render_conversation(self) -> None:
-        peer = self._current_peer
-        if peer is None:
-            self.conversation.show_nothing()
-            return
-        self.mode.mark_read(peer)
-        self.conversation.show(peer, peer in self.connected_aliases, self.conversations.messages(peer))
 
     # -- the end --------------------------------------------------------------------------------------------
 
