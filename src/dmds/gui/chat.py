@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from PySide6.QtCore import QObject, Qt, QTimer
-from PySide6.QtWidgets import QListWidgetItem, QSplitter
+from PySide6.QtWidgets import QListWidgetItem, QSplitter, QVBoxLayout, QWidget
 
 from dmds.gui.conversations import Conversations
 from dmds.gui.events import MessageArrived
@@ -38,12 +38,19 @@ class ChatView:
         self.people.contacts.currentItemChanged.connect(self._contact_chosen)
         self.people.users_list.itemActivated.connect(self._user_chosen)
         self.people.users_list.itemDoubleClicked.connect(self._user_chosen)
-        self.widget = QSplitter(Qt.Orientation.Horizontal)
-        self.widget.addWidget(self.people.widget)
-        self.widget.addWidget(self.conversation.widget)
-        self.widget.setStretchFactor(0, 1)
-        self.widget.setStretchFactor(1, 3)
-        self.widget.setSizes([260, 780])
+        chat = QSplitter(Qt.Orientation.Horizontal)
+        chat.addWidget(self.people.widget)
+        chat.addWidget(self.conversation.widget)
+        chat.setStretchFactor(0, 1)
+        chat.setStretchFactor(1, 3)
+        chat.setSizes([260, 780])
+        #: the conversations over the Dest and attached-file rows
+        self.widget = QWidget()
+        layout = QVBoxLayout(self.widget)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(chat, 1)
+        layout.addLayout(self.compose.send_row)
+        layout.addLayout(self.compose.attach_row)
 
     def set_online(self, aliases: list[str]) -> bool:
         """Who is connected now; False if nothing changed (nothing is redrawn then)."""

@@ -39,6 +39,9 @@ __all__ = [
     "LogPanel",
     "PeoplePanel",
     "StatusLine",
+    "central_widget",
+    "notice_label",
+    "quit_button",
 ]
 
 #: Log lines kept per log.
@@ -97,6 +100,46 @@ def _column(*widgets: tuple[QWidget, int]) -> QWidget:
     for widget, stretch in widgets:
         layout.addWidget(widget, stretch)
     return column
+
+
+def notice_label() -> QLabel:
+    """The notice under the connection bar: a problem, until the next one or the next success."""
+    notice = QLabel()
+    notice.setObjectName("notice")
+    notice.setWordWrap(True)
+    notice.hide()
+    return notice
+
+
+def quit_button() -> QPushButton:
+    button = QPushButton("QUIT")
+    button.setObjectName("quit")
+    button.setToolTip("Disconnect and close the window")
+    return button
+
+
+def central_widget(
+    actions: QHBoxLayout, notice: QLabel, chat: QWidget, logs: QWidget, quit_button: QPushButton
+) -> QWidget:
+    """The window's parts in their places: the connection bar and the notice over the chat, the
+    logs under it (the two share the height as the person drags), QUIT at the bottom."""
+    body = QSplitter(Qt.Orientation.Vertical)
+    body.addWidget(chat)
+    body.addWidget(logs)
+    body.setStretchFactor(0, 3)
+    body.setStretchFactor(1, 1)
+    body.setSizes([480, 160])
+    quit_row = QHBoxLayout()
+    quit_row.addStretch(1)
+    quit_row.addWidget(quit_button)
+    quit_row.addStretch(1)
+    central = QWidget()
+    layout = QVBoxLayout(central)
+    layout.addLayout(actions)
+    layout.addWidget(notice)
+    layout.addWidget(body, 1)
+    layout.addLayout(quit_row)
+    return central
 
 
 class ActionBar:

@@ -25,18 +25,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, QUrl
+from PySide6.QtCore import QByteArray, QSettings, QTimer, QUrl
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
-    QLabel,
     QMainWindow,
     QMessageBox,
-    QPushButton,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
 )
 
 from dmds.cli.shell import TextNormaliser
@@ -57,12 +51,7 @@ from dmds.gui.events import (
 )
 from dmds.gui.message_html import ATTACHMENT_SCHEME
 from dmds.gui.mode import WindowMode, shown
-from dmds.gui.panels import (
-    STYLE,
-    ActionBar,
-    LogPanel,
-    StatusLine,
-)
+from dmds.gui.panels import STYLE, ActionBar, LogPanel, StatusLine, central_widget, notice_label, quit_button
 from dmds.gui.session_mode import SessionMode
 from dmds.gui.session_worker import SessionWorker
 from dmds.gui.settings import GuiSettings, Mode
@@ -219,10 +208,7 @@ class MainWindow(QMainWindow):
         self.users_button.clicked.connect(lambda: self.refresh_users(manual=True))
         self.settings_button.clicked.connect(self.open_settings_dialog)
 
-        self.notice = QLabel()
-        self.notice.setObjectName("notice")
-        self.notice.setWordWrap(True)
-        self.notice.hide()
+        self.notice = notice_label()
 
         self.chat = ChatView(self.conversations, self)
         self.contacts = self.chat.people.contacts
@@ -250,35 +236,11 @@ class MainWindow(QMainWindow):
         self.client_log = logs.client_log
         self.server_log = logs.server_log
 
-        middle = QWidget()
-        middle_layout = QVBoxLayout(middle)
-        middle_layout.setContentsMargins(0, 0, 0, 0)
-        middle_layout.addWidget(self.chat.widget, 1)
-        middle_layout.addLayout(compose.send_row)
-        middle_layout.addLayout(compose.attach_row)
-        body = QSplitter(Qt.Orientation.Vertical)
-        body.addWidget(middle)
-        body.addWidget(logs.widget)
-        body.setStretchFactor(0, 3)
-        body.setStretchFactor(1, 1)
-        body.setSizes([480, 160])
-
-        self.quit_button = QPushButton("QUIT")
-        self.quit_button.setObjectName("quit")
-        self.quit_button.setToolTip("Disconnect and close the window")
+        self.quit_button = quit_button()
         self.quit_button.clicked.connect(self.close)
-        quit_row = QHBoxLayout()
-        quit_row.addStretch(1)
-        quit_row.addWidget(self.quit_button)
-        quit_row.addStretch(1)
-
-        central = QWidget()
-        layout = QVBoxLayout(central)
-        layout.addLayout(bar.layout)
-        layout.addWidget(self.notice)
-        layout.addWidget(body, 1)
-        layout.addLayout(quit_row)
-        self.setCentralWidget(central)
+        self.setCentralWidget(
+            central_widget(bar.layout, self.notice, self.chat.widget, logs.widget, self.quit_button)
+        )
 
         self.status_line = StatusLine(self.statusBar())
         self.connection_label = self.status_line.connection_label
