@@ -19,18 +19,15 @@ from pytestqt.qtbot import QtBot
 
 from dmds.cli.main import main
 from dmds.client.session import ERROR_TEXT
+from dmds.gui.classic_mode import ATTACH_TOOLTIP
+from dmds.gui.classic_worker import ClassicWorker
 from dmds.gui.conversations import Status
 from dmds.gui.dialogs import LoginDialog
-from dmds.gui.session_worker import SessionModeWorker
+from dmds.gui.message_html import DELIVERED_MARK, READ_MARK
+from dmds.gui.session_mode import session_failure_text
+from dmds.gui.session_worker import SessionWorker
 from dmds.gui.settings import GuiSettings, Mode, open_settings
-from dmds.gui.window import (
-    ATTACH_TOOLTIP,
-    DELIVERED_MARK,
-    READ_MARK,
-    MainWindow,
-    session_failure_text,
-)
-from dmds.gui.worker import SessionWorker
+from dmds.gui.window import MainWindow
 from dmds.protocols.session.codes import ErrorCode
 from dmds.soap.service import SoapServer
 from tests.conftest import FAST, ServerFactory, ServerProcess
@@ -83,7 +80,7 @@ def test_two_session_windows_exchange_messages_delivered_then_read(
 ) -> None:
     juan = windows(server.session_port, session=True, ws_url=soap.wsdl_url)
     maria = windows(server.session_port, session=True, ws_url=soap.wsdl_url)
-    assert isinstance(juan.worker, SessionModeWorker)
+    assert isinstance(juan.worker, SessionWorker)
     assert (juan.connect_button.text(), juan.disconnect_button.text()) == ("LOG IN", "LOG OUT")
     assert "Not logged in" in juan.connection_label.text()
     assert f"127.0.0.1:{server.session_port}" in juan.connection_label.text()
@@ -266,7 +263,7 @@ def test_a_session_window_and_a_classic_window_talk(
 ) -> None:
     juan = windows(server.port)  # classic
     maria = windows(server.session_port, session=True)
-    assert isinstance(juan.worker, SessionWorker)
+    assert isinstance(juan.worker, ClassicWorker)
     register(qtbot, juan, "juan123")
     connect(qtbot, juan, "juan123")
     register_with_password(qtbot, maria, "maria123", "María López")
@@ -443,7 +440,7 @@ def test_the_mode_is_chosen_in_the_settings_and_remembered(
     click(qtbot, dialog.session_button)
     dialog.session_port.setValue(server.session_port)
     click(qtbot, dialog.ok_button)
-    qtbot.waitUntil(lambda: isinstance(window.worker, SessionModeWorker))
+    qtbot.waitUntil(lambda: isinstance(window.worker, SessionWorker))
     assert (window.connect_button.text(), window.disconnect_button.text()) == ("LOG IN", "LOG OUT")
     assert window.attach_edit.isEnabled()
     assert window.browse_button.isEnabled()
@@ -468,7 +465,7 @@ def test_the_mode_is_chosen_in_the_settings_and_remembered(
     back = again.open_settings_dialog()
     click(qtbot, back.classic_button)
     click(qtbot, back.ok_button)
-    qtbot.waitUntil(lambda: isinstance(again.worker, SessionWorker))
+    qtbot.waitUntil(lambda: isinstance(again.worker, ClassicWorker))
     assert again.connect_button.text() == "CONNECT"
     assert not again.attach_edit.isEnabled()
     assert f"127.0.0.1:{server.port}" in again.connection_label.text()

@@ -14,8 +14,10 @@ from PySide6.QtCore import QDate, QSettings, QTimer
 from pytestqt.qtbot import QtBot
 
 from dmds.client.classic import MESSAGES
+from dmds.gui.classic_mode import ATTACH_TOOLTIP, failure_text
 from dmds.gui.conversations import Status
-from dmds.gui.window import ATTACH_TOOLTIP, DELIVERED_MARK, MainWindow, failure_text
+from dmds.gui.message_html import DELIVERED_MARK
+from dmds.gui.window import MainWindow
 from dmds.soap.service import SoapServer
 from tests.conftest import FAST, ServerFactory, ServerProcess
 from tests.gui.conftest import HOST, NO_WS, REFRESH_MS, TIMEOUT_S, WindowFactory

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 from pytestqt.qtbot import QtBot
 
-from dmds.gui.session_worker import SessionModeWorker
-from dmds.gui.worker import ConnectionChanged, OperationDone, SessionWorker, WorkerEvent
+from dmds.gui.classic_worker import ClassicWorker
+from dmds.gui.events import ConnectionChanged, OperationDone, WorkerEvent
+from dmds.gui.session_worker import SessionWorker
 from tests.conftest import ServerProcess
 from tests.gui.conftest import HOST, NO_WS, TIMEOUT_S
 from tests.gui.helpers import WAIT_MS
@@ -37,7 +38,7 @@ def no_cyclic_gc() -> Iterator[None]:
 @pytest.mark.usefixtures("no_cyclic_gc")
 def test_a_session_worker_is_freed_by_reference_counting(qtbot: QtBot, server: ServerProcess) -> None:
     events: list[WorkerEvent] = []
-    worker = SessionModeWorker(HOST, server.session_port, NO_WS, timeout_s=TIMEOUT_S)
+    worker = SessionWorker(HOST, server.session_port, NO_WS, timeout_s=TIMEOUT_S)
     worker.report.connect(events.append)
 
     def done() -> list[OperationDone]:
@@ -59,7 +60,7 @@ def test_a_session_worker_is_freed_by_reference_counting(qtbot: QtBot, server: S
 @pytest.mark.usefixtures("no_cyclic_gc")
 def test_a_classic_worker_is_freed_by_reference_counting(qtbot: QtBot, server: ServerProcess) -> None:
     events: list[WorkerEvent] = []
-    worker = SessionWorker(HOST, server.port, NO_WS, listen_host=HOST, timeout_s=TIMEOUT_S)
+    worker = ClassicWorker(HOST, server.port, NO_WS, listen_host=HOST, timeout_s=TIMEOUT_S)
     worker.report.connect(events.append)
     worker.register("Juan Pérez", "juan123", "01/02/2000")
     worker.connect_as("juan123")  # opens the push listener, whose callback is the worker's

@@ -1,6 +1,6 @@
 """The desktop client's network side in session mode: a `SessionClient` owned by the worker's loop.
 
-Same threading model as the classic worker (`dmds.gui.worker`): the GUI thread calls the public
+Same threading model as the classic worker (`dmds.gui.loop_worker`): the GUI thread calls the public
 methods, which schedule a coroutine on the worker's asyncio loop and return at once; everything that
 happens comes back as `WorkerEvent`s through the one Qt signal `report`. Nothing but the loop touches
 the client.
@@ -59,11 +59,10 @@ from dmds.client.session import (
     SessionError,
 )
 from dmds.gui.conversations import AttachedFile, human_size
-from dmds.gui.worker import (
+from dmds.gui.events import (
     AttachmentSaved,
     ConnectionChanged,
     LinkChanged,
-    LoopWorker,
     MessageArrived,
     OperationDone,
     PresenceUpdate,
@@ -71,11 +70,11 @@ from dmds.gui.worker import (
     SendDone,
     ServerLimits,
     UsersListed,
-    weak_callback,
 )
+from dmds.gui.loop_worker import LoopWorker, weak_callback
 from dmds.protocols.session.codes import ErrorCode
 
-__all__ = ["CLIENT_NAME", "SessionModeWorker", "too_big"]
+__all__ = ["CLIENT_NAME", "SessionWorker", "too_big"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def _forget_traceback(exc: BaseException) -> None:
     exc.__traceback__ = None
 
 
-class SessionModeWorker(LoopWorker):
+class SessionWorker(LoopWorker):
     """The session protocol's worker: owns one window's `SessionClient`, in the loop's thread."""
 
     def __init__(
