@@ -37,13 +37,12 @@ from dmds.errors import (
     AliasTaken,
     Blocked,
     DmdsError,
-    InvalidField,
     LimitExceeded,
     UnknownAttachment,
     UnknownUser,
 )
 from dmds.settings import StoreSettings
-from dmds.stores.postgresql import admin
+from dmds.stores.postgresql import admin, attachments
 from dmds.stores.postgresql import summary as operator
 from dmds.stores.postgresql.engine import Batch, Engine, connect, migrate
 
@@ -426,95 +425,32 @@ class PostgresStore:
         result: int = await self.engine.submit(job)
         return result
 
-    # -- attachments --------------------------------------------------------------------------------------
+    # -- attachments (attachments.py) ----------------------------------------------------------------
 
     async def start_upload(self, owner: str, name: str, media_type: str, size: int, now: float) -> int:
-        async def job(conn: asyncpg.Connection, batch: Batch) -> int:
-            found = await conn.fetchval(
-                "INSERT INTO attachments (owner_id, name, media_type, size, complete, created_at)"
-                " SELECT id, $1, $2, $3, $4, $5 FROM users WHERE alias = $6 RETURNING id",
-                name,
-                media_type,
-                size,
-                size == 0,
-                now,
-                owner,
+        result: int = await self.engine.submit(
+            lambda conn, _batch: attachments.start_upload(
+                conn, owner, name=name, media_type=media_type, size=size, now=now
             )
-            if found is None:
-                raise UnknownUser(owner)
-            return int(found)
-
-        result: int = await self.engine.submit(job)
+        )
         return result
 
     async def append_upload(self, owner: str, upload: int, offset: int, data: bytes) -> int:
-        async def job(conn: asyncpg.Connection, batch: Batch) -> int:
-            row = await conn.fetchrow(
-                "SELECT a.received, a.size, a.complete FROM attachments a"
-                " JOIN users u ON u.id = a.owner_id WHERE a.id = $1 AND u.alias = $2 FOR UPDATE OF a",
-                upload,
-                owner,
-            )
-            if row is None or row[2]:
-                raise UnknownAttachment(f"upload {upload}")
-            length, size = int(row[0]), int(row[1])
-            if offset != length:
-                raise InvalidField(f"chunk at offset {offset}, expected {length}")
-            if length + len(data) > size:
-                raise InvalidField(f"upload passes its announced size of {size} bytes")
-            new_length = length + len(data)
-            if data:
-                await conn.execute(
-                    "INSERT INTO attachment_chunks (attachment_id, start, data) VALUES ($1, $2, $3)",
-                    upload,
-                    offset,
-                    data,
-                )
-            await conn.execute(
-                "UPDATE attachments SET received = $1, complete = $2 WHERE id = $3",
-                new_length,
-                new_length == size,
-                upload,
-            )
-            return new_length
-
-        result: int = await self.engine.submit(job)
+        result: int = await self.engine.submit(
+            lambda conn, _batch: attachments.append_upload(conn, owner, upload, offset, data)
+        )
         return result
 
     async def attachment(self, attachment_id: int) -> AttachmentInfo | None:
-        async def job(conn: asyncpg.Connection, batch: Batch) -> AttachmentInfo | None:
-            row = await conn.fetchrow(
-                "SELECT name, media_type, size FROM attachments WHERE id = $1 AND complete", attachment_id
-            )
-            return None if row is None else AttachmentInfo(attachment_id, *row)
-
-        result: AttachmentInfo | None = await self.engine.submit(job)
+        result: AttachmentInfo | None = await self.engine.submit(
+            lambda conn, _batch: attachments.attachment(conn, attachment_id)
+        )
         return result
 
     async def read_attachment(self, reader: str, attachment_id: int, offset: int, length: int) -> bytes:
-        async def job(conn: asyncpg.Connection, batch: Batch) -> bytes:
-            allowed = await conn.fetchval(
-                "SELECT 1 FROM attachments a WHERE a.id = $1 AND a.complete AND ("
-                " a.owner_id = (SELECT id FROM users WHERE alias = $2) OR EXISTS (SELECT 1 FROM messages m"
-                "  WHERE m.attachment_id = a.id AND m.recipient_alias = $2))",
-                attachment_id,
-                reader,
-            )
-            if allowed is None:
-                raise UnknownAttachment(f"attachment {attachment_id}")
-            rows = await conn.fetch(
-                "SELECT start, data FROM attachment_chunks WHERE attachment_id = $1"
-                " AND start + length(data) > $2 AND start < $3 ORDER BY start",
-                attachment_id,
-                offset,
-                offset + length,
-            )
-            out = bytearray()
-            for start, data in rows:
-                out += data[max(0, offset - start) : offset + length - start]
-            return bytes(out)
-
-        result: bytes = await self.engine.submit(job)
+        result: bytes = await self.engine.submit(
+            lambda conn, _batch: attachments.read_attachment(conn, reader, attachment_id, offset, length)
+        )
         return result
 
 
