@@ -44,10 +44,8 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -55,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dmds.bench import servers
 from dmds.client import classic as cc
 from dmds.client.session import (
     ConnectionLost,
@@ -76,16 +75,6 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 PASSWORD = "chaos password"  # noqa: S105 - throwaway accounts on a throwaway data dir
 BIRTH = "01/02/2000"
-#: Seconds a server has to say it is listening.
-START_TIMEOUT_S = 30.0
-#: `python -c` shim that starts `dmds` asking the kernel for SIGKILL when its parent thread dies
-#: (prctl PR_SET_PDEATHSIG), so no server outlives an aborted run (as tests/conftest.py does).
-_SHIM = (
-    "import ctypes, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
-    "from dmds.cli.main import main; sys.exit(main(sys.argv[1:]))"
-)
-_CLASSIC_UP = re.compile(r"classic server listening on [^ ]+:(\d+)")
-_SESSION_UP = re.compile(r"session server listening on [^ ]+:(\d+)")
 
 #: Settings of the server under the kill loop beyond the defaults. Cheap argon2: the accounts are
 #: set up once and passwords are not what is tested. No send rate limit and room for every message
@@ -168,38 +157,25 @@ class ChaosServer:
             await self._start(0, 0)
 
     async def _start(self, port: int, session_port: int) -> None:
-        args = [
-            sys.executable, "-c", _SHIM, "serve", "--host", HOST, "--port", str(port),
-            "--data-dir", str(self.data_dir), "--session-host", HOST, "--session-port", str(session_port),
+        flags = [
+            "--host", HOST, "--port", str(port), "--data-dir", str(self.data_dir),
+            "--session-host", HOST, "--session-port", str(session_port),
             "--web-host", HOST, "--web-port", "0", "--admin-port", "0", *self.extra,
         ]  # fmt: skip
         if self.node:
-            args += ["--node-id", f"{self.node}-{self.starts}"]
+            flags += ["--node-id", f"{self.node}-{self.starts}"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.touch()
-        offset = self.log_path.stat().st_size
+        ports_file = self.log_path.with_suffix(".ports")
         # Started from the loop's thread, not a worker thread: PR_SET_PDEATHSIG fires when the
         # *thread* that forked ends. A fork and exec is quick enough to block the loop for.
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: ASYNC220
-                args, stdout=log, stderr=log, stdin=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                text = log.read().decode(errors="replace")
-            classic, session = _CLASSIC_UP.search(text), _SESSION_UP.search(text)
-            if classic and session:
-                self.port, self.session_port = int(classic.group(1)), int(session.group(1))
-                self.starts += 1
-                return
-            if self.proc.poll() is not None:
-                self.proc = None
-                raise ServerExited(f"dmds serve exited:\n{text[-2000:]}")
-            await asyncio.sleep(0.02)
-        self.kill()
-        raise ServerExited(f"dmds serve did not start within {START_TIMEOUT_S} s")
+        self.proc = servers.spawn_dmds(flags, self.log_path, ports_file, die_with_parent=True)
+        try:
+            ports = await asyncio.to_thread(servers.wait_for_ports, self.proc, ports_file, self.log_path)
+        except RuntimeError as exc:
+            self.proc = None
+            raise ServerExited(str(exc)) from exc
+        self.port, self.session_port = ports["classic"], ports["session"]
+        self.starts += 1
 
     def kill(self) -> None:
         if self.proc is not None:
