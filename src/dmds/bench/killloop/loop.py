@@ -199,6 +199,26 @@ async def _kill_again_and_again(
             cfg.on_kill()
 
 
+async def fence_and_drain(
+    fence: SessionUser, recipients: list[RecipientLog], ledger: Ledger, deadline: float
+) -> dict[str, int]:
+    """A fence per recipient, sent by `fence` (logged in by `deadline`): pushes go out in commit
+    order, so once it is in, all before it is in. Waits for the fences and the receipts for as
+    long as arrivals keep coming; returns the fences' ids."""
+    fence_client = await fence.open(deadline)
+    fences = {
+        r.alias: (await fence_client.send(r.alias, "fence", key=f"fence-{r.alias}")).message_id
+        for r in recipients
+    }
+    await wait_progressing(
+        lambda: all(fences[r.alias] in r.ids() for r in recipients) and receipts_complete(ledger),
+        ledger.progress,
+        DRAIN_STALL_S,
+        DRAIN_CAP_S,
+    )
+    return fences
+
+
 async def _drain(cast: _Cast, tasks: list[asyncio.Task[None]], idle: asyncio.Event) -> dict[str, int]:
     """Everyone online, then a fence per recipient; once it is in, all before it is in. Returns the
     fences' ids, once they and the receipts came (or the drain stalled)."""
@@ -210,18 +230,7 @@ async def _drain(cast: _Cast, tasks: list[asyncio.Task[None]], idle: asyncio.Eve
             tasks.append(asyncio.create_task(c_rec.keep_connected(idle)))
     for c_sender in cast.c_senders:  # receipts wait for their sender's next CONNECT
         tasks.append(asyncio.create_task(c_sender.keep_connected(idle)))
-    fence_client = await cast.fence.open(drain_deadline)
-    fences = {
-        r.alias: (await fence_client.send(r.alias, "fence", key=f"fence-{r.alias}")).message_id
-        for r in cast.recipients
-    }
-    await wait_progressing(
-        lambda: all(fences[r.alias] in r.ids() for r in cast.recipients) and receipts_complete(cast.ledger),
-        cast.ledger.progress,
-        DRAIN_STALL_S,
-        DRAIN_CAP_S,
-    )
-    return fences
+    return await fence_and_drain(cast.fence, cast.recipients, cast.ledger, drain_deadline)
 
 
 async def _verdict(cast: _Cast, fences: dict[str, int], workdir: Path) -> Verdict:
