@@ -74,6 +74,7 @@ from dmds.bench.killloop import (
     SessionRecipient,
     SessionSender,
     SessionUser,
+    cancel_and_close,
     check,
     fence_and_drain,
 )
@@ -232,15 +233,7 @@ async def _wind_down(
     pairs: _Pairs, tasks: list[asyncio.Task[None]], server: ChaosServer
 ) -> tuple[bool, int | None]:
     """Every task cancelled, every client closed, the server stopped: (alive until then, exit code)."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for user in pairs.session_users:
-        with contextlib.suppress(Exception):
-            await user.close()
-    for c_user in pairs.classic_users:
-        with contextlib.suppress(Exception):
-            await c_user.close()
+    await cancel_and_close(tasks, [*pairs.session_users, *pairs.classic_users])
     alive_at_end = server.alive()
     return alive_at_end, await server.stop()
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from dmds.bench.fuzz.rule import SELF_CHECK
+from dmds.bench.fuzz.session import welcome
 
 if TYPE_CHECKING:
     from dmds.protocols.session.frames import Frame
@@ -104,15 +105,7 @@ def _session_frames(target: str) -> tuple[Frame, list[Frame]]:
             f.Chunk(re=5, attachment=1, offset=0, data=b"abc", size=3),
             f.PresenceChanged(alias="maria", online=True),
         ]
-        hello = f.Welcome(
-            version=1,
-            server="dmds",
-            heartbeat_s=30.0,
-            idle_timeout_s=90.0,
-            max_frame_bytes=1 << 20,
-            max_text_bytes=65536,
-            max_attachment_bytes=10 << 20,
-        )
+        hello = welcome(1)
     return hello, sequence
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from dmds.bench.fuzz.rule import RuleBroken, in_pieces
+
+if TYPE_CHECKING:
+    from dmds.protocols.session.frames import Frame
 
 
 def _payloads(data: bytes) -> list[bytes]:
@@ -23,6 +26,21 @@ def _payloads(data: bytes) -> list[bytes]:
         if payload:
             out.append(payload)
     return out
+
+
+def welcome(version: int) -> Frame:
+    """A server's Welcome of `version`, with the default limits."""
+    from dmds.protocols.session import frames  # noqa: PLC0415 - imported late: see dmds.bench.fuzz
+
+    return frames.Welcome(
+        version=version,
+        server="dmds",
+        heartbeat_s=30.0,
+        idle_timeout_s=90.0,
+        max_frame_bytes=1 << 20,
+        max_text_bytes=65536,
+        max_attachment_bytes=10 << 20,
+    )
 
 
 def session_oracle(role: str) -> Callable[..., list[object]]:
@@ -43,17 +61,7 @@ def session_oracle(role: str) -> Callable[..., list[object]]:
     allowed = {ErrorCode.BAD_FRAME, ErrorCode.FRAME_TOO_LARGE, ErrorCode.UNSUPPORTED_VERSION}
     decoder = msgspec.msgpack.Decoder(frames.ClientFrame if is_server else frames.ServerFrame)
     greeting: frames.Frame = (
-        frames.Hello(version=frames.VERSION, client="fuzz")
-        if is_server
-        else frames.Welcome(
-            version=frames.VERSION,
-            server="dmds",
-            heartbeat_s=30.0,
-            idle_timeout_s=90.0,
-            max_frame_bytes=1 << 20,
-            max_text_bytes=65536,
-            max_attachment_bytes=10 << 20,
-        )
+        frames.Hello(version=frames.VERSION, client="fuzz") if is_server else welcome(frames.VERSION)
     )
     preamble = msgspec.msgpack.encode(greeting)
 

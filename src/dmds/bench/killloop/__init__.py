@@ -43,7 +43,7 @@ from __future__ import annotations
 from dmds.bench.killloop.check import MUST_BE_ZERO, Verdict, check, receipts_complete
 from dmds.bench.killloop.classic_users import ClassicRecipient, ClassicSender, ClassicUser
 from dmds.bench.killloop.ledger import Ledger, RecipientLog, SenderLog, text_of
-from dmds.bench.killloop.loop import KillLoopConfig, fence_and_drain, kill_loop
+from dmds.bench.killloop.loop import KillLoopConfig, cancel_and_close, fence_and_drain, kill_loop
 from dmds.bench.killloop.server import (
     DRAIN_CAP_S,
     DRAIN_STALL_S,
@@ -75,6 +75,7 @@ __all__ = [
     "SessionSender",
     "SessionUser",
     "Verdict",
+    "cancel_and_close",
     "check",
     "fence_and_drain",
     "kill_loop",

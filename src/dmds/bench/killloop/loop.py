@@ -7,7 +7,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -252,17 +252,21 @@ async def _verdict(cast: _Cast, fences: dict[str, int], workdir: Path) -> Verdic
     return verdict
 
 
-async def _wind_down(cast: _Cast, tasks: list[asyncio.Task[None]], fleet: list[ChaosServer]) -> int | None:
-    """Every task cancelled, every client closed, every node stopped; the first failing exit code."""
+async def cancel_and_close(
+    tasks: list[asyncio.Task[None]], users: Sequence[SessionUser | ClassicUser]
+) -> None:
+    """The end of a run, whatever happened: every task cancelled, then every user's client closed."""
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    for user in cast.session_users:
+    for user in users:
         with contextlib.suppress(Exception):
             await user.close()
-    for c_user in cast.classic_users:
-        with contextlib.suppress(Exception):
-            await c_user.close()
+
+
+async def _wind_down(cast: _Cast, tasks: list[asyncio.Task[None]], fleet: list[ChaosServer]) -> int | None:
+    """Every task cancelled, every client closed, every node stopped; the first failing exit code."""
+    await cancel_and_close(tasks, [*cast.session_users, *cast.classic_users])
     codes = [await node.stop() for node in fleet]
     return next((c for c in codes if c), codes[0])
 
