@@ -15,30 +15,13 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from dmds.bench import common, servers
-from dmds.bench.classic.generator import (
-    FORK,
-    PROBLEMS_KEPT,
-    QUEUE_SENDERS,
-    SETUP_TIMEOUT_S,
-    Plan,
-    Tally,
-    aliases,
-    collect,
-    dmds_servers,
-    join_user,
-    leave_user,
-    merge,
-    message_text,
-    reap,
-    run_tag,
-    start_processes,
-)
+from dmds.bench.classic import generator
 from dmds.bench.classic.wire import Listener, ask
 from dmds.protocols.classic import MessagePush, Push, ReceiptPush
 
 
 @dataclass
-class _Filled(Tally):
+class _Filled(generator.Tally):
     """A queue sender's tally: the ids its SENDs got, in order, with their texts."""
 
     sent: list[tuple[int, str]] = field(default_factory=list)
@@ -46,7 +29,9 @@ class _Filled(Tally):
     fill_cpu_s: float = 0.0
 
 
-async def _queue_sender(plan: Plan, slot: int, alias: str, recipient: str, messages: int) -> _Filled:
+async def _queue_sender(
+    plan: generator.Plan, slot: int, alias: str, recipient: str, messages: int
+) -> _Filled:
     tally = _Filled()
     loop = asyncio.get_running_loop()
     all_receipts = loop.create_future()
@@ -65,11 +50,11 @@ async def _queue_sender(plan: Plan, slot: int, alias: str, recipient: str, messa
     listener: Listener | None = None
     try:
         async with asyncio.timeout(plan.left()):
-            listener = await join_user(plan.host, plan.port, alias, tally, on_receipt)
+            listener = await generator.join_user(plan.host, plan.port, alias, tally, on_receipt)
             await plan.wait(plan.ready)
             cpu, tally.start = common.own_cpu_seconds(children=False), time.perf_counter()
             for n in range(1, messages + 1 if listener is not None else 1):
-                text = message_text(alias, n)
+                text = generator.message_text(alias, n)
                 code, mid = await plan.send(alias, recipient, text)
                 if code != 0:
                     tally.problem(f"SEND {n} from {alias}: code {code}")
@@ -87,12 +72,12 @@ async def _queue_sender(plan: Plan, slot: int, alias: str, recipient: str, messa
         tally.problem(f"{alias}: receipts for messages it did not send")
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
-            await leave_user(plan.host, plan.port, alias, listener, tally)
+            await generator.leave_user(plan.host, plan.port, alias, listener, tally)
     return tally
 
 
 @dataclass
-class _Drained(Tally):
+class _Drained(generator.Tally):
     """The recipient's tally: what it received, in order."""
 
     pushes: list[tuple[int, str, str]] = field(default_factory=list)
@@ -100,7 +85,7 @@ class _Drained(Tally):
     meter: dict[str, float | None] = field(default_factory=dict)
 
 
-async def _queue_recipient(plan: Plan, slot: int, alias: str, messages: int) -> _Drained:
+async def _queue_recipient(plan: generator.Plan, slot: int, alias: str, messages: int) -> _Drained:
     tally = _Drained()
     all_in = asyncio.get_running_loop().create_future()
 
@@ -139,7 +124,7 @@ async def _queue_recipient(plan: Plan, slot: int, alias: str, messages: int) -> 
         tally.problem(f"{alias}: timed out with {tally.delivered} messages of {messages}")
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
-            await leave_user(plan.host, plan.port, alias, listener if connected else None, tally)
+            await generator.leave_user(plan.host, plan.port, alias, listener if connected else None, tally)
     listener.close()
     return tally
 
@@ -172,7 +157,7 @@ def _wait_in_thread(barrier: Barrier) -> threading.Event:
 
     def wait() -> None:
         with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(SETUP_TIMEOUT_S)
+            barrier.wait(generator.SETUP_TIMEOUT_S)
         done.set()
 
     threading.Thread(target=wait, daemon=True).start()
@@ -182,29 +167,31 @@ def _wait_in_thread(barrier: Barrier) -> threading.Event:
 def _queue_once(args: argparse.Namespace, target: servers.Target, system: str) -> common.Run:
     assert target.classic_port is not None
     messages = args.messages
-    tag = run_tag()
+    tag = generator.run_tag()
     recipient = f"q{tag}"
-    senders = aliases(tag, "qs", min(QUEUE_SENDERS, messages))
+    senders = generator.aliases(tag, "qs", min(generator.QUEUE_SENDERS, messages))
     shares = [messages // len(senders) + (i < messages % len(senders)) for i in range(len(senders))]
     # ready: every user registered (the senders connected); filled: every message stored.
-    ready, filled = FORK.Barrier(len(senders) + 2), FORK.Barrier(len(senders) + 2)
-    counts: SynchronizedArray[int] = FORK.Array("q", len(senders) + 1, lock=False)
-    plan = Plan(
+    ready, filled = generator.FORK.Barrier(len(senders) + 2), generator.FORK.Barrier(len(senders) + 2)
+    counts: SynchronizedArray[int] = generator.FORK.Array("q", len(senders) + 1, lock=False)
+    plan = generator.Plan(
         target.host, target.classic_port, target.pid, time.perf_counter() + args.timeout, ready, filled,
-        counts, FORK.Value("i", 0),
+        counts, generator.FORK.Value("i", 0),
     )  # fmt: skip
-    out: multiprocessing.Queue[Tally] = FORK.Queue()
+    out: multiprocessing.Queue[generator.Tally] = generator.FORK.Queue()
 
     def sender(i: int) -> Callable[[], Any]:
         return lambda: _queue_sender(plan, i, senders[i], recipient, shares[i])
 
     # The recipient first: it registers before the senders, whose SENDs need it to exist.
-    procs = start_processes(out, [lambda: _queue_recipient(plan, len(senders), recipient, messages)], plan)
-    procs += start_processes(out, [sender(i) for i in range(len(senders))], plan)
+    procs = generator.start_processes(
+        out, [lambda: _queue_recipient(plan, len(senders), recipient, messages)], plan
+    )
+    procs += generator.start_processes(out, [sender(i) for i in range(len(senders))], plan)
     found: list[str] = []
     fill_start = time.perf_counter()
     try:
-        ready.wait(SETUP_TIMEOUT_S)
+        ready.wait(generator.SETUP_TIMEOUT_S)
     except threading.BrokenBarrierError:
         found.append("the generator processes did not all get ready")
     fill_start, meter = time.perf_counter(), servers.Meter(target.pid)
@@ -215,16 +202,16 @@ def _queue_once(args: argparse.Namespace, target: servers.Target, system: str) -
     fill_seconds = time.perf_counter() - fill_start
     fill_server_cpu, _ = meter.stop()
     with common.progress(f"queue {system}: drain", messages) as bar:
-        tallies = collect(
+        tallies = generator.collect(
             out,
             len(procs),
             plan.deadline,
             lambda: bar.update(bar.task_ids[0], completed=counts[len(senders)]),
         )
-    reap(procs)
+    generator.reap(procs)
     drained = next((t for t in tallies if isinstance(t, _Drained)), _Drained())
     filled_by = [t for t in tallies if isinstance(t, _Filled)]
-    errors, problems = merge(tallies, found + _check_queue(drained, filled_by, messages))
+    errors, problems = generator.merge(tallies, found + _check_queue(drained, filled_by, messages))
     receipts_end = max((t.receipts_end for t in filled_by), default=0.0)
     return common.Run(
         system,
@@ -243,7 +230,7 @@ def _queue_once(args: argparse.Namespace, target: servers.Target, system: str) -
             "fill_processes": len(senders),
             "receipts": sum(t.receipts for t in filled_by),
             "receipts_seconds": receipts_end - drained.start if receipts_end and drained.start else None,
-            "problems": problems[:PROBLEMS_KEPT],
+            "problems": problems[: generator.PROBLEMS_KEPT],
         },
     )
 
@@ -254,11 +241,11 @@ def run_queue(args: argparse.Namespace) -> common.Result:
     runs = []
     extra = ["--max-send-rate", "0", "--max-stored-messages", str(max(10000, args.messages))]
     for _ in range(args.runs):
-        for target, system in dmds_servers(args, *extra):
+        for target, system in generator.dmds_servers(args, *extra):
             runs.append(_queue_once(args, target, system))
     return common.Result(
         "classic-queue",
-        {"messages": args.messages, "fill_processes": min(QUEUE_SENDERS, args.messages)},
+        {"messages": args.messages, "fill_processes": min(generator.QUEUE_SENDERS, args.messages)},
         runs,
         "messages stored for an offline recipient by several senders, each SEND answered 0; on CONNECT "
         "every message pushed once, in id order, with the text sent under that id; every sender got a "

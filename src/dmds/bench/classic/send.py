@@ -13,24 +13,7 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 from dmds.bench import common, servers
-from dmds.bench.classic.generator import (
-    FORK,
-    PAIRS_PER_PROCESS,
-    PROBLEMS_KEPT,
-    SETUP_TIMEOUT_S,
-    Plan,
-    Tally,
-    aliases,
-    collect,
-    dmds_servers,
-    join_user,
-    leave_user,
-    merge,
-    message_text,
-    reap,
-    run_tag,
-    start_processes,
-)
+from dmds.bench.classic import generator
 from dmds.bench.classic.wire import Listener
 from dmds.protocols.classic import MessagePush, Push, ReceiptPush
 
@@ -39,7 +22,7 @@ class _Pair:
     """One sender and its recipient in a generator process: the checks of their traffic."""
 
     def __init__(
-        self, sender: str, recipient: str, messages: int, tally: Tally, on_done: Callable[[], None]
+        self, sender: str, recipient: str, messages: int, tally: generator.Tally, on_done: Callable[[], None]
     ) -> None:
         self.sender = sender
         self.recipient = recipient
@@ -60,7 +43,11 @@ class _Pair:
             self.tally.problem(f"{self.recipient}: push {n}: {push!r} is not a message")
             return
         # A fresh recipient: its n-th accepted message has id n, and arrives n-th.
-        if push.message_id != n or push.sender != self.sender or push.text != message_text(self.sender, n):
+        if (
+            push.message_id != n
+            or push.sender != self.sender
+            or push.text != generator.message_text(self.sender, n)
+        ):
             self.tally.problem(f"{self.recipient}: expected message {n}, got {push!r}")
             return
         self.next_push += 1
@@ -82,10 +69,10 @@ class _Pair:
         if self.done():
             self._on_done()
 
-    async def send_all(self, plan: Plan, slot: int) -> None:
+    async def send_all(self, plan: generator.Plan, slot: int) -> None:
         """One SEND after another, each on its own connection, as the protocol is."""
         for n in range(1, self.messages + 1):
-            text = message_text(self.sender, n)
+            text = generator.message_text(self.sender, n)
             self.sent_at[n] = time.perf_counter()
             try:
                 code, mid = await plan.send(self.sender, self.recipient, text)
@@ -98,8 +85,10 @@ class _Pair:
             plan.counts[slot] += 1
 
 
-async def _send_process(plan: Plan, slot: int, pairs: list[tuple[str, str]], messages: int) -> Tally:
-    tally = Tally()
+async def _send_process(
+    plan: generator.Plan, slot: int, pairs: list[tuple[str, str]], messages: int
+) -> generator.Tally:
+    tally = generator.Tally()
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
     remaining = len(pairs)
@@ -116,7 +105,9 @@ async def _send_process(plan: Plan, slot: int, pairs: list[tuple[str, str]], mes
         async with asyncio.timeout(plan.left()):
             for pair in work:
                 for alias, on_push in ((pair.recipient, pair.on_message), (pair.sender, pair.on_receipt)):
-                    users.append((alias, await join_user(plan.host, plan.port, alias, tally, on_push)))
+                    users.append(
+                        (alias, await generator.join_user(plan.host, plan.port, alias, tally, on_push))
+                    )
             await plan.wait(plan.ready)
             cpu, tally.start = common.own_cpu_seconds(children=False), time.perf_counter()
             if tally.errors == 0:
@@ -135,31 +126,33 @@ async def _send_process(plan: Plan, slot: int, pairs: list[tuple[str, str]], mes
     for alias, listener in users:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
-                await leave_user(plan.host, plan.port, alias, listener, tally)
+                await generator.leave_user(plan.host, plan.port, alias, listener, tally)
     return tally
 
 
 def _send_once(args: argparse.Namespace, target: servers.Target, system: str) -> common.Run:
     assert target.classic_port is not None
     pairs, messages = args.pairs or 8, args.messages or 1000
-    tag = run_tag()
-    all_pairs = list(zip(aliases(tag, "s", pairs), aliases(tag, "r", pairs), strict=True))
-    groups = [all_pairs[i : i + PAIRS_PER_PROCESS] for i in range(0, pairs, PAIRS_PER_PROCESS)]
-    counts: SynchronizedArray[int] = FORK.Array("q", len(groups), lock=False)
-    ready = FORK.Barrier(len(groups) + 1)
-    plan = Plan(
+    tag = generator.run_tag()
+    all_pairs = list(zip(generator.aliases(tag, "s", pairs), generator.aliases(tag, "r", pairs), strict=True))
+    groups = [
+        all_pairs[i : i + generator.PAIRS_PER_PROCESS] for i in range(0, pairs, generator.PAIRS_PER_PROCESS)
+    ]
+    counts: SynchronizedArray[int] = generator.FORK.Array("q", len(groups), lock=False)
+    ready = generator.FORK.Barrier(len(groups) + 1)
+    plan = generator.Plan(
         target.host, target.classic_port, target.pid, time.perf_counter() + args.timeout, ready, None,
-        counts, FORK.Value("i", 0),
+        counts, generator.FORK.Value("i", 0),
     )  # fmt: skip
-    out: multiprocessing.Queue[Tally] = FORK.Queue()
+    out: multiprocessing.Queue[generator.Tally] = generator.FORK.Queue()
 
     def job(group: list[tuple[str, str]], slot: int) -> Callable[[], Any]:
         return lambda: _send_process(plan, slot, group, messages)
 
-    procs = start_processes(out, [job(g, i) for i, g in enumerate(groups)], plan)
+    procs = generator.start_processes(out, [job(g, i) for i, g in enumerate(groups)], plan)
     found: list[str] = []
     try:
-        ready.wait(SETUP_TIMEOUT_S)
+        ready.wait(generator.SETUP_TIMEOUT_S)
     except threading.BrokenBarrierError:  # the processes say why in their tallies
         found.append("the generator processes did not all get ready")
     meter = servers.Meter(target.pid)
@@ -169,8 +162,8 @@ def _send_once(args: argparse.Namespace, target: servers.Target, system: str) ->
             bar.update(bar.task_ids[0], completed=sum(counts[:]))
             time.sleep(0.01)
         server_cpu, extra = meter.stop()
-        tallies = collect(out, len(procs), plan.deadline, lambda: None)
-    reap(procs)
+        tallies = generator.collect(out, len(procs), plan.deadline, lambda: None)
+    generator.reap(procs)
 
     started = [t.start for t in tallies if t.start]
     ended = [t.end for t in tallies if t.end]
@@ -178,7 +171,7 @@ def _send_once(args: argparse.Namespace, target: servers.Target, system: str) ->
     receipts = sum(t.receipts for t in tallies)
     if delivered != pairs * messages or receipts != pairs * messages:
         found.append(f"{delivered} messages and {receipts} receipts arrived of {pairs * messages}")
-    errors, problems = merge(tallies, found)
+    errors, problems = generator.merge(tallies, found)
     return common.Run(
         system,
         delivered,
@@ -192,7 +185,7 @@ def _send_once(args: argparse.Namespace, target: servers.Target, system: str) ->
             "receipts": receipts,
             "processes": len(procs),
             "send_reply_ms": common.percentiles([x for t in tallies for x in t.replies]),
-            "problems": problems[:PROBLEMS_KEPT],
+            "problems": problems[: generator.PROBLEMS_KEPT],
         },
     )
 
@@ -202,14 +195,14 @@ def run_send(args: argparse.Namespace) -> common.Result:
         raise SystemExit("the classic workloads run on one node; --nodes is for the session protocol")
     runs = []
     for _ in range(args.runs):
-        for target, system in dmds_servers(args, "--max-send-rate", "0"):
+        for target, system in generator.dmds_servers(args, "--max-send-rate", "0"):
             runs.append(_send_once(args, target, system))
     return common.Result(
         "classic-send",
         {
             "pairs": args.pairs or 8,
             "messages_per_pair": args.messages or 1000,
-            "pairs_per_process": PAIRS_PER_PROCESS,
+            "pairs_per_process": generator.PAIRS_PER_PROCESS,
         },
         runs,
         "no error code; every message pushed to its recipient's listener once, in order, with its id "
