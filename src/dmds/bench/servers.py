@@ -66,7 +66,7 @@ def wait_for_ports(
 ) -> dict[str, int]:
     """The ports a `dmds serve --ports-file ports_file` bound (and its pid), once it wrote them.
     RuntimeError (with the log's end) if it exits first or takes longer than `timeout_s`; it is
-    then killed. Remove `ports_file` before starting the server: a stale one would be believed."""
+    then killed. A stale file would be believed: `spawn_dmds` removes it first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(FileNotFoundError):
