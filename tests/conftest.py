@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import ssl
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,23 +15,13 @@ from typing import Protocol
 import pytest
 import trustme
 
+from dmds.admin.token import TOKEN_NAME
+from dmds.bench.servers import spawn_dmds, wait_for_ports
 from dmds.soap.service import SoapServer, make_server
 from tests.pg import crashable_postgres, pg_url, postgres_server  # noqa: F401  (fixtures for every test)
 
-#: `python -c` shim that starts `dmds` asking the kernel for SIGKILL when the test run dies
-#: (prctl PR_SET_PDEATHSIG = 1), so that no server outlives an aborted run. Set in the child itself:
-#: a preexec_fn is unsafe in a process with threads.
-_DMDS = (
-    "import ctypes, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
-    "from dmds.cli.main import main; sys.exit(main(sys.argv[1:]))"
-)
-
 #: Short timeouts so that tests of stalls and dead listeners finish quickly.
 FAST = ("--request-timeout-s", "2", "--connect-timeout-s", "1", "--push-timeout-s", "2")
-_LISTENING = re.compile(r"classic server listening on [^ ]+:(\d+)")
-_SESSION_LISTENING = re.compile(r"session server listening on [^ ]+:(\d+)")
-_WEB_LISTENING = re.compile(r"over WebSocket at wss?://[^ ]+:(\d+)/session")
-_ADMIN_LISTENING = re.compile(r"admin port listening on [^ ]+:(\d+) \(bearer token in (.+)\)")
 #: Cheap password hashing: tests check behaviour, not argon2's cost.
 CHEAP_ARGON2 = ("--argon2-time-cost", "1", "--argon2-memory-kib", "64")
 
@@ -55,38 +42,25 @@ class ServerProcess:
     admin_token_path: Path | None = None
 
     def start(self, timeout_s: float = 20.0) -> ServerProcess:
-        args = [
-            sys.executable, "-c", _DMDS, "serve",
+        flags = [
             "--host", "127.0.0.1", "--port", "0", "--data-dir", str(self.data_dir),
             "--session-host", "127.0.0.1", "--session-port", "0",
             "--web-host", "127.0.0.1", "--web-port", "0", "--admin-port", "0", *CHEAP_ARGON2, *self.extra,
         ]  # fmt: skip
-        log = self.log_path.open("ab")
-        offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            match, session, web = (p.search(text) for p in (_LISTENING, _SESSION_LISTENING, _WEB_LISTENING))
-            if match and session and web:
-                self.port, self.session_port = int(match.group(1)), int(session.group(1))
-                self.web_port = int(web.group(1))
-                if self._admin_on():
-                    admin = _ADMIN_LISTENING.search(text)
-                    if admin is None:
-                        time.sleep(0.02)  # logged just after the web port
-                        continue
-                    self.admin_port, self.admin_token_path = int(admin.group(1)), Path(admin.group(2))
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dmds serve exited {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.02)
-        raise RuntimeError(f"dmds serve did not start:\n{self.log()}")
+        ports_file = self.log_path.with_suffix(".ports")
+        # Asks the kernel for SIGKILL when the test run dies, so that no server outlives it.
+        self.proc = spawn_dmds(flags, self.log_path, ports_file, die_with_parent=True)
+        ports = wait_for_ports(self.proc, ports_file, self.log_path, timeout_s)
+        self.port, self.session_port, self.web_port = ports["classic"], ports["session"], ports["web"]
+        if "admin" in ports:
+            self.admin_port, self.admin_token_path = ports["admin"], self._admin_token_path()
+        return self
 
-    def _admin_on(self) -> bool:
+    def _admin_token_path(self) -> Path:
         flags = self.extra
-        return "--admin-port" in flags and flags[flags.index("--admin-port") + 1] != "0"
+        if "--admin-token-file" in flags:
+            return Path(flags[flags.index("--admin-token-file") + 1])
+        return self.data_dir / TOKEN_NAME
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dmds.bench import common, mqtt
+from dmds.bench import common, mosquitto, mqtt, mqtt_wire
 from dmds.cli.main import build_parser
 
 pytestmark = [
     pytest.mark.skipif(
-        shutil.which(mqtt.MOSQUITTO) is None, reason="Mosquitto is not installed (make system-deps)"
+        shutil.which(mosquitto.MOSQUITTO) is None, reason="Mosquitto is not installed (make system-deps)"
     ),
     pytest.mark.timeout(120),
 ]
@@ -59,7 +59,7 @@ def test_queue_runs_through_the_cli_and_writes_json(tmp_path: Path) -> None:
 
 def test_send_and_queue_alternate_on_one_broker() -> None:
     """What the session bench does with `--mqtt`: one broker, runs of both kinds one after the other."""
-    with mqtt.mosquitto() as broker:
+    with mosquitto.mosquitto() as broker:
         assert broker.pid is not None
         assert broker.version
         runs = [
@@ -72,20 +72,20 @@ def test_send_and_queue_alternate_on_one_broker() -> None:
 
 def test_a_window_beyond_the_packet_ids_is_refused() -> None:
     with pytest.raises(ValueError, match="window"):
-        mqtt.send_once(mqtt.Broker("127.0.0.1", 1, None, ""), 10, 70000, 1)
+        mqtt.send_once(mosquitto.Broker("127.0.0.1", 1, None, ""), 10, 70000, 1)
 
 
 async def test_the_parser_takes_packets_split_anywhere_and_answers_each_read_once() -> None:
-    client = mqtt._Client()
+    client = mqtt_wire.Client()
     reads: list[list[tuple[int, bytes]]] = []
     acks: list[list[int]] = []
     client.on_publishes, client.on_pubacks = reads.append, acks.append
     big = b"x" * 300  # a remaining length of two bytes
-    topic = mqtt._string("t")
+    topic = mqtt_wire.utf8_string("t")
     stream = (
-        mqtt.publish_packet(topic, 7, b"message 1")
-        + mqtt.puback_packet(65535)
-        + mqtt.publish_packet(topic, 8, big)
+        mqtt_wire.publish_packet(topic, 7, b"message 1")
+        + mqtt_wire.puback_packet(65535)
+        + mqtt_wire.publish_packet(topic, 8, big)
     )
     for i in range(len(stream)):  # one byte at a time
         client.data_received(stream[i : i + 1])
@@ -99,11 +99,11 @@ async def test_the_parser_takes_packets_split_anywhere_and_answers_each_read_onc
 
 
 def test_varint_and_packet_ids() -> None:
-    assert [mqtt._varint(n) for n in (0, 127, 128, 16383, 16384)] == [
+    assert [mqtt_wire.varint(n) for n in (0, 127, 128, 16383, 16384)] == [
         b"\x00",
         b"\x7f",
         b"\x80\x01",
         b"\xff\x7f",
         b"\x80\x80\x01",
     ]
-    assert [mqtt.packet_id(n) for n in (1, 65535, 65536, 65537)] == [1, 65535, 1, 2]
+    assert [mqtt_wire.packet_id(n) for n in (1, 65535, 65536, 65537)] == [1, 65535, 1, 2]

@@ -70,6 +70,12 @@ class ServerSettings:
         "seconds a stop (SIGTERM) waits for the requests in flight to be answered and the last commit "
         "before closing every connection anyway",
     )
+    ports_file: str = setting(
+        "",
+        "file where, once every listener is bound, the server writes (atomically) a JSON object of the "
+        'ports it bound and its pid, e.g. {"classic": 7000, "session": 7001, "web": 7002, "admin": 7003, '
+        '"pid": 42}, for programs that start it on port 0; empty: none',
+    )
 
     def __post_init__(self) -> None:
         _check_port("port", self.port, allow_zero=True)

@@ -7,6 +7,7 @@ prints the table and writes the JSON that `dmds bench report` reads.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -16,11 +17,11 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -205,6 +206,79 @@ def progress(description: str, total: int) -> Iterator[Progress]:
     with bar:
         bar.add_task(description, total=total)
         yield bar
+
+
+class Checked(Protocol):
+    """A part of a reference workload (a client, a receiver) that counts what it found wrong."""
+
+    @property
+    def errors(self) -> int: ...
+
+    @property
+    def problems(self) -> list[str]: ...
+
+
+class CpuMeter:
+    """CPU over the timed part of a run: the system's under test (`cpu()`, None where unknown) and
+    this process's (the generator's)."""
+
+    def __init__(self, cpu: Callable[[], float | None]) -> None:
+        self._cpu = cpu
+        self.server: float | None = None
+        self.generator = 0.0
+
+    def start(self) -> None:
+        self.server, self.generator = self._cpu(), own_cpu_seconds()
+
+    def stop(self) -> None:
+        server = self._cpu()
+        self.server = server - self.server if server is not None and self.server is not None else None
+        self.generator = own_cpu_seconds() - self.generator
+
+
+def checked_run(
+    system: str,
+    failures: list[str],
+    parts: Sequence[Checked],
+    *,
+    kept: int,
+    received: int = 0,
+    seconds: float = 0.0,
+    meter: CpuMeter | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Run:
+    """The Run of a reference workload: errors count every failure and everything `parts` found
+    wrong; the first `kept` of them, in words, go in extra["problems"]."""
+    errors = len(failures)
+    problems = list(failures)
+    for part in parts:
+        errors += part.errors
+        problems += part.problems
+    return Run(
+        system=system,
+        count=received,
+        seconds=seconds,
+        server_cpu_s=meter.server if meter is not None else None,
+        generator_cpu_s=meter.generator if meter is not None else None,
+        errors=errors,
+        extra={**(extra or {}), "problems": problems[:kept]},
+    )
+
+
+def latency_ms(arrivals: list[float], sent_at: list[float]) -> dict[str, float] | None:
+    """Percentiles of arrival minus send of the same message: both lists by sequence number, from 1."""
+    return percentiles([arrived - sent for arrived, sent in zip(arrivals, sent_at, strict=False)])
+
+
+def run_bounded(
+    description: str, total: int, timeout: float, work: Callable[[Progress], Coroutine[Any, Any, Run]]
+) -> Run:
+    """`work` on a uvloop loop under a progress bar; its set-up (connections, subscriptions) is
+    bounded apart from its timed part (`timeout`), by another minute."""
+    import uvloop  # noqa: PLC0415 - `dmds --help` imports this module: it stays fast
+
+    with progress(description, total) as bar:
+        return uvloop.run(asyncio.wait_for(work(bar), timeout + 60))
 
 
 def table(result: Result) -> str:

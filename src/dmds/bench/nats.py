@@ -40,29 +40,20 @@ parsing of each message's metadata, ~7%.)
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import re
-import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
-import uvloop
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import DEFAULT_JS_SUB_PENDING_MSGS_LIMIT, JetStreamContext
 from rich.progress import Progress
 
-from dmds.bench import common, servers
+from dmds.bench import common
+from dmds.bench.nats_server import Server
 
-NATS_SERVER = "/usr/sbin/nats-server"  # Debian's package puts it in sbin, like Mosquitto
 #: Seconds for the connect handshake and each JetStream API request (stream, consumer, info).
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Seconds the server has, after the timed part, to have applied the subscriber's last ack.
@@ -76,91 +67,16 @@ ACK_AT_LEAST_EVERY = 1000
 PROBLEMS_KEPT = 5
 
 
-@dataclass(frozen=True)
-class Server:
-    """A nats-server this module started, with JetStream on file storage in a temporary directory."""
-
-    host: str
-    port: int
-    pid: int
-    version: str  # "2.9.10", or "" if unknown
-    fsync_per_message: bool  # `sync_interval: always` (2.10 and later)
-    data_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
-
-    @property
-    def system(self) -> str:
-        name = f"NATS JetStream {self.version}" if self.version else "NATS JetStream"
-        return f"{name} (file, {'fsync' if self.fsync_per_message else 'no fsync'} per message)"
-
-    def cpu(self) -> float:
-        return servers.cpu_seconds(self.pid)
-
-
-def server_version(binary: str = NATS_SERVER) -> str:
-    """The version `nats-server --version` prints ("nats-server: v2.9.10"), "" if it says none."""
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
-    match = re.search(r"v(\d+\.\d+\.\d+\S*)", out.stdout + out.stderr)
-    return match.group(1) if match else ""
-
-
-def _config(data_dir: Path, *, sync_always: bool) -> str:
-    """Defaults but for loopback, a port of the server's choosing (read from its log: no race for a
-    free port), and JetStream's store in `data_dir`. JSON strings are valid NATS config strings."""
-    lines = [
-        "host: 127.0.0.1",
-        "port: -1",
-        "jetstream {",
-        f"  store_dir: {json.dumps(str(data_dir / 'store'))}",
-        *(["  sync_interval: always"] if sync_always else []),
-        "}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def sync_always_supported(binary: str, directory: Path) -> bool:
-    """Whether this nats-server accepts `sync_interval: always` (an fsync per write): the config
-    test (`-t`) fails on an unknown field, as 2.9 does on this one."""
-    conf = directory / "probe.conf"
-    conf.write_text(_config(directory, sync_always=True))
-    out = subprocess.run([binary, "-t", "-c", str(conf)], capture_output=True, timeout=10, check=False)
-    return out.returncode == 0
-
-
-@contextmanager
-def nats_server(parent: Path | None = None) -> Iterator[Server]:
-    """A nats-server on 127.0.0.1 with JetStream's file store in a temporary directory under
-    `parent` (its log there too), stopped at the end."""
-    if not os.access(NATS_SERVER, os.X_OK):
-        raise RuntimeError(f"no nats-server at {NATS_SERVER}: install the Debian package (make system-deps)")
-    version = server_version()
-    with tempfile.TemporaryDirectory(prefix="dmds-bench-nats-", dir=parent) as tmp:
-        data_dir = Path(tmp)
-        sync_always = sync_always_supported(NATS_SERVER, data_dir)
-        conf = data_dir / "nats-server.conf"
-        conf.write_text(_config(data_dir, sync_always=sync_always))
-        # "Server is ready" comes after JetStream is up; servers.start bounds the wait and raises
-        # with the log if the line never comes.
-        proc, port = servers.start(
-            [NATS_SERVER, "-c", str(conf)],
-            r"Listening for client connections on 127\.0\.0\.1:(\d+)(?s:.*)Server is ready",
-            data_dir / "nats-server.log",
-        )
-        try:
-            yield Server("127.0.0.1", port, proc.pid, version, sync_always, data_dir)
-        finally:
-            servers.stop(proc)
-
-
 @dataclass
 class _Watch:
     """A connection's asynchronous errors (a slow consumer, a protocol error) and its closing."""
 
     problems: list[str] = field(default_factory=list)
     closed: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def errors(self) -> int:
+        return len(self.problems)
 
     async def on_error(self, exc: Exception) -> None:
         self.problems.append(f"client error: {exc!r}")
@@ -375,47 +291,37 @@ async def _settled(js: JetStreamContext, names: _Names) -> str | None:
         await asyncio.sleep(0.02)
 
 
-@dataclass
-class _Meter:
-    """CPU of the server and of this process over the timed part."""
-
-    server: Server
-    server_cpu: float = 0.0
-    generator_cpu: float = 0.0
-
-    def start(self) -> None:
-        self.server_cpu, self.generator_cpu = self.server.cpu(), common.own_cpu_seconds()
-
-    def stop(self) -> None:
-        self.server_cpu = self.server.cpu() - self.server_cpu
-        self.generator_cpu = common.own_cpu_seconds() - self.generator_cpu
-
-
 def _result(
     server: Server,
-    *,
-    received: int,
-    seconds: float,
-    meter: _Meter | None,
     failures: list[str],
-    parts: list[_Receiver | _Publisher | _Watch],
+    parts: list[common.Checked],
+    *,
+    received: int = 0,
+    seconds: float = 0.0,
+    meter: common.CpuMeter | None = None,
 ) -> common.Run:
     """The Run: errors count every failure, every bad message or ack and every client error; a few
     are kept in words."""
-    errors = len(failures)
-    problems = list(failures)
-    for part in parts:
-        errors += len(part.problems) if isinstance(part, _Watch) else part.errors
-        problems += part.problems
-    return common.Run(
-        system=server.system,
-        count=received,
+    return common.checked_run(
+        server.system,
+        failures,
+        parts,
+        kept=PROBLEMS_KEPT,
+        received=received,
         seconds=seconds,
-        server_cpu_s=meter.server_cpu if meter is not None else None,
-        generator_cpu_s=meter.generator_cpu if meter is not None else None,
-        errors=errors,
-        extra={"fsync_per_message": server.fsync_per_message, "problems": problems[:PROBLEMS_KEPT]},
+        meter=meter,
+        extra={"fsync_per_message": server.fsync_per_message},
     )
+
+
+async def _settle(client: Client, js: JetStreamContext, names: _Names, failure: str | None) -> list[str]:
+    """What went wrong at the end of a timed part: `failure`, or else (once the last ack is out)
+    a stream the server did not empty."""
+    if failure is not None:
+        return [failure]
+    await client.flush(timeout=int(HANDSHAKE_TIMEOUT_S))  # the last ack, out
+    left = await _settled(js, names)
+    return [left] if left is not None else []
 
 
 async def _close(*clients: Client) -> None:
@@ -447,7 +353,7 @@ async def _send(server: Server, messages: int, window: int, limit_s: float, bar:
 
         done = asyncio.create_task(both())
 
-        meter = _Meter(server)
+        meter = common.CpuMeter(server.cpu)
         meter.start()
         start = time.perf_counter()
         task = asyncio.create_task(publisher.run())
@@ -456,27 +362,14 @@ async def _send(server: Server, messages: int, window: int, limit_s: float, bar:
         meter.stop()
         task.cancel()
         done.cancel()
-        failures = []
         if failure is not None:
-            failures.append(f"{failure}: {receiver.received} of {messages} received, {publisher.acked} acks")
-        else:
-            await sub_client.flush(timeout=int(HANDSHAKE_TIMEOUT_S))  # the last ack, out
-            if (left := await _settled(sub_js, names)) is not None:
-                failures.append(left)
+            failure = f"{failure}: {receiver.received} of {messages} received, {publisher.acked} acks"
+        failures = await _settle(sub_client, sub_js, names, failure)
     finally:
         await _close(pub_client, sub_client)
-    run = _result(
-        server,
-        received=receiver.received,
-        seconds=seconds,
-        meter=meter,
-        failures=failures,
-        parts=[receiver, publisher, sub_watch, pub_watch],
-    )
-    # Both lists are by sequence number, from 1: arrival minus publish of the same message.
-    run.latency_ms = common.percentiles(
-        [arrived - sent for arrived, sent in zip(receiver.arrivals, publisher.sent_at, strict=False)]
-    )
+    parts: list[common.Checked] = [receiver, publisher, sub_watch, pub_watch]
+    run = _result(server, failures, parts, received=receiver.received, seconds=seconds, meter=meter)
+    run.latency_ms = common.latency_ms(receiver.arrivals, publisher.sent_at)
     return run
 
 
@@ -503,20 +396,13 @@ async def _queue(server: Server, messages: int, limit_s: float, bar: Progress) -
                 failure = f"delivered while away: {state.delivered}, {state.num_pending} pending"
         if failure is not None:
             failures = [f"filling the stream {failure}: {publisher.acked} of {messages} acks"]
-            return _result(
-                server,
-                received=0,
-                seconds=0.0,
-                meter=None,
-                failures=failures,
-                parts=[publisher, admin_watch],
-            )
+            return _result(server, failures, [publisher, admin_watch])
 
         bar.reset(task_id, description="nats queue: draining", total=messages)
         receiver = _Receiver(messages)
         drained: asyncio.Future[None] = loop.create_future()
         handler = _Subscriber(receiver, drained, bar)
-        meter = _Meter(server)
+        meter = common.CpuMeter(server.cpu)
         meter.start()
         start = time.perf_counter()
         # Timed from the connect, as Mosquitto's drain is from CONNECT and dmds's from the TCP connect.
@@ -526,38 +412,27 @@ async def _queue(server: Server, messages: int, limit_s: float, bar: Progress) -
             failure = await _until(drained, [watch], max(0.0, deadline - time.monotonic()))
             seconds = time.perf_counter() - start
             meter.stop()
-            failures = []
             if failure is not None:
-                failures.append(f"draining {failure}: {receiver.received} of {messages} received")
-            else:
-                await client.flush(timeout=int(HANDSHAKE_TIMEOUT_S))  # the last ack, out
-                if (left := await _settled(js, names)) is not None:
-                    failures.append(left)
+                failure = f"draining {failure}: {receiver.received} of {messages} received"
+            failures = await _settle(client, js, names, failure)
         finally:
             await _close(client)
     finally:
         await _close(admin)
-    return _result(
-        server,
-        received=receiver.received,
-        seconds=seconds,
-        meter=meter,
-        failures=failures,
-        parts=[receiver, publisher, admin_watch, watch],
-    )
+    parts: list[common.Checked] = [receiver, publisher, admin_watch, watch]
+    return _result(server, failures, parts, received=receiver.received, seconds=seconds, meter=meter)
 
 
 def send_once(server: Server, messages: int, window: int, timeout: float) -> common.Run:
     """One `send` run against `server`: `messages` JetStream publishes, at most `window` unacknowledged."""
     if window < 1:
         raise ValueError(f"window must be at least 1, not {window}")
-    with common.progress("nats send", messages) as bar:
-        # The set-up (connections, stream, consumer) is bounded apart from the timed part.
-        return uvloop.run(asyncio.wait_for(_send(server, messages, window, timeout, bar), timeout + 60))
+    return common.run_bounded(
+        "nats send", messages, timeout, partial(_send, server, messages, window, timeout)
+    )
 
 
 def queue_once(server: Server, messages: int, timeout: float) -> common.Run:
     """One `queue` run against `server`: `messages` stored for a consumer nobody reads, then drained.
     `timeout` bounds the filling and the drain together."""
-    with common.progress("nats queue", messages) as bar:
-        return uvloop.run(asyncio.wait_for(_queue(server, messages, timeout, bar), timeout + 60))
+    return common.run_bounded("nats queue", messages, timeout, partial(_queue, server, messages, timeout))

@@ -1,9 +1,13 @@
-"""Servers under benchmark, as child processes: started on free loopback ports, stopped cleanly."""
+"""Servers under benchmark, as child processes: started on free loopback ports, stopped cleanly.
+
+A `dmds serve` says which ports it bound in its `--ports-file` (`wait_for_ports`); other servers
+(mosquitto, nats-server, the relay) in a line of their log (`start`)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -11,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,49 @@ def start(args: list[str], pattern: str, log: Path) -> tuple[subprocess.Popen[by
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"could not start {args}: {log.read_text(errors='replace')}")
+
+
+#: `python -c` shim that starts `dmds` asking the kernel for SIGKILL when the thread that started it
+#: ends (prctl PR_SET_PDEATHSIG), so that no server outlives an aborted run.
+DIE_WITH_PARENT = (
+    "import ctypes, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "from dmds.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def spawn_dmds(
+    flags: Sequence[str], log: Path, ports_file: Path, *, die_with_parent: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start `dmds serve *flags --ports-file ports_file`, its output appended to `log`; then
+    `wait_for_ports`. With `die_with_parent`, call it from the thread that will outlive it."""
+    ports_file.unlink(missing_ok=True)
+    entry = ["-c", DIE_WITH_PARENT] if die_with_parent else ["-m", "dmds.cli.main"]
+    args = [sys.executable, *entry, "serve", *flags, "--ports-file", str(ports_file)]
+    with log.open("ab") as handle:
+        return subprocess.Popen(args, stdout=handle, stderr=handle, stdin=subprocess.DEVNULL)
+
+
+def wait_for_ports(
+    proc: subprocess.Popen[bytes], ports_file: Path, log: Path, timeout_s: float = START_TIMEOUT_S
+) -> dict[str, int]:
+    """The ports a `dmds serve --ports-file ports_file` bound (and its pid), once it wrote them.
+    RuntimeError (with the log's end) if it exits first or takes longer than `timeout_s`; it is
+    then killed. A stale file would be believed: `spawn_dmds` removes it first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            ports: dict[str, int] = json.loads(ports_file.read_text())
+            return ports
+        if proc.poll() is not None:
+            raise RuntimeError(f"dmds serve exited {proc.returncode}:\n{_tail(log)}")
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"dmds serve did not start within {timeout_s} s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -81,21 +128,15 @@ class Dmds:
 
     @classmethod
     def start(cls, data_dir: Path, sync: str, *extra: str) -> Dmds:
-        log = data_dir.with_suffix(".log")
-        args = [
-            sys.executable, "-m", "dmds.cli.main", "serve", "--host", "127.0.0.1", "--port", "0",
-            "--data-dir", str(data_dir), "--sync", sync, "--session-host", "127.0.0.1", "--session-port", "0",
+        log, ports_file = data_dir.with_suffix(".log"), data_dir.with_suffix(".ports")
+        flags = [
+            "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), "--sync", sync,
+            "--session-host", "127.0.0.1", "--session-port", "0",
             "--web-host", "127.0.0.1", "--web-port", "0", *_admin_flags(), *extra,
         ]  # fmt: skip
-        proc, port = start(args, r"classic server listening on [^ ]+:(\d+)", log)
-        session = re.search(r"session server listening on [^ ]+:(\d+)", log.read_text(errors="replace"))
-        if session is None:  # the lines come in order: the session one is next
-            time.sleep(0.5)
-            session = re.search(r"session server listening on [^ ]+:(\d+)", log.read_text(errors="replace"))
-        if session is None:
-            stop(proc)
-            raise RuntimeError(f"no session listener: {log.read_text(errors='replace')}")
-        return cls(proc, port, int(session.group(1)))
+        proc = spawn_dmds(flags, log, ports_file)
+        ports = wait_for_ports(proc, ports_file, log)
+        return cls(proc, ports["classic"], ports["session"])
 
     def stop(self) -> None:
         stop(self.proc)

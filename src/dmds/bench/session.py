@@ -398,14 +398,14 @@ def run_send(args: argparse.Namespace) -> common.Result:
 
                 runs.append(_measure(relay, RELAY, pairs * messages, "relay send", on_relay, args.timeout))
         if args.mqtt:
-            from dmds.bench import mqtt  # noqa: PLC0415 - only with --mqtt
+            from dmds.bench import mosquitto, mqtt  # noqa: PLC0415 - only with --mqtt
 
-            with mqtt.mosquitto() as broker:
+            with mosquitto.mosquitto() as broker:
                 runs.append(mqtt.send_once(broker, messages, args.window, args.timeout))
         if args.nats:
-            from dmds.bench import nats  # noqa: PLC0415 - only with --nats (nats-py)
+            from dmds.bench import nats, nats_server  # noqa: PLC0415 - only with --nats (nats-py)
 
-            with nats.nats_server() as server:
+            with nats_server.nats_server() as server:
                 runs.append(nats.send_once(server, messages, args.window, args.timeout))
     return common.Result(
         workload="send",
@@ -460,14 +460,14 @@ def run_queue(args: argparse.Namespace) -> common.Result:
 
                 runs.append(_measure(relay, RELAY, args.messages, "relay queue", drain, args.timeout))
         if args.mqtt:
-            from dmds.bench import mqtt  # noqa: PLC0415 - only with --mqtt
+            from dmds.bench import mosquitto, mqtt  # noqa: PLC0415 - only with --mqtt
 
-            with mqtt.mosquitto() as broker:
+            with mosquitto.mosquitto() as broker:
                 runs.append(mqtt.queue_once(broker, args.messages, args.timeout))
         if args.nats:
-            from dmds.bench import nats  # noqa: PLC0415 - only with --nats (nats-py)
+            from dmds.bench import nats, nats_server  # noqa: PLC0415 - only with --nats (nats-py)
 
-            with nats.nats_server() as server:
+            with nats_server.nats_server() as server:
                 runs.append(nats.queue_once(server, args.messages, args.timeout))
     return common.Result(
         workload="queue",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -63,6 +65,14 @@ async def _collect_every(period_s: float) -> None:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def _write_ports(path: Path, ports: dict[str, int]) -> None:
+    """The bound ports and the pid, for programs that started the server on port 0: written to a
+    temporary file beside `path` and renamed, so that a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({**ports, "pid": os.getpid()}))
+    os.replace(tmp, path)
 
 
 async def _purge_every(service: Service, period_s: float) -> None:
@@ -143,8 +153,9 @@ async def serve(
             s.web_host,
             web_port,
         )
+        bound = {"classic": port, "session": session_port, "web": web_port}
         if metrics is not None:
-            admin = await _start_admin(
+            admin, bound["admin"] = await _start_admin(
                 settings,
                 service=service,
                 store=store,
@@ -154,6 +165,8 @@ async def serve(
                 session=session,
                 web=web,
             )
+        if settings.server.ports_file:
+            _write_ports(Path(settings.server.ports_file), bound)
         await stop.wait()
         timeout = settings.server.stop_timeout_s
         log.info("stopping: answering the requests in flight (at most %g s)", timeout)
@@ -187,7 +200,7 @@ async def _start_admin(
     classic: ClassicServer,
     session: SessionServer,
     web: WebServer,
-) -> AdminServer:
+) -> tuple[AdminServer, int]:
     a = settings.admin
     path = Path(a.admin_token_file) if a.admin_token_file else settings.server.data_dir / token.TOKEN_NAME
     try:
@@ -212,4 +225,4 @@ async def _start_admin(
     except OSError as exc:
         raise StartupError(f"cannot listen on {a.admin_host}:{a.admin_port} (admin port): {exc}") from exc
     log.info("dmds admin port listening on %s:%d (bearer token in %s)", a.admin_host, port, path)
-    return admin
+    return admin, port
