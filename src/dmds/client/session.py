@@ -483,7 +483,7 @@ class SessionClient:
         addresses = addresses_to_try((self.host, self.port), self.alternates, first=first)
         error: BaseException | None = None
         for host, port in addresses:
-            link = Link(self.client_name, self._on_frame, self._link_lost, os_reason)
+            link = Link(self.client_name, self._on_frame, self._link_lost)
             try:
                 welcome = await link.open(
                     host,
@@ -527,7 +527,6 @@ class SessionClient:
                 self._open_link,
                 self._restore,
                 lambda: (self.host, self.port),
-                os_reason,
                 reason,
                 attempts=RECONNECT_ATTEMPTS,
                 first_delay_s=RECONNECT_FIRST_DELAY_S,

@@ -41,6 +41,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Final
 
+from dmds.client.oserrors import os_reason
 from dmds.client.session_errors import ConnectionLost, SessionClientError, SessionError
 from dmds.client.session_link import Link
 from dmds.protocols.session.codes import ErrorCode
@@ -120,7 +121,6 @@ async def reconnect(
     open_link: Callable[[], Awaitable[Link]],
     restore: Callable[[Link], Awaitable[None]],
     address: Callable[[], Address],
-    words: Callable[[BaseException], str],
     reason: str,
     *,
     attempts: int,
@@ -136,7 +136,7 @@ async def reconnect(
         try:
             link = await open_link()
         except (OSError, SessionError) as exc:
-            reason = words(exc)
+            reason = os_reason(exc)
             log.info("reconnection %d to %s:%d failed: %s", attempt, *address(), reason)
             continue
         try:
