@@ -71,7 +71,6 @@ import msgspec
 
 from dmds import __version__
 from dmds.client import session_attachments as attachments
-from dmds.client.oserrors import os_reason
 from dmds.client.session_attachments import (
     FETCH_CHUNK_BYTES,
     FRAME_OVERHEAD_BYTES,
@@ -102,12 +101,13 @@ from dmds.client.session_outbox import Outbox
 from dmds.client.session_reconnect import (
     DEFAULT_PORT,
     addresses_to_try,
+    open_any,
     parse_servers,
     presence_changes,
     reconnect,
+    resume_session,
 )
 from dmds.protocols.session import frames as f
-from dmds.protocols.session.codes import ErrorCode
 from dmds.protocols.session.frames import (
     Accepted,
     Attachment,
@@ -481,28 +481,17 @@ class SessionClient:
         """A new connection, past Hello/Welcome: to (host, port) first when connecting, to the
         next address first when reconnecting; the address that answered becomes (host, port)."""
         addresses = addresses_to_try((self.host, self.port), self.alternates, first=first)
-        error: BaseException | None = None
-        for host, port in addresses:
-            link = Link(self.client_name, self._on_frame, self._link_lost)
-            try:
-                welcome = await link.open(
-                    host,
-                    port,
-                    ssl=self._ssl,
-                    server_hostname=self._server_hostname,
-                    timeout_s=self.connect_timeout_s,
-                )
-            except (OSError, SessionError) as exc:
-                error = exc
-                log.info("cannot connect to %s:%d: %s", host, port, os_reason(exc))
-                continue
-            self.welcome = welcome
-            if (host, port) != (self.host, self.port):
-                self.alternates = [a for a in addresses if a != (host, port)]
-                self.host, self.port = host, port
-            return link
-        assert error is not None
-        raise error
+        link, self.welcome, address = await open_any(
+            addresses,
+            lambda: Link(self.client_name, self._on_frame, self._link_lost),
+            ssl=self._ssl,
+            server_hostname=self._server_hostname,
+            timeout_s=self.connect_timeout_s,
+        )
+        if address != (self.host, self.port):
+            self.alternates = [a for a in addresses if a != address]
+            self.host, self.port = address
+        return link
 
     def _link_lost(self, link: Link) -> None:
         if link is not self._link:
@@ -543,14 +532,11 @@ class SessionClient:
 
     async def _restore(self, link: Link) -> None:
         """Log in again with the token, and subscribe again, on a new connection."""
-        if self.alias is not None:
-            if not self.token:
-                raise SessionError(ErrorCode.BAD_TOKEN, "the session token was revoked")
-            answer = await self._outbox.call(f.Login(id=self._outbox.next_id(), token=self.token), link)
-            self._logged_in(expect(answer, f.LoggedIn))
-        if self._subscribed:
-            subscribe = f.Subscribe(id=self._outbox.next_id())
-            presence = expect(await self._outbox.call(subscribe, link), f.Presence)
+        token = self.token if self.alias is not None else None
+        presence = await resume_session(
+            self._outbox, link, token, self._logged_in, subscribe=self._subscribed
+        )
+        if presence is not None:
             before, self.online = self.online, set(presence.online)
             for event in presence_changes(before, self.online):
                 self._events.emit(event)
