@@ -403,12 +403,7 @@ class SessionClient:
         self._outbox.fail_all(reason)
         link, self._link, self._ready = self._link, None, False
         if link is not None:
-            link.close()
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await asyncio.shield(link.closed)
-            except TimeoutError:
-                link.abort()
+            await link.close_within(CLOSE_TIMEOUT_S)
         self._events.end()
 
     def _shut(self, reason: str) -> None:

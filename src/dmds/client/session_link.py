@@ -223,6 +223,15 @@ class Link(asyncio.Protocol):
             self.flush()
             self.transport.close()
 
+    async def close_within(self, timeout_s: float) -> None:
+        """`close()`, then wait for the connection to be gone; abort it after `timeout_s`."""
+        self.close()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self.closed)
+        except TimeoutError:
+            self.abort()
+
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
