@@ -21,39 +21,26 @@ was not recovered, see below).
 
 Events
 ------
-What the server pushes (`Message`, `Delivered`, `Read`, `PresenceChanged`, the protocol's frames
-re-exported here) and what happens to the connection (`Disconnected`, `Reconnected`) are events. They
-go one of two ways, chosen once at `connect`:
-
-- with `on_event=callback`, each event is passed to the callback, in the event loop, in the order it
-  arrived, as soon as it arrived. The callback must not block; it may start tasks.
-- without, each event is put in a queue that `async for event in client.events()` reads. The
-  iteration ends when the client is closed or its connection is lost for good.
-
-A `Message` is acknowledged to the server (an Ack frame, which makes it count as delivered and sends
-the sender its `Delivered` receipt) once it has been handed to the application: after the callback
-returned, or once it is in the queue. The Acks of one loop pass travel as one Ack frame. A message
-the server pushes again (its Ack was lost with a connection) is acknowledged again but not handed to
-the application twice.
+What the server pushes (`Message`, `Delivered`, `Read`, `PresenceChanged`) and what happens to the
+connection (`Disconnected`, `Reconnected`) are events: passed to ``on_event=callback`` if `connect`
+was given one, else read with ``async for event in client.events()``. `session_events` tells how
+they are handed over and when a `Message` is acknowledged.
 
 Theory of operation
 -------------------
 The client is made of parts, one job each: `session_link` is one connection (the sans-I/O codec on
-an `asyncio.Protocol`, output written once per loop pass, heartbeats); `session_outbox` holds the
-requests waiting for their answers; `session_events` hands events to the application;
-`session_reconnect` says where and when to connect again; `session_errors` has the errors and the
-words for the server's error codes. `SessionClient`, here, ties them together. When the
-transport's buffer is full, new requests wait for it to drain.
+an `asyncio.Protocol`, output written once per loop pass, heartbeats); `session_inbox` routes what
+arrives; `session_outbox` holds the requests waiting for their answers; `session_events` hands
+events to the application; `session_reconnect` says where and when to connect again and resumes
+the session; `session_errors` has the errors and the words for the server's error codes.
+`SessionClient`, here, ties them together. When the transport's buffer is full, new requests wait
+for it to drain.
 
-Reconnection (``reconnect=True``). When the connection drops (not when the client closes it, and
-not when the server said it must not come back), or the server says it is stopping (`GoAway`), the
-client connects again, after a backoff from `RECONNECT_FIRST_DELAY_S` to `RECONNECT_MAX_DELAY_S`,
-at most `RECONNECT_ATTEMPTS` times, to `host` and `port` as they are at each attempt (then to
-`alternates`), resumes the session with its token, and writes again the requests that are safe to
-repeat: `Send` (by its key), `History`, `Fetch`. The others fail with `ConnectionLost`. If it cannot,
-it gives up: pending requests fail, a `Disconnected` event with ``reconnecting=False`` ends the
-events, and the client is closed. No accepted message is lost either way: `Accepted` is only ever
-given for a message the server has committed. `session_reconnect` tells it step by step.
+Reconnection (``reconnect=True``): when the connection drops or the server stops, the client
+connects again, up to `RECONNECT_ATTEMPTS` times after a backoff from `RECONNECT_FIRST_DELAY_S` to
+`RECONNECT_MAX_DELAY_S`, to `host` and `port` as they are then (then to `alternates`); it resumes
+the session and writes again the requests safe to repeat, or gives up and closes. No accepted
+message is lost either way. `session_reconnect` tells it step by step.
 """
 
 from __future__ import annotations
@@ -71,12 +58,7 @@ import msgspec
 
 from dmds import __version__
 from dmds.client import session_attachments as attachments
-from dmds.client.oserrors import os_reason
-from dmds.client.session_attachments import (
-    FETCH_CHUNK_BYTES,
-    FRAME_OVERHEAD_BYTES,
-    UPLOAD_CHUNK_BYTES,
-)
+from dmds.client.session_attachments import FETCH_CHUNK_BYTES, FRAME_OVERHEAD_BYTES, UPLOAD_CHUNK_BYTES
 from dmds.client.session_errors import (
     ERROR_TEXT,
     ConnectionLost,
@@ -92,22 +74,20 @@ from dmds.client.session_events import (
     EventCallback,
     EventStream,
     Reconnected,
-    SeenWindow,
 )
-from dmds.client.session_link import (
-    MAX_INCOMING_FRAME_BYTES,
-    Link,
-)
+from dmds.client.session_inbox import Inbox
+from dmds.client.session_link import MAX_INCOMING_FRAME_BYTES, Link
 from dmds.client.session_outbox import Outbox
 from dmds.client.session_reconnect import (
     DEFAULT_PORT,
     addresses_to_try,
+    open_any,
     parse_servers,
     presence_changes,
     reconnect,
+    resume_session,
 )
 from dmds.protocols.session import frames as f
-from dmds.protocols.session.codes import ErrorCode
 from dmds.protocols.session.frames import (
     Accepted,
     Attachment,
@@ -213,7 +193,7 @@ class SessionClient:
         self._reconnector: asyncio.Task[None] | None = None
         self._closed_reason: str | None = None
         self._subscribed = False
-        self._seen = SeenWindow()
+        self._inbox = Inbox(self._events, self._outbox)
         #: the server's Welcome on the current (or last) connection: its limits
         self.welcome: Welcome
         #: the logged-in alias, or None
@@ -222,8 +202,6 @@ class SessionClient:
         self.token = ""
         #: when `token` expires (seconds since the epoch; 0 if unknown)
         self.token_expires_at = 0.0
-        #: who is online, kept up to date once `subscribe()` was called
-        self.online: set[str] = set()
 
     @classmethod
     async def connect(
@@ -284,6 +262,15 @@ class SessionClient:
         """True once closed, by `close()` or because the connection was lost for good."""
         return self._closed_reason is not None
 
+    @property
+    def online(self) -> set[str]:
+        """Who is online, kept up to date once `subscribe()` was called."""
+        return self._inbox.online
+
+    @online.setter
+    def online(self, aliases: set[str]) -> None:
+        self._inbox.online = aliases
+
     async def __aenter__(self) -> SessionClient:
         return self
 
@@ -315,7 +302,7 @@ class SessionClient:
 
     def _logged_in(self, answer: f.LoggedIn) -> None:
         if answer.alias != self.alias:
-            self._seen.clear()  # message ids are per mailbox
+            self._inbox.seen.clear()  # message ids are per mailbox
         self.alias, self.token = answer.alias, answer.token
         if answer.expires_at:
             self.token_expires_at = answer.expires_at
@@ -416,12 +403,7 @@ class SessionClient:
         self._outbox.fail_all(reason)
         link, self._link, self._ready = self._link, None, False
         if link is not None:
-            link.close()
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await asyncio.shield(link.closed)
-            except TimeoutError:
-                link.abort()
+            await link.close_within(CLOSE_TIMEOUT_S)
         self._events.end()
 
     def _shut(self, reason: str) -> None:
@@ -451,58 +433,23 @@ class SessionClient:
         _validate(frame)
         return await self._outbox.call(frame, link if self._ready else None)
 
-    # -- input --------------------------------------------------------------------------------------
-
-    def _on_frame(self, link: Link, frame: Any) -> None:
-        if isinstance(frame, Message):
-            self._on_message(link, frame)
-        elif isinstance(frame, f.Messages):  # version 2: a page, each as if pushed alone
-            for message in frame.messages:
-                self._on_message(link, message)
-        elif isinstance(frame, Delivered | Read):
-            self._events.emit(frame)
-        elif isinstance(frame, PresenceChanged):
-            if frame.online:
-                self.online.add(frame.alias)
-            else:
-                self.online.discard(frame.alias)
-            self._events.emit(frame)
-        else:
-            self._outbox.answer(link, frame)
-
-    def _on_message(self, link: Link, message: Message) -> None:
-        if self._seen.first_time(message.message_id):
-            self._events.emit(message)
-        link.ack(message.message_id)
-
     # -- connections --------------------------------------------------------------------------------
 
     async def _open_link(self, *, first: bool = False) -> Link:
         """A new connection, past Hello/Welcome: to (host, port) first when connecting, to the
         next address first when reconnecting; the address that answered becomes (host, port)."""
         addresses = addresses_to_try((self.host, self.port), self.alternates, first=first)
-        error: BaseException | None = None
-        for host, port in addresses:
-            link = Link(self.client_name, self._on_frame, self._link_lost, os_reason)
-            try:
-                welcome = await link.open(
-                    host,
-                    port,
-                    ssl=self._ssl,
-                    server_hostname=self._server_hostname,
-                    timeout_s=self.connect_timeout_s,
-                )
-            except (OSError, SessionError) as exc:
-                error = exc
-                log.info("cannot connect to %s:%d: %s", host, port, os_reason(exc))
-                continue
-            self.welcome = welcome
-            if (host, port) != (self.host, self.port):
-                self.alternates = [a for a in addresses if a != (host, port)]
-                self.host, self.port = host, port
-            return link
-        assert error is not None
-        raise error
+        link, self.welcome, address = await open_any(
+            addresses,
+            lambda: Link(self.client_name, self._inbox.on_frame, self._link_lost),
+            ssl=self._ssl,
+            server_hostname=self._server_hostname,
+            timeout_s=self.connect_timeout_s,
+        )
+        if address != (self.host, self.port):
+            self.alternates = [a for a in addresses if a != address]
+            self.host, self.port = address
+        return link
 
     def _link_lost(self, link: Link) -> None:
         if link is not self._link:
@@ -527,7 +474,6 @@ class SessionClient:
                 self._open_link,
                 self._restore,
                 lambda: (self.host, self.port),
-                os_reason,
                 reason,
                 attempts=RECONNECT_ATTEMPTS,
                 first_delay_s=RECONNECT_FIRST_DELAY_S,
@@ -544,14 +490,11 @@ class SessionClient:
 
     async def _restore(self, link: Link) -> None:
         """Log in again with the token, and subscribe again, on a new connection."""
-        if self.alias is not None:
-            if not self.token:
-                raise SessionError(ErrorCode.BAD_TOKEN, "the session token was revoked")
-            answer = await self._outbox.call(f.Login(id=self._outbox.next_id(), token=self.token), link)
-            self._logged_in(expect(answer, f.LoggedIn))
-        if self._subscribed:
-            subscribe = f.Subscribe(id=self._outbox.next_id())
-            presence = expect(await self._outbox.call(subscribe, link), f.Presence)
+        token = self.token if self.alias is not None else None
+        presence = await resume_session(
+            self._outbox, link, token, self._logged_in, subscribe=self._subscribed
+        )
+        if presence is not None:
             before, self.online = self.online, set(presence.online)
             for event in presence_changes(before, self.online):
                 self._events.emit(event)

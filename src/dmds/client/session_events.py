@@ -1,10 +1,17 @@
 """The events of the session client and how they reach the application.
 
-An event is what the server pushes (`Message`, `Delivered`, `Read`, `PresenceChanged`) or what
-happens to the connection (`Disconnected`, `Reconnected`). `EventStream` hands each one to the
-application's callback, or queues it for `SessionClient.events()`; `SeenWindow` remembers the
-messages already handed over, so that one pushed again (its Ack lost with a connection) is not
-handed twice.
+An event is what the server pushes (`Message`, `Delivered`, `Read`, `PresenceChanged`, the
+protocol's frames) or what happens to the connection (`Disconnected`, `Reconnected`). `EventStream`
+hands them over one of two ways, chosen once at `SessionClient.connect`: with `on_event=callback`,
+each is passed to the callback in the event loop, in the order it arrived, as soon as it arrived (the
+callback must not block; it may start tasks); without, each is queued for ``async for event in
+client.events()``, which ends when the client is closed or its connection is lost for good.
+
+A `Message` is acknowledged to the server (an Ack frame, which makes it count as delivered and sends
+the sender its `Delivered` receipt) once it has been handed over: after the callback returned, or
+once it is in the queue; the Acks of one loop pass travel as one Ack frame. `SeenWindow` remembers
+the messages already handed over, so that one pushed again (its Ack lost with a connection) is
+acknowledged again but not handed twice.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import ssl as _ssl
 from collections.abc import Callable
 from typing import Any, Final, cast
 
+from dmds.client.oserrors import os_reason
 from dmds.client.session_errors import FINAL_CODES, ConnectionLost, SessionError, describe_error
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.connection import (
@@ -40,8 +41,7 @@ class Link(asyncio.Protocol):
     """One connection (TCP or TLS): its codec, its transport, its output written once per loop pass.
 
     `on_frame(link, frame)` gets the frames that are not the connection's own business (pushes and
-    answers); `on_lost(link)` is called once, when the connection is gone, with `reason` set;
-    `words(exc)` says in words why the transport was lost.
+    answers); `on_lost(link)` is called once, when the connection is gone, with `reason` set.
     """
 
     def __init__(
@@ -49,13 +49,11 @@ class Link(asyncio.Protocol):
         client_name: str,
         on_frame: Callable[[Link, Any], None],
         on_lost: Callable[[Link], None],
-        words: Callable[[BaseException | None], str],
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._client_name = client_name
         self._on_frame = on_frame
         self._on_lost = on_lost
-        self._words = words
         self.codec = Connection(Role.CLIENT, max_frame_bytes=MAX_INCOMING_FRAME_BYTES, now=self._loop.time())
         self.transport: asyncio.Transport | None = None
         self.welcome: asyncio.Future[Welcome] = self._loop.create_future()
@@ -125,7 +123,7 @@ class Link(asyncio.Protocol):
         self.codec.close()
         self.writable.set()  # wake requests waiting for room: they see the link is gone
         if not self.reason:
-            self.reason = self._words(exc) or "connection closed by the server"
+            self.reason = os_reason(exc) or "connection closed by the server"
         if not self.welcome.done():
             self.welcome.set_exception(ConnectionLost(self.reason))
             self.welcome.exception()  # retrieved: nobody may be waiting any more
@@ -224,6 +222,15 @@ class Link(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.flush()
             self.transport.close()
+
+    async def close_within(self, timeout_s: float) -> None:
+        """`close()`, then wait for the connection to be gone; abort it after `timeout_s`."""
+        self.close()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self.closed)
+        except TimeoutError:
+            self.abort()
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -1,9 +1,9 @@
 """Where and when the session client connects again, and how it resumes its session.
 
 Server addresses are written by people as ``host[:port]``, comma-separated (the nodes of a
-cluster). When connecting, the client tries its current address first; when reconnecting, the next
-one first. Between attempts it waits a backoff that doubles up to a bound, shortened by a random
-jitter of up to half.
+cluster). When connecting, the client tries its current address first, then the others in turn;
+when reconnecting, the next one first. Between attempts it waits a backoff that doubles up to a
+bound, shortened by a random jitter of up to half.
 
 Reconnection (``reconnect=True``). When the connection drops (not when the client closes it, and
 not when the server said it must not come back: replaced by a newer login, protocol errors), or
@@ -38,21 +38,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Final
 
-from dmds.client.session_errors import ConnectionLost, SessionClientError, SessionError
+from dmds.client.oserrors import os_reason
+from dmds.client.session_errors import ConnectionLost, SessionClientError, SessionError, expect
 from dmds.client.session_link import Link
+from dmds.client.session_outbox import Outbox
+from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
-from dmds.protocols.session.frames import PresenceChanged
+from dmds.protocols.session.frames import PresenceChanged, Welcome
 
 __all__ = [
     "DEFAULT_PORT",
     "addresses_to_try",
     "backoff",
+    "open_any",
     "parse_servers",
     "presence_changes",
     "reconnect",
+    "resume_session",
 ]
 
 # The client's log lines all go to the logger of its public module, whichever part writes them.
@@ -95,6 +101,32 @@ def addresses_to_try(current: Address, alternates: Iterable[Address], *, first: 
     return addresses
 
 
+async def open_any(
+    addresses: Iterable[Address],
+    new_link: Callable[[], Link],
+    *,
+    ssl: _ssl.SSLContext | None,
+    server_hostname: str | None,
+    timeout_s: float,
+) -> tuple[Link, Welcome, Address]:
+    """A new link past Hello/Welcome to the first of `addresses` that answers, its Welcome and
+    that address; raises the error of the last one if none does."""
+    error: BaseException | None = None
+    for host, port in addresses:
+        link = new_link()
+        try:
+            welcome = await link.open(
+                host, port, ssl=ssl, server_hostname=server_hostname, timeout_s=timeout_s
+            )
+        except (OSError, SessionError) as exc:
+            error = exc
+            log.info("cannot connect to %s:%d: %s", host, port, os_reason(exc))
+            continue
+        return link, welcome, (host, port)
+    assert error is not None
+    raise error
+
+
 def backoff(
     attempts: int, first_s: float, max_s: float, *, at_once: bool
 ) -> Iterator[tuple[int, float | None]]:
@@ -116,11 +148,30 @@ def presence_changes(before: set[str], now: set[str]) -> list[PresenceChanged]:
     return came + went
 
 
+async def resume_session(
+    outbox: Outbox,
+    link: Link,
+    token: str | None,
+    on_login: Callable[[f.LoggedIn], None],
+    *,
+    subscribe: bool,
+) -> f.Presence | None:
+    """On a new link, log in again with `token` (None: the client was not logged in; "": revoked)
+    and pass the answer to `on_login`, then subscribe again if `subscribe`: returns its Presence."""
+    if token is not None:
+        if not token:
+            raise SessionError(ErrorCode.BAD_TOKEN, "the session token was revoked")
+        answer = await outbox.call(f.Login(id=outbox.next_id(), token=token), link)
+        on_login(expect(answer, f.LoggedIn))
+    if not subscribe:
+        return None
+    return expect(await outbox.call(f.Subscribe(id=outbox.next_id()), link), f.Presence)
+
+
 async def reconnect(
     open_link: Callable[[], Awaitable[Link]],
     restore: Callable[[Link], Awaitable[None]],
     address: Callable[[], Address],
-    words: Callable[[BaseException], str],
     reason: str,
     *,
     attempts: int,
@@ -136,7 +187,7 @@ async def reconnect(
         try:
             link = await open_link()
         except (OSError, SessionError) as exc:
-            reason = words(exc)
+            reason = os_reason(exc)
             log.info("reconnection %d to %s:%d failed: %s", attempt, *address(), reason)
             continue
         try:
