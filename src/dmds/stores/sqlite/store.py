@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -237,11 +236,15 @@ class SqliteStore:
         key: str | None = None,
         attachment: int = 0,
     ) -> asyncio.Future[tuple[OutboxItem, bool]]:
+        cache = self._cache
+
+        # A closure and a positional call: per message, cheaper than a partial with keywords.
+        def job(conn: sqlite3.Connection) -> tuple[OutboxItem, bool]:
+            return messages.add(
+                conn, cache, sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment
+            )
+
         # A future, not a coroutine: the session server's hot path waits on it without a task.
-        job = functools.partial(
-            messages.add, cache=self._cache, sender=sender, recipient=recipient, text=text, now=now,
-            max_stored=max_stored, max_stored_bytes=max_stored_bytes, key=key, attachment=attachment,
-        )  # fmt: skip
         return self._submit(job, defers=True)
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
