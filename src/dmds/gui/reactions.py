@@ -8,6 +8,7 @@ holds the window (see `dmds.gui.mode` for why a reference cycle with it must not
 
 from __future__ import annotations
 
+from functools import singledispatch
 from typing import TYPE_CHECKING
 
 from dmds.client.classic import OK
@@ -27,31 +28,20 @@ if TYPE_CHECKING:
 __all__ = ["react"]
 
 
-def react(window: MainWindow, event: WorkerEvent) -> None:
-    """Show `event` in `window`."""
-    if isinstance(event, OperationDone):
-        _operation_done(window, event)
-    elif isinstance(event, ConnectionChanged):
-        _connection_changed(window, event)
-    elif isinstance(event, SendDone):
-        _send_done(window, event)
-    elif isinstance(event, UsersListed):
-        _users_listed(window, event)
-    elif isinstance(event, MessageArrived):
-        _message_arrived(window, event)
-    elif isinstance(event, NormaliserChanged):
-        _normaliser_changed(window, event)
-    else:
-        window.mode.on_event(event)
+@singledispatch
+def react(event: WorkerEvent, window: MainWindow) -> None:
+    """Show `event` in `window` (here, one only the window's mode knows)."""
+    window.mode.on_event(event)
 
 
-def _operation_done(window: MainWindow, done: OperationDone) -> None:
+@react.register(OperationDone)
+def _operation_done(done: OperationDone, window: MainWindow) -> None:
     window.finish_operation(done.operation)
     mode = window.mode
     if done.code == OK:
         window.log_server(f"{done.operation} OK")
         window.clear_notice()
-        _operation_succeeded(window, done)
+        _operation_succeeded(done, window)
     else:
         reason, words = mode.failure(done.operation, done.code, done.error_code, done.error)
         window.log_server(f"{done.operation} FAIL: {reason}")
@@ -62,7 +52,7 @@ def _operation_done(window: MainWindow, done: OperationDone) -> None:
     window.update_actions()
 
 
-def _operation_succeeded(window: MainWindow, done: OperationDone) -> None:
+def _operation_succeeded(done: OperationDone, window: MainWindow) -> None:
     if done.operation == "REGISTER":
         window.say(f"Registered {done.alias}; {window.mode.op_connect} to use it.")
         window.settings.last_alias = done.alias
@@ -74,7 +64,8 @@ def _operation_succeeded(window: MainWindow, done: OperationDone) -> None:
         window.save_settings()
 
 
-def _connection_changed(window: MainWindow, change: ConnectionChanged) -> None:
+@react.register(ConnectionChanged)
+def _connection_changed(change: ConnectionChanged, window: MainWindow) -> None:
     window.alias = window.chat.me = change.alias
     mode = window.mode
     if change.alias is not None:
@@ -101,7 +92,8 @@ def _connection_changed(window: MainWindow, change: ConnectionChanged) -> None:
         mode.logged_in()
 
 
-def _send_done(window: MainWindow, done: SendDone) -> None:
+@react.register(SendDone)
+def _send_done(done: SendDone, window: MainWindow) -> None:
     if done.code == OK:
         window.conversations.accepted(done.local_id, done.message_id, done.text, done.attachment)
         window.log_server(f"SEND OK - MESSAGE {done.message_id}")
@@ -114,7 +106,8 @@ def _send_done(window: MainWindow, done: SendDone) -> None:
     window.chat.changed(done.dest)
 
 
-def _users_listed(window: MainWindow, listed: UsersListed) -> None:
+@react.register(UsersListed)
+def _users_listed(listed: UsersListed, window: MainWindow) -> None:
     window.users_in_flight = False
     if listed.code == OK:
         window.poll_failure = ""
@@ -135,7 +128,8 @@ def _users_listed(window: MainWindow, listed: UsersListed) -> None:
         window.show_notice(f"The connected users cannot be listed: {words}")
 
 
-def _message_arrived(window: MainWindow, pushed: MessageArrived) -> None:
+@react.register(MessageArrived)
+def _message_arrived(pushed: MessageArrived, window: MainWindow) -> None:
     attached = pushed.attachment
     extra = f" [attachment {attached.name}, {attached.size} bytes]" if attached else ""
     window.log_server(f"MESSAGE {pushed.message_id} FROM {pushed.sender}: {pushed.text}{extra}")
@@ -143,7 +137,8 @@ def _message_arrived(window: MainWindow, pushed: MessageArrived) -> None:
         window.say(f"New message from {pushed.sender}.")
 
 
-def _normaliser_changed(window: MainWindow, change: NormaliserChanged) -> None:
+@react.register(NormaliserChanged)
+def _normaliser_changed(change: NormaliserChanged, window: MainWindow) -> None:
     if change.available:
         window.status_line.normaliser_up(window.settings.ws_url)
     else:

@@ -445,7 +445,7 @@ class MainWindow(QMainWindow):
         sender = self.sender()
         if sender is not None and sender is not self.worker:
             return  # the last words of a worker replaced when the protocol changed
-        react(self, event)
+        react(event, self)
 
     # -- the end --------------------------------------------------------------------------------------------
 
