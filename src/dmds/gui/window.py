@@ -80,17 +80,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self._store = settings
         self.settings = GuiSettings.load(settings)
-        # Flags given on the command line win over (and replace) what was remembered.
-        if mode is not None:
-            self.settings.mode = mode
-        if server is not None:
-            self.settings.server = server
-        if port is not None and self.settings.mode is Mode.SESSION:
-            self.settings.session_port = port
-        elif port is not None:
-            self.settings.port = port
-        if ws_url is not None:
-            self.settings.ws_url = ws_url
+        self.settings.override(mode=mode, server=server, port=port, ws_url=ws_url)
         self.settings.save(settings)
         self._timeout_s = timeout_s
         self._listen_host = listen_host
