@@ -16,7 +16,8 @@ window logs in with a password; `dmds.gui.session_mode` says what else changes.
 
 The window itself is protocol-neutral: what differs goes through its mode (`dmds.gui.mode`;
 `classic_mode` and `session_mode`), which owns the worker whose thread does all network work; the
-window only shows its events (`dmds.gui.reactions`). Its parts are built in `dmds.gui.panels`.
+window only shows its events (`dmds.gui.reactions`). Its parts are built in `dmds.gui.panels`;
+its Settings dialog is applied by `dmds.gui.settings_change`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from dmds.gui.reactions import react
 from dmds.gui.session_mode import SessionMode
 from dmds.gui.session_worker import SessionWorker
 from dmds.gui.settings import GuiSettings, Mode
+from dmds.gui.settings_change import open_settings_dialog
 
 __all__ = ["CONNECTED_USERS_REFRESH_MS", "MainWindow"]
 
@@ -150,7 +152,7 @@ class MainWindow(QMainWindow):
         mode.worker.report.connect(self._on_event)
         return mode
 
-    def _replace_mode(self) -> None:
+    def replace_mode(self) -> None:
         """The protocol changed (only while not connected): a new mode, with a new worker."""
         old = self.mode.worker
         old.report.disconnect(self._on_event)
@@ -342,51 +344,8 @@ class MainWindow(QMainWindow):
         self.mode.end_session()
 
     def open_settings_dialog(self) -> SettingsDialog:
-        dialog = SettingsDialog(
-            self.settings.server,
-            self.settings.port,
-            self.settings.ws_url,
-            self,
-            mode=self.settings.mode,
-            session_port=self.settings.session_port,
-        )
-        dialog.accepted.connect(
-            lambda: self.apply_settings(
-                *dialog.values(), mode=dialog.mode(), session_port=dialog.session_port_value()
-            )
-        )
-        self.settings_dialog = dialog
-        return shown(dialog)
-
-    def apply_settings(
-        self,
-        server: str,
-        port: int,
-        ws_url: str,
-        *,
-        mode: Mode | None = None,
-        session_port: int | None = None,
-    ) -> None:
-        """Use (and remember) another server, classic port, normaliser URL and (if given) protocol
-        and session port; only while not connected."""
-        if self.alias is not None:
-            self.show_notice("Settings can be changed only while not connected.")
-            return
-        previous = self.settings.mode
-        self.settings.server, self.settings.port, self.settings.ws_url = server, port, ws_url
-        if mode is not None:
-            self.settings.mode = mode
-        if session_port is not None:
-            self.settings.session_port = session_port
-        self.save_settings()
-        if self.settings.mode is previous:
-            self.worker.configure(server, self.settings.active_port, ws_url)
-        else:
-            self._replace_mode()
-        self.status_line.normaliser_unknown()
-        protocol = f"{self.settings.mode.value} protocol, " if mode is not None else ""
-        self.say(f"Settings saved: {protocol}server {self.server_text}, normaliser {ws_url}")
-        self.update_status()
+        """Settings: another server, ports, normaliser or protocol (only while not connected)."""
+        return open_settings_dialog(self)
 
     def send_message(self) -> None:
         dest, text = self.dest_edit.text().strip(), self.message_edit.text()
