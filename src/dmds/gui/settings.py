@@ -54,6 +54,27 @@ class GuiSettings:
         """The port of the protocol in use."""
         return self.session_port if self.mode is Mode.SESSION else self.port
 
+    def override(
+        self,
+        *,
+        mode: Mode | None = None,
+        server: str | None = None,
+        port: int | None = None,
+        ws_url: str | None = None,
+    ) -> None:
+        """Flags given on the command line win over (and replace) what was remembered; `port` is
+        the port of the protocol in use (`mode`, or the remembered one)."""
+        if mode is not None:
+            self.mode = mode
+        if server is not None:
+            self.server = server
+        if port is not None and self.mode is Mode.SESSION:
+            self.session_port = port
+        elif port is not None:
+            self.port = port
+        if ws_url is not None:
+            self.ws_url = ws_url
+
     @classmethod
     def load(cls, store: QSettings) -> GuiSettings:
         """The remembered settings; defaults for what is missing or unreadable."""

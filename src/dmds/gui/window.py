@@ -16,7 +16,8 @@ window logs in with a password; `dmds.gui.session_mode` says what else changes.
 
 The window itself is protocol-neutral: what differs goes through its mode (`dmds.gui.mode`;
 `classic_mode` and `session_mode`), which owns the worker whose thread does all network work; the
-window only reacts to its events. Its parts are built in `dmds.gui.panels`.
+window only shows its events (`dmds.gui.reactions`). Its parts are built in `dmds.gui.panels`;
+its Settings dialog is applied by `dmds.gui.settings_change`.
 """
 
 from __future__ import annotations
@@ -33,28 +34,22 @@ from PySide6.QtWidgets import (
     QMessageBox,
 )
 
-from dmds.client.classic import DEFAULT_TIMEOUT_S, OK
+from dmds.client.classic import DEFAULT_TIMEOUT_S
 from dmds.client.normalise import TextNormaliser
 from dmds.gui.chat import ChatView
 from dmds.gui.classic_mode import ClassicMode
 from dmds.gui.classic_worker import ClassicWorker
 from dmds.gui.conversations import Conversations
 from dmds.gui.dialogs import AliasDialog, LoginDialog, RegisterDialog, SettingsDialog
-from dmds.gui.events import (
-    ConnectionChanged,
-    MessageArrived,
-    NormaliserChanged,
-    OperationDone,
-    SendDone,
-    UsersListed,
-    WorkerEvent,
-)
+from dmds.gui.events import WorkerEvent
 from dmds.gui.message_html import ATTACHMENT_SCHEME
 from dmds.gui.mode import WindowMode, shown
 from dmds.gui.panels import STYLE, ActionBar, LogPanel, StatusLine, central_widget, notice_label, quit_button
+from dmds.gui.reactions import react
 from dmds.gui.session_mode import SessionMode
 from dmds.gui.session_worker import SessionWorker
 from dmds.gui.settings import GuiSettings, Mode
+from dmds.gui.settings_change import open_settings_dialog
 
 __all__ = ["CONNECTED_USERS_REFRESH_MS", "MainWindow"]
 
@@ -87,17 +82,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self._store = settings
         self.settings = GuiSettings.load(settings)
-        # Flags given on the command line win over (and replace) what was remembered.
-        if mode is not None:
-            self.settings.mode = mode
-        if server is not None:
-            self.settings.server = server
-        if port is not None and self.settings.mode is Mode.SESSION:
-            self.settings.session_port = port
-        elif port is not None:
-            self.settings.port = port
-        if ws_url is not None:
-            self.settings.ws_url = ws_url
+        self.settings.override(mode=mode, server=server, port=port, ws_url=ws_url)
         self.settings.save(settings)
         self._timeout_s = timeout_s
         self._listen_host = listen_host
@@ -116,9 +101,12 @@ class MainWindow(QMainWindow):
         self.alias: str | None = None  # the connected alias, as the worker last reported it
         self.reachable = True
         self._busy: set[str] = set()
-        self._users_in_flight = False
-        self._poll_failure = ""  # the last failure of the automatic refresh, said once
-        self._quitting = False
+        #: a CONNECTEDUSERS is asked and not yet answered
+        self.users_in_flight = False
+        #: the last failure of the automatic refresh, said once
+        self.poll_failure = ""
+        #: closing: the DISCONNECT is on its way
+        self.quitting = False
         self._close_now = False
         self.register_dialog: RegisterDialog | None = None
         self.alias_dialog: AliasDialog | None = None
@@ -164,7 +152,7 @@ class MainWindow(QMainWindow):
         mode.worker.report.connect(self._on_event)
         return mode
 
-    def _replace_mode(self) -> None:
+    def replace_mode(self) -> None:
         """The protocol changed (only while not connected): a new mode, with a new worker."""
         old = self.mode.worker
         old.report.disconnect(self._on_event)
@@ -173,7 +161,7 @@ class MainWindow(QMainWindow):
         self.mode = self._make_mode()
         self.max_attachment_bytes = 0
         self._busy.clear()
-        self._users_in_flight = False
+        self.users_in_flight = False
         self.chat.online = []
         self.users_list.clear()
         self._apply_mode()
@@ -259,7 +247,7 @@ class MainWindow(QMainWindow):
 
     def update_actions(self) -> None:
         connected = self.alias is not None
-        idle = not self._quitting
+        idle = not self.quitting
         usable = connected and self.reachable and idle
         sendable = connected and idle if self.mode.sends_while_unreachable else usable
         attachments = self.mode.attachments
@@ -282,9 +270,21 @@ class MainWindow(QMainWindow):
 
     def update_status(self) -> None:
         self.status_line.show_connection(
-            *self.mode.status(self.alias, self.reachable, self._quitting, self.server_text)
+            *self.mode.status(self.alias, self.reachable, self.quitting, self.server_text)
         )
         self.setWindowTitle(f"dmds Messenger — {self.alias}" if self.alias else "dmds Messenger")
+
+    def set_connected_users(self, aliases: list[str]) -> None:
+        if not self.chat.set_online(aliases):
+            return
+        if self.alias is None:
+            self.users_label.setText(f"Connected users ({self.mode.op_connect.lower()} to see them)")
+        else:
+            self.users_label.setText(f"Connected users: {len(aliases)}")
+
+    def conversation_text(self) -> str:
+        """The conversation on screen as plain text (what a person reads)."""
+        return self.conversation_view.toPlainText()
 
     def show_notice(self, text: str) -> None:
         """A problem that stays on screen until the next one or the next success."""
@@ -310,6 +310,13 @@ class MainWindow(QMainWindow):
         self.log_client(line)
         self._busy.add(operation)
         self.update_actions()
+
+    def finish_operation(self, operation: str) -> None:
+        """The server answered `operation`: its button is usable again."""
+        self._busy.discard(operation)
+
+    def save_settings(self) -> None:
+        self.settings.save(self._store)
 
     # -- dialogs and actions -------------------------------------------------------------------------
 
@@ -337,51 +344,8 @@ class MainWindow(QMainWindow):
         self.mode.end_session()
 
     def open_settings_dialog(self) -> SettingsDialog:
-        dialog = SettingsDialog(
-            self.settings.server,
-            self.settings.port,
-            self.settings.ws_url,
-            self,
-            mode=self.settings.mode,
-            session_port=self.settings.session_port,
-        )
-        dialog.accepted.connect(
-            lambda: self.apply_settings(
-                *dialog.values(), mode=dialog.mode(), session_port=dialog.session_port_value()
-            )
-        )
-        self.settings_dialog = dialog
-        return shown(dialog)
-
-    def apply_settings(
-        self,
-        server: str,
-        port: int,
-        ws_url: str,
-        *,
-        mode: Mode | None = None,
-        session_port: int | None = None,
-    ) -> None:
-        """Use (and remember) another server, classic port, normaliser URL and (if given) protocol
-        and session port; only while not connected."""
-        if self.alias is not None:
-            self.show_notice("Settings can be changed only while not connected.")
-            return
-        previous = self.settings.mode
-        self.settings.server, self.settings.port, self.settings.ws_url = server, port, ws_url
-        if mode is not None:
-            self.settings.mode = mode
-        if session_port is not None:
-            self.settings.session_port = session_port
-        self.settings.save(self._store)
-        if self.settings.mode is previous:
-            self.worker.configure(server, self.settings.active_port, ws_url)
-        else:
-            self._replace_mode()
-        self.status_line.normaliser_unknown()
-        protocol = f"{self.settings.mode.value} protocol, " if mode is not None else ""
-        self.say(f"Settings saved: {protocol}server {self.server_text}, normaliser {ws_url}")
-        self.update_status()
+        """Settings: another server, ports, normaliser or protocol (only while not connected)."""
+        return open_settings_dialog(self)
 
     def send_message(self) -> None:
         dest, text = self.dest_edit.text().strip(), self.message_edit.text()
@@ -417,11 +381,11 @@ class MainWindow(QMainWindow):
         self.mode.save_attachment(attachment_id)
 
     def refresh_users(self, *, manual: bool = False) -> None:
-        if self.alias is None or (self._users_in_flight and not manual):
+        if self.alias is None or (self.users_in_flight and not manual):
             return
         if manual:
             self.log_client("CONNECTEDUSERS")
-        self._users_in_flight = True
+        self.users_in_flight = True
         self.worker.connected_users(manual=manual)
 
     # -- events from the worker ----------------------------------------------------------------------
@@ -430,130 +394,7 @@ class MainWindow(QMainWindow):
         sender = self.sender()
         if sender is not None and sender is not self.worker:
             return  # the last words of a worker replaced when the protocol changed
-        if isinstance(event, OperationDone):
-            self._operation_done(event)
-        elif isinstance(event, ConnectionChanged):
-            self._connection_changed(event)
-        elif isinstance(event, SendDone):
-            self._send_done(event)
-        elif isinstance(event, UsersListed):
-            self._users_listed(event)
-        elif isinstance(event, MessageArrived):
-            self._message_arrived(event)
-        elif isinstance(event, NormaliserChanged):
-            self._normaliser_changed(event)
-        else:
-            self.mode.on_event(event)
-
-    def _operation_done(self, done: OperationDone) -> None:
-        self._busy.discard(done.operation)
-        if done.code == OK:
-            self.log_server(f"{done.operation} OK")
-            self.clear_notice()
-            self._operation_succeeded(done)
-        else:
-            reason, words = self.mode.failure(done.operation, done.code, done.error_code, done.error)
-            self.log_server(f"{done.operation} FAIL: {reason}")
-            self.show_notice(f"{done.operation} {done.alias} failed: {words}")
-            self.mode.operation_failed(done)
-        if self._quitting and done.operation == self.mode.op_disconnect:
-            self._close_when_done()
-        self.update_actions()
-
-    def _operation_succeeded(self, done: OperationDone) -> None:
-        if done.operation == "REGISTER":
-            self.say(f"Registered {done.alias}; {self.mode.op_connect} to use it.")
-            self.settings.last_alias = done.alias
-            self.settings.save(self._store)
-        elif done.operation == "UNREGISTER":
-            self.say(f"Unregistered {done.alias}.")
-        elif done.operation == self.mode.op_connect:
-            self.settings.last_alias = done.alias
-            self.settings.save(self._store)
-
-    def _connection_changed(self, change: ConnectionChanged) -> None:
-        self.alias = self.chat.me = change.alias
-        mode = self.mode
-        if change.alias is not None:
-            self.reachable = True
-            self.say(f"{mode.state_word.capitalize()} as {change.alias}.")
-        else:
-            self.refresh_timer.stop()
-            self._users_in_flight = False
-            self.set_connected_users([])
-            if change.reason:
-                self.log_server(f"{mode.ended_word}: {change.reason}")
-                self.show_notice(
-                    f"No longer {mode.state_word}: {change.reason}. {mode.op_connect} again when you wish."
-                )
-            else:
-                self.say(f"{mode.ended_word.capitalize()}.")
-            self.reachable = True
-            if self._quitting:
-                self._close_when_done()
-        self.update_actions()
-        self.update_status()
-        self.chat.refresh_contacts()
-        if change.alias is not None:
-            mode.logged_in()
-
-    def _send_done(self, done: SendDone) -> None:
-        if done.code == OK:
-            self.conversations.accepted(done.local_id, done.message_id, done.text, done.attachment)
-            self.log_server(f"SEND OK - MESSAGE {done.message_id}")
-        else:
-            reason, words = self.mode.failure("SEND", done.code, done.error_code, done.error)
-            self.conversations.failed(done.local_id, words)
-            self.log_server(f"SEND FAIL: {reason}")
-            if self.reachable:  # otherwise the notice says the server does not answer, which is why
-                self.show_notice(f"Message to {done.dest} not sent: {words}")
-        self.chat.changed(done.dest)
-
-    def _users_listed(self, listed: UsersListed) -> None:
-        self._users_in_flight = False
-        if listed.code == OK:
-            self._poll_failure = ""
-            self.set_connected_users(list(listed.aliases))
-            if listed.manual:
-                joined = ", ".join(listed.aliases)
-                self.log_server(f"CONNECTED USERS ({len(listed.aliases)} users connected) OK - {joined}")
-            return
-        reason, words = self.mode.failure("CONNECTEDUSERS", listed.code, None, listed.error)
-        if listed.manual:
-            self.log_server(f"CONNECTED USERS FAIL: {reason}")
-            self.show_notice(f"CONNECTED USERS failed: {reason}")
-        elif listed.code is not None and reason != self._poll_failure:
-            # The refresh repeats every few seconds: say a failure once, not at every refresh. (When
-            # the server does not answer at all, the reachability notice says so instead.)
-            self._poll_failure = reason
-            self.log_server(f"CONNECTED USERS FAIL: {reason}")
-            self.show_notice(f"The connected users cannot be listed: {words}")
-
-    def set_connected_users(self, aliases: list[str]) -> None:
-        if not self.chat.set_online(aliases):
-            return
-        if self.alias is None:
-            self.users_label.setText(f"Connected users ({self.mode.op_connect.lower()} to see them)")
-        else:
-            self.users_label.setText(f"Connected users: {len(aliases)}")
-
-    def _message_arrived(self, pushed: MessageArrived) -> None:
-        attached = pushed.attachment
-        extra = f" [attachment {attached.name}, {attached.size} bytes]" if attached else ""
-        self.log_server(f"MESSAGE {pushed.message_id} FROM {pushed.sender}: {pushed.text}{extra}")
-        if not self.chat.incoming(pushed):
-            self.say(f"New message from {pushed.sender}.")
-
-    def _normaliser_changed(self, change: NormaliserChanged) -> None:
-        if change.available:
-            self.status_line.normaliser_up(self.settings.ws_url)
-        else:
-            self.status_line.normaliser_down(change.detail)
-            self.log_client(f"normaliser unavailable ({change.detail}); sending text as typed")
-
-    def conversation_text(self) -> str:
-        """The conversation on screen as plain text (what a person reads)."""
-        return self.conversation_view.toPlainText()
+        react(event, self)
 
     # -- the end --------------------------------------------------------------------------------------------
 
@@ -564,16 +405,16 @@ class MainWindow(QMainWindow):
             event.accept()
             return
         event.ignore()
-        if self._quitting:
+        if self.quitting:
             return
-        self._quitting = True
+        self.quitting = True
         self.log_client(f"{self.mode.op_disconnect} {self.alias}")
         self.mode.end_session()
-        QTimer.singleShot(int((self._timeout_s + 1) * 1000), self._close_when_done)
+        QTimer.singleShot(int((self._timeout_s + 1) * 1000), self.close_when_done)
         self.update_actions()
         self.update_status()
 
-    def _close_when_done(self) -> None:
+    def close_when_done(self) -> None:
         if not self._close_now:
             self._close_now = True
             # Not from inside a close event (a nested close() is ignored): from the event loop.
@@ -581,12 +422,12 @@ class MainWindow(QMainWindow):
 
     def _finish(self) -> None:
         self.refresh_timer.stop()
-        self.settings.save(self._store)
+        self.save_settings()
         self._store.setValue(GEOMETRY_KEY, self.saveGeometry())
         self._store.sync()
         # After the DISCONNECT of closeEvent (done, failed or timed out) there is nothing more to tell
         # the server; otherwise a CONNECT may have just succeeded: DISCONNECT it, briefly.
-        self.worker.stop(disconnect=not self._quitting, timeout_s=CLOSE_TIMEOUT_S)
+        self.worker.stop(disconnect=not self.quitting, timeout_s=CLOSE_TIMEOUT_S)
 
     def shutdown(self) -> None:
         """Close at once: DISCONNECT if connected (waiting for it, briefly), stop the worker, close."""
