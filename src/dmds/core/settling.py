@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dmds.core.delivery import RETRY_S, Courier
@@ -27,28 +28,21 @@ log = logging.getLogger("dmds.core.service")
 T = TypeVar("T")
 
 
+@dataclass(eq=False)
 class Settler:
     """Records deliveries, reads and pushed receipts for the `Service`, batched per loop pass."""
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        clock: Callable[[], float],
-        courier_of: Callable[[str], Courier | None],
-        spawn: Callable[[Coroutine[Any, Any, Any]], None],
-        closing: asyncio.Event,
-        metrics: Metrics | None,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._courier_of = courier_of
-        self._spawn = spawn
-        self._closing = closing
-        self._metrics = metrics
-        self._forget: list[OutboxItem] = []
-        self._settling: dict[tuple[str, ItemKind], list[int]] = {}
-        self._flush_scheduled = False
+    store: Store
+    clock: Callable[[], float]
+    #: the courier of a user on this node, if any (receipts are offered only to those)
+    courier_of: Callable[[str], Courier | None]
+    spawn: Callable[[Coroutine[Any, Any, Any]], None]
+    #: set when the service closes: the retries stop
+    closing: asyncio.Event
+    metrics: Metrics | None
+    _forget: list[OutboxItem] = field(default_factory=list, init=False)
+    _settling: dict[tuple[str, ItemKind], list[int]] = field(default_factory=dict, init=False)
+    _flush_scheduled: bool = field(default=False, init=False)
 
     def forget_soon(self, receipt: OutboxItem) -> None:
         """A receipt was pushed: it leaves the store in the next batch (lazily)."""
@@ -69,11 +63,11 @@ class Settler:
         self._flush_scheduled = False
         if self._forget:
             pushed, self._forget = self._forget, []
-            forget = self._store.forget
-            self._spawn(self.until_stored("forgetting pushed receipts", lambda: forget(pushed)))
+            forget = self.store.forget
+            self.spawn(self.until_stored("forgetting pushed receipts", lambda: forget(pushed)))
         settling, self._settling = self._settling, {}
         for (owner, kind), ids in settling.items():
-            self._spawn(self.settle(owner, ids, kind))
+            self.spawn(self.settle(owner, ids, kind))
 
     async def until_stored(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """`attempt` again, with backoff, while the store fails; given up when the service closes."""
@@ -82,19 +76,19 @@ class Settler:
             try:
                 return await attempt()
             except StoreError as exc:
-                if self._closing.is_set():
+                if self.closing.is_set():
                     raise
                 if not warned:
                     log.warning("%s: the store failed (%s); retrying", what, exc)
                     warned = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay)
+                await asyncio.wait_for(self.closing.wait(), delay)
             delay = min(delay * 2, RETRY_S[1])
 
     async def settle(self, owner: str, message_ids: list[int], kind: ItemKind) -> None:
         """Record now that `owner` received (or read) these messages, and offer the receipts."""
-        now = self._clock()
-        courier_of = self._courier_of
+        now = self.clock()
+        courier_of = self.courier_of
 
         def here(alias: str) -> bool:
             return courier_of(alias) is not None
@@ -103,9 +97,9 @@ class Settler:
             # Read implies delivered: a client that marks read without acking still gives its
             # sender both receipts (mark_delivered skips what is delivered already).
             # A receipt is offered only to a courier of this node: the others read it back.
-            receipts = await self._store.mark_delivered(owner, message_ids, now, here)
+            receipts = await self.store.mark_delivered(owner, message_ids, now, here)
             if kind is ItemKind.READ:
-                receipts += await self._store.mark_read(owner, message_ids, now)
+                receipts += await self.store.mark_read(owner, message_ids, now)
             return receipts
 
         try:
@@ -115,7 +109,7 @@ class Settler:
             # never a loss.
             log.exception("could not record %s of %d message(s) of %s", kind.name, len(message_ids), owner)
             return
-        if (m := self._metrics) is not None:
+        if (m := self.metrics) is not None:
             if kind is ItemKind.READ:
                 m.read += len(message_ids)
             else:

@@ -46,6 +46,17 @@ def check_text(text: str, key: str | None = None) -> None:
         raise InvalidField("message key contains a NUL character")
 
 
+def check_chunk(offset: int, received: int, size: int, length: int) -> int:
+    """An upload's next chunk of `length` bytes at `offset`, after `received` of its announced
+    `size`: the upload's new length, or InvalidField (chunks come in order and never pass the size).
+    Both store engines apply it inside the transaction that writes the chunk."""
+    if offset != received:
+        raise InvalidField(f"chunk at offset {offset}, expected {received}")
+    if received + length > size:
+        raise InvalidField(f"upload passes its announced size of {size} bytes")
+    return received + length
+
+
 def check_birth_date(text: str, today: datetime.date) -> None:
     # A regex and date() rather than strptime(), which costs tens of microseconds per REGISTER.
     match = _DATE.fullmatch(text)

@@ -5,7 +5,7 @@ offer to take over an alias the server still counts as connected.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from PySide6.QtWidgets import QMessageBox
 
@@ -43,6 +43,15 @@ def failure_text(operation: str, code: int) -> str:
 class ClassicMode(WindowMode):
     """The classic protocol, with its `ClassicWorker`."""
 
+    TOOLTIPS: ClassVar[dict[str, str]] = {
+        "register_button": "Register a new user (full name, alias, birth date)",
+        "unregister_button": "Remove a user and its stored messages",
+        "connect_button": "Connect as a user, to send and receive messages",
+        "disconnect_button": "Disconnect the connected user",
+        "users_button": "Ask the server who is connected now (also refreshed by itself)",
+    }
+    ATTACH_PLACEHOLDER: ClassVar[str] = "attachments come with the session protocol"
+
     op_connect = "CONNECT"
     op_disconnect = "DISCONNECT"
     state_word = "connected"
@@ -73,13 +82,8 @@ class ClassicMode(WindowMode):
         )
 
     def label(self) -> None:
+        super().label()
         window = self.window
-        window.register_button.setToolTip("Register a new user (full name, alias, birth date)")
-        window.unregister_button.setToolTip("Remove a user and its stored messages")
-        window.connect_button.setToolTip("Connect as a user, to send and receive messages")
-        window.disconnect_button.setToolTip("Disconnect the connected user")
-        window.users_button.setToolTip("Ask the server who is connected now (also refreshed by itself)")
-        window.attach_edit.setPlaceholderText("attachments come with the session protocol")
         for widget in (window.attach_edit, window.browse_button, window.sendattach_button):
             widget.setToolTip(ATTACH_TOOLTIP)
         window.users_label.setText("Connected users (connect to see them)")

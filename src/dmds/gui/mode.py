@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
@@ -67,9 +67,17 @@ class WindowMode(ABC):
             raise RuntimeError("the window is gone")
         return window
 
-    @abstractmethod
+    #: this protocol's tooltips, by the window's widget attribute
+    TOOLTIPS: ClassVar[dict[str, str]] = {}
+    #: what the attachment row says while it is empty
+    ATTACH_PLACEHOLDER: ClassVar[str] = ""
+
     def label(self) -> None:
         """Put this protocol's words on the window's buttons, rows and headings."""
+        window = self.window
+        for name, tip in self.TOOLTIPS.items():
+            getattr(window, name).setToolTip(tip)
+        window.attach_edit.setPlaceholderText(self.ATTACH_PLACEHOLDER)
 
     @abstractmethod
     def status(self, alias: str | None, reachable: bool, quitting: bool, server: str) -> tuple[str, str]:

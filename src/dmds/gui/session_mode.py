@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from PySide6.QtCore import QStandardPaths
 from PySide6.QtWidgets import QFileDialog
@@ -60,6 +60,17 @@ def session_failure_text(operation: str, code: ErrorCode, text: str = "") -> str
 class SessionMode(WindowMode):
     """The session protocol, with its `SessionWorker`."""
 
+    TOOLTIPS: ClassVar[dict[str, str]] = {
+        "register_button": "Register a new user (full name, alias, birth date, password)",
+        "unregister_button": "Delete an account and its messages (asks its password)",
+        "connect_button": "Log in with an alias and its password",
+        "disconnect_button": "Log out (the session ends on the server)",
+        "users_button": "Who is online now (the server tells this window as it changes)",
+        "attach_edit": "The file SENDATTACH sends to Dest, with the message text",
+        "browse_button": "Choose the file to send",
+    }
+    ATTACH_PLACEHOLDER: ClassVar[str] = "a file to send with the message (Browse… picks one)"
+
     op_connect = "LOG IN"
     op_disconnect = "LOG OUT"
     state_word = "logged in"
@@ -84,15 +95,8 @@ class SessionMode(WindowMode):
         )
 
     def label(self) -> None:
+        super().label()
         window = self.window
-        window.register_button.setToolTip("Register a new user (full name, alias, birth date, password)")
-        window.unregister_button.setToolTip("Delete an account and its messages (asks its password)")
-        window.connect_button.setToolTip("Log in with an alias and its password")
-        window.disconnect_button.setToolTip("Log out (the session ends on the server)")
-        window.users_button.setToolTip("Who is online now (the server tells this window as it changes)")
-        window.attach_edit.setPlaceholderText("a file to send with the message (Browse… picks one)")
-        window.attach_edit.setToolTip("The file SENDATTACH sends to Dest, with the message text")
-        window.browse_button.setToolTip("Choose the file to send")
         self.limits_changed()
         window.users_label.setText("Connected users (log in to see them)")
 

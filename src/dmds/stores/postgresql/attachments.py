@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncpg
 
 from dmds.core.model import AttachmentInfo
-from dmds.errors import InvalidField, UnknownAttachment, UnknownUser
+from dmds.core.validation import check_chunk
+from dmds.errors import UnknownAttachment, UnknownUser
 
 
 async def start_upload(
@@ -38,12 +39,8 @@ async def append_upload(conn: asyncpg.Connection, owner: str, upload: int, offse
     )
     if row is None or row[2]:
         raise UnknownAttachment(f"upload {upload}")
-    length, size = int(row[0]), int(row[1])
-    if offset != length:
-        raise InvalidField(f"chunk at offset {offset}, expected {length}")
-    if length + len(data) > size:
-        raise InvalidField(f"upload passes its announced size of {size} bytes")
-    new_length = length + len(data)
+    size = int(row[1])
+    new_length = check_chunk(offset, int(row[0]), size, len(data))
     if data:
         await conn.execute(
             "INSERT INTO attachment_chunks (attachment_id, start, data) VALUES ($1, $2, $3)",

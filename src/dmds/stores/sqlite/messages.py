@@ -24,20 +24,14 @@ from dmds.stores.sqlite.cache import Account, StoreCache
 MAX_IDS = 500
 
 
-def add(  # noqa: PLR0917 - the hot path: positional arguments cost the least
-    conn: sqlite3.Connection,
-    cache: StoreCache,
-    sender: str,
-    recipient: str,
-    text: str,
-    now: float,
-    max_stored: int,
-    max_stored_bytes: int,
-    key: str | None,
-    attachment: int,
-) -> tuple[OutboxItem, bool]:
+#: `add`'s request: (sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment)
+AddCall = tuple[str, str, str, float, int, int, str | None, int]
+
+
+def add(conn: sqlite3.Connection, cache: StoreCache, call: AddCall) -> tuple[OutboxItem, bool]:
     """Store a message (its row held back in `cache.writes`); (the item, True), or for a key
     already used (a resend) the first message's item and False."""
+    sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment = call
     # Every check comes before the first change to the caches or to `writes`: a refused
     # message leaves nothing behind (see the batches' theory of operation).
     me = cache.account(conn, sender)

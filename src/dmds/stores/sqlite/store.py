@@ -29,7 +29,8 @@ from dmds.core.model import (
     UserInfo,
     UserRecord,
 )
-from dmds.errors import AliasTaken, Blocked, InvalidField, StoreError, UnknownAttachment, UnknownUser
+from dmds.core.validation import check_chunk
+from dmds.errors import AliasTaken, Blocked, StoreError, UnknownAttachment, UnknownUser
 from dmds.settings import StoreSettings
 from dmds.stores.sqlite import admin, messages
 from dmds.stores.sqlite import summary as operator
@@ -237,12 +238,10 @@ class SqliteStore:
         attachment: int = 0,
     ) -> asyncio.Future[tuple[OutboxItem, bool]]:
         cache = self._cache
+        call = (sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment)
 
-        # A closure and a positional call: per message, cheaper than a partial with keywords.
         def job(conn: sqlite3.Connection) -> tuple[OutboxItem, bool]:
-            return messages.add(
-                conn, cache, sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment
-            )
+            return messages.add(conn, cache, call)
 
         # A future, not a coroutine: the session server's hot path waits on it without a task.
         return self._submit(job, defers=True)
@@ -311,12 +310,8 @@ class SqliteStore:
             ).fetchone()
             if row is None or row[2]:
                 raise UnknownAttachment(f"upload {upload}")
-            length, size = int(row[0]), int(row[1])
-            if offset != length:
-                raise InvalidField(f"chunk at offset {offset}, expected {length}")
-            if length + len(data) > size:
-                raise InvalidField(f"upload passes its announced size of {size} bytes")
-            new_length = length + len(data)
+            size = int(row[1])
+            new_length = check_chunk(offset, int(row[0]), size, len(data))
             with conn.blobopen("attachments", "data", upload) as blob:
                 blob.seek(offset)
                 blob.write(data)
