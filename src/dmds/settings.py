@@ -74,7 +74,7 @@ class ServerSettings:
         "",
         "file where, once every listener is bound, the server writes (atomically) a JSON object of the "
         'ports it bound and its pid, e.g. {"classic": 7000, "session": 7001, "web": 7002, "admin": 7003, '
-        '"pid": 42}, for programs that start it on port 0; empty: none',
+        '"pid": 42}, for programs that start it on port 0, and removes at the stop; empty: none',
     )
 
     def __post_init__(self) -> None:

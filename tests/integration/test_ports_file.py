@@ -75,3 +75,10 @@ def test_ports_file_leaves_out_the_admin_port_when_off(tmp_path: Path) -> None:
         assert set(ports) == {"classic", "session", "web", "pid"}
     finally:
         _stop(proc)
+
+
+def test_the_ports_file_goes_when_the_server_stops(tmp_path: Path) -> None:
+    proc, _ = _serve(tmp_path, "--admin-port", "0")
+    _stop(proc)
+    # Ports nobody listens on any more must not be read by the next program that looks.
+    assert list((tmp_path / "run").iterdir()) == []

@@ -121,6 +121,7 @@ async def serve(
         reloader = Reloader(reload, settings, service, lambda: [c for c in (session.tls, web.tls) if c])
         loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     admin: AdminServer | None = None
+    ports_file: Path | None = None  # written: it goes when the ports close
     try:
         await service.start()
         if control is not None:
@@ -166,7 +167,8 @@ async def serve(
                 web=web,
             )
         if settings.server.ports_file:
-            _write_ports(Path(settings.server.ports_file), bound)
+            ports_file = Path(settings.server.ports_file)
+            _write_ports(ports_file, bound)
         await stop.wait()
         timeout = settings.server.stop_timeout_s
         log.info("stopping: answering the requests in flight (at most %g s)", timeout)
@@ -187,6 +189,8 @@ async def serve(
         await store.close()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        if ports_file is not None:
+            ports_file.unlink(missing_ok=True)
     log.info("stopped")
 
 
