@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from dmds.protocols.session import frames as f
-from tests.conftest import ServerProcess
+from tests.conftest import ServerFactory, ServerProcess
 from tests.integration.session_wire import Peer, account
 
 
@@ -55,3 +55,19 @@ async def test_a_version_2_client_that_did_not_ask_gets_a_receipt_per_message(se
     await _offline_then_drained(server, juan, 2, 5)
     receipts = [await juan.expect(f.Delivered, message_id=n) for n in range(1, 6)]
     assert [r.first for r in receipts] == [0] * 5
+
+
+async def test_a_drain_of_large_messages_comes_in_pages_that_fit_a_frame(
+    server_factory: ServerFactory,
+) -> None:
+    # Half of max_frame_bytes per page: two messages of 60,000 characters (240 kB at 4 bytes a
+    # character, the most UTF-8 may take) fit one, a third would not.
+    server = server_factory("--max-frame-bytes", "1000000")
+    juan = await account(server.session_port, "juan")
+    await (await account(server.session_port, "maria")).close()
+    for n in range(1, 7):
+        await juan.request(f.Send, to="maria", key=f"k{n}", text=str(n) * 60000)
+    maria = await account(server.session_port, "maria", register=False)
+    got = [await maria.expect(f.Message, message_id=n) for n in range(1, 7)]
+    assert [m.text for m in got] == [str(n) * 60000 for n in range(1, 7)]
+    assert maria.pages == 3

@@ -40,6 +40,7 @@ from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode, code_for
 from dmds.protocols.session.connection import CLOSED_EVENT, Connection, RemoteProtocolError, Role, State
 from dmds.transports.linger import Linger
+from dmds.transports.session_grouping import grouped, message_groups, page
 from dmds.transports.session_requests import answer, attachment_frame
 
 if TYPE_CHECKING:
@@ -348,7 +349,7 @@ class SessionConnection:
             return  # half-closed: the Error was the last frame
         now = self.loop.time()
         if self.codec.version >= 2 and len(out) > 1:
-            out = _grouped(out, self.server.settings.max_frame_bytes // 2)
+            out = grouped(out, self.server.settings.max_frame_bytes // 2)
         if self.codec.framed:
             self.transport.write(self.codec.send_many(out, now))
         else:  # WebSocket: one message per frame
@@ -436,9 +437,10 @@ class SessionConnection:
         if self.closing():
             raise DeliveryFailed("session connection closed")
         message = ItemKind.MESSAGE
+        run: list[f.Message] = []
         for item in items:
             if item.kind is message:
-                self.queue(
+                run.append(
                     f.Message(
                         sender=item.peer,
                         message_id=item.message_id,
@@ -447,8 +449,23 @@ class SessionConnection:
                         attachment=attachment_frame(item.attachment),
                     )
                 )
-            else:
-                self._receipt(item)
+                continue
+            if run:
+                self._queue_messages(run)
+                run = []
+            self._receipt(item)
+        if run:
+            self._queue_messages(run)
+
+    def _queue_messages(self, run: list[f.Message]) -> None:
+        # A drain's page grouped here, once, rather than queued frame by frame and regrouped by
+        # `_flush` (about a third of a microsecond per message on the drain).
+        if self.codec.version >= 2 and len(run) > 1:
+            for group in message_groups(run, self.server.settings.max_frame_bytes // 2):
+                self.queue(page(group))
+        else:
+            for frame in run:
+                self.queue(frame)
 
     def _receipt(self, item: OutboxItem) -> None:
         if item.kind is ItemKind.DELIVERED:
@@ -479,37 +496,3 @@ class SessionConnection:
     def typing(self, sender: str) -> None:
         if self.wants_typing:
             self.queue(f.TypingFrom(sender=sender))
-
-
-def _grouped(out: list[f.Frame], budget: int) -> list[f.Frame]:
-    """Version 2: consecutive Message pushes as Messages frames, each well within a frame (`budget`
-    bytes, counting a string at 4 bytes a character, its most in UTF-8)."""
-    grouped: list[f.Frame] = []
-    run: list[f.Message] = []
-    size = 0
-    for frame in out:
-        if isinstance(frame, f.Message):
-            cost = _MESSAGE_OVERHEAD + 4 * (len(frame.text) + len(frame.sender))
-            if (att := frame.attachment) is not None:
-                cost += _MESSAGE_OVERHEAD + 4 * (len(att.name) + len(att.media_type))
-            if run and size + cost > budget:
-                grouped.append(_page(run))
-                run, size = [], 0
-            run.append(frame)
-            size += cost
-            continue
-        if run:
-            grouped.append(_page(run))
-            run, size = [], 0
-        grouped.append(frame)
-    if run:
-        grouped.append(_page(run))
-    return grouped
-
-
-def _page(run: list[f.Message]) -> f.Frame:
-    return f.Messages(messages=run) if len(run) > 1 else run[0]
-
-
-#: Bytes of a Message push (or of its attachment) besides its strings, at most: keys, ids, a time.
-_MESSAGE_OVERHEAD = 96
