@@ -58,7 +58,7 @@ async def test_a_range_read_back_after_an_offer_is_trimmed_to_what_is_new(
         pushes,
         store,
         max_pending=10,
-        on_pushed=lambda c, i: None,
+        on_pushed=lambda c, items: None,
         on_failed=lambda c, e: failures.append(e),
     )
     courier.start()

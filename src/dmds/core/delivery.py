@@ -74,7 +74,7 @@ class Courier:
         store: Store,
         *,
         max_pending: int,
-        on_pushed: Callable[[Courier, OutboxItem], None],
+        on_pushed: Callable[[Courier, list[OutboxItem]], None],
         on_failed: Callable[[Courier, DeliveryFailed], None],
         classic: bool = False,
     ) -> None:
@@ -233,7 +233,7 @@ class Courier:
                 if self._receipted is None:
                     self._receipted = {}
                 self._receipted[item.peer] = item.ids[-1][0]
-            self._on_pushed(self, item)
+            self._on_pushed(self, [item])
 
     def _push_waiting(self) -> bool:
         """Hand every waiting item to an endpoint that takes them at once (`Endpoint.batches`): a
@@ -268,8 +268,7 @@ class Courier:
             self._fail(DeliveryFailed(str(exc)))
             return False
         self._cursor = cursor
-        for item in run:
-            self._on_pushed(self, item)
+        self._on_pushed(self, run)  # one call per page, not per item
         return True
 
     def _unreceipted(self, item: OutboxItem) -> OutboxItem | None:

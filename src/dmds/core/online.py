@@ -60,8 +60,8 @@ class Online:
     _buckets: dict[str, TokenBucket]
     _background: set[asyncio.Task[Any]]
 
-    def _pushed(self, courier: Courier, item: OutboxItem) -> None:
-        """A courier wrote `item`: what that settles is the messages' side (`Service`)."""
+    def _pushed(self, courier: Courier, items: list[OutboxItem]) -> None:
+        """A courier wrote `items`: what that settles is the messages' side (`Service`)."""
         raise NotImplementedError
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

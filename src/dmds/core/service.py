@@ -284,12 +284,14 @@ class Service(Online):
         stored.add_done_callback(offer)
         return done
 
-    def _pushed(self, courier: Courier, item: OutboxItem) -> None:
-        if item.kind is ItemKind.MESSAGE:
-            if not courier.endpoint.confirms:  # classic: written is delivered
-                self.settle_soon(item.owner, [item.message_id], ItemKind.DELIVERED)
-        else:
-            self._settler.forget_soon(item)
+    def _pushed(self, courier: Courier, items: list[OutboxItem]) -> None:
+        message = ItemKind.MESSAGE
+        if not courier.endpoint.confirms:  # classic: written is delivered
+            delivered = [item.message_id for item in items if item.kind is message]
+            if delivered:
+                self.settle_soon(items[0].owner, delivered, ItemKind.DELIVERED)
+        if receipts := [item for item in items if item.kind is not message]:
+            self._settler.forget_soon(receipts)
 
     def settle_soon(self, owner: str, message_ids: list[int], kind: ItemKind = ItemKind.DELIVERED) -> None:
         """Mark messages delivered (or read) in the next batch: what a client's Ack or MarkRead does."""

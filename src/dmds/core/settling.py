@@ -44,9 +44,9 @@ class Settler:
     _settling: dict[tuple[str, ItemKind], list[int]] = field(default_factory=dict, init=False)
     _flush_scheduled: bool = field(default=False, init=False)
 
-    def forget_soon(self, receipt: OutboxItem) -> None:
-        """A receipt was pushed: it leaves the store in the next batch (lazily)."""
-        self._forget.append(receipt)
+    def forget_soon(self, receipts: list[OutboxItem]) -> None:
+        """Receipts were pushed: they leave the store in the next batch (lazily)."""
+        self._forget.extend(receipts)
         self._schedule_flush()
 
     def settle_soon(self, owner: str, message_ids: list[int], kind: ItemKind) -> None:
