@@ -127,13 +127,15 @@ async def test_a_commit_whose_answer_was_lost_is_acknowledged_once(
     assert again.message_id == 2
 
 
+@pytest.mark.parametrize("id_taken", [True, False], ids=["id-taken-again", "id-in-the-future"])
 async def test_a_batch_lost_in_a_crash_fails_though_its_transaction_id_commits_again(
-    crashable_postgres: LocalPostgres,
+    crashable_postgres: LocalPostgres, id_taken: bool
 ) -> None:
     # The database dies with the batch's transaction open, its WAL still in memory: the restarted
     # database hands the same id to the next transactions (another node's, here), and
     # pg_xact_status says "committed" of one of them. The batch must fail (the classic sender sends
-    # again), not be acknowledged. The node can reach the database only once the id is taken.
+    # again), not be acknowledged. The node can reach the database only once the id is taken, or
+    # (id_taken False) while it is still in the future.
     url = crashable_postgres.create_database("lost")
     relay, store = await relayed_store(url, StoreSettings(store_outcome_timeout_s=20.0))
     try:
@@ -145,6 +147,11 @@ async def test_a_batch_lost_in_a_crash_fails_though_its_transaction_id_commits_a
         while relay.cuts == 0:  # polled: the relay knows nothing of the test
             await asyncio.sleep(0.01)
         await asyncio.to_thread(crashable_postgres.restart)
+        if not id_taken:
+            # Known at once, well within the outcome timeout: no one can have that id any more.
+            relay.down = False
+            with pytest.raises(StoreError):
+                await asyncio.wait_for(asyncio.shield(sending), 10)
         others = await asyncpg.connect(url)
         try:
             taken = [await others.fetchval("SELECT pg_current_xact_id()::text") for _ in range(20)]
