@@ -121,11 +121,11 @@ def test_migrate_says_what_it_did(pg_url: str, tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     applied = (
         "001_initial.sql, 002_lock_by_index.sql, 003_offer_after.sql, 004_last_seq.sql,"
-        " 005_one_row_receipt_ranges.sql, 006_blocked_aliases.sql"
+        " 005_one_row_receipt_ranges.sql, 006_blocked_aliases.sql, 007_commit_marks.sql"
     )
-    assert f"applied {applied}; now at version 6" in first.stdout
+    assert f"applied {applied}; now at version 7" in first.stdout
     second = dmds("migrate", "--store", pg_url)
-    assert "up to date at version 6; nothing applied" in second.stdout
+    assert "up to date at version 7; nothing applied" in second.stdout
     sqlite = dmds("migrate", "--data-dir", str(tmp_path))
     applied = "001_initial.sql, 002_session.sql, 003_lean_outbox.sql, 004_one_row_per_message.sql"
     assert f"applied {applied}" in sqlite.stdout

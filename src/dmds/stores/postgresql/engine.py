@@ -29,16 +29,22 @@ When the connection is lost (PostgreSQL restarting, the network), the batch fail
 the next one connects again; until the database is back every request gets the store-failure error.
 A connection lost *during COMMIT* leaves the outcome unknown: the commit record may be on disk. To
 answer "failed" then would have a classic client (which has no key to make a resend safe) send the
-message again and store it twice. So the batch asks for its transaction id as its last statement,
-and a batch whose COMMIT broke waits (off the queue: later batches go on) until a new connection can
-tell, by `pg_xact_status`, whether it committed; then its requests get their results or the failure.
-Only if the database cannot say within `store_outcome_timeout_s` do they fail as in doubt.
+message again and store it twice. So the batch's last statement asks for its transaction id and
+inserts its *mark* (a row of `commit_marks`, under a token of this process), and a batch whose COMMIT
+broke waits (off the queue: later batches go on) until a new connection can tell whether it
+committed; then its requests get their results or the failure. `pg_xact_status` says when the
+transaction is over, the mark whether it committed: after a crash the id alone proves nothing, since
+an id whose WAL never reached disk is handed out again by the restarted database, to a transaction
+that may well commit. Each batch deletes its node's older marks, but those of batches still in
+doubt. Only if the database cannot say within `store_outcome_timeout_s` do they fail as in doubt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -64,6 +70,18 @@ MAX_PAYLOAD = 7000
 RETRIES = 5
 #: An advisory lock key for migrations: nodes starting together apply them once.
 MIGRATION_LOCK = 0x646D6473
+
+# A batch's last statement: its transaction id, and if it has one (it wrote), its mark in, its
+# node's older marks out but those in doubt ($3). `wrote` is read before the INSERT: the mark alone
+# must not give a batch that wrote nothing an id. The DELETE does not see the new mark (one snapshot).
+_MARKED = (
+    "WITH wrote AS (SELECT pg_current_xact_id_if_assigned() AS xid),"
+    " mark AS (INSERT INTO commit_marks (node_id, token) SELECT $1, $2 FROM wrote WHERE xid IS NOT NULL),"
+    " tidy AS (DELETE FROM commit_marks WHERE node_id = $1 AND token <> ALL($3::bigint[])"
+    " AND (SELECT xid FROM wrote) IS NOT NULL)"
+)
+_LAST = _MARKED + " SELECT NULL, xid::text FROM wrote"
+_LAST_NOTIFYING = _MARKED + " SELECT pg_notify($4, $5), xid::text FROM wrote"
 
 
 @dataclass(slots=True)
@@ -94,11 +112,13 @@ Bulk = Callable[[asyncpg.Connection, Batch, list[Any]], Awaitable[list[Any]]]
 
 
 class _CommitInDoubt(Exception):
-    """The connection broke during COMMIT: the batch (transaction `xid`) may have committed."""
+    """The connection broke during COMMIT: the batch (transaction `xid`, mark `token`) may have
+    committed."""
 
-    def __init__(self, xid: str, results: list[tuple[Any, BaseException | None]]) -> None:
+    def __init__(self, xid: str, token: int, results: list[tuple[Any, BaseException | None]]) -> None:
         super().__init__(xid)
         self.xid = xid
+        self.token = token
         self.results = results
 
 
@@ -185,6 +205,11 @@ class Engine:
         self._outcome_timeout_s = outcome_timeout_s
         #: batches whose COMMIT broke, waiting to learn whether it happened
         self._in_doubt: set[asyncio.Task[None]] = set()
+        #: their marks, which later batches must leave in place until they know
+        self._doubtful: set[int] = set()
+        # From a random start: a node id may be reused by the next process, and a mark left by the
+        # one before must not pass for one of ours.
+        self._tokens = itertools.count(secrets.randbits(62))
         self._conn: asyncpg.Connection | None = None
         self._jobs: deque[_Pending] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -267,6 +292,7 @@ class Engine:
                 await asyncio.sleep(0.001 * (attempt + 1))
                 continue
             except _CommitInDoubt as doubt:
+                self._doubtful.add(doubt.token)
                 await self._drop_connection()
                 task = asyncio.get_running_loop().create_task(self._resolve(jobs, doubt))
                 self._in_doubt.add(task)
@@ -295,10 +321,12 @@ class Engine:
         """Answer a batch whose COMMIT broke once the database says whether it committed."""
         cause = doubt.__cause__ or doubt
         try:
-            status = await self._outcome(doubt.xid)
+            status = await self._outcome(doubt.xid, doubt.token)
         except asyncio.CancelledError:
             self._fail(jobs, StoreError(f"closed before the outcome of a broken commit was known ({cause})"))
             raise
+        finally:
+            self._doubtful.discard(doubt.token)
         if status == "committed":
             log.warning("the COMMIT of a batch of %d broke (%s), and it had committed", len(jobs), cause)
             self._answer(jobs, doubt.results)
@@ -307,7 +335,7 @@ class Engine:
         else:
             self._fail(jobs, StoreError(f"the outcome of a broken commit is unknown ({cause})"))
 
-    async def _outcome(self, xid: str) -> str | None:
+    async def _outcome(self, xid: str, token: int) -> str | None:
         """'committed' or 'aborted' (a crash aborts what was in progress), or None: the database
         could not be asked in time."""
         loop = asyncio.get_running_loop()
@@ -317,10 +345,10 @@ class Engine:
             try:
                 conn = await connect(self.url, self._connect_timeout_s)
                 try:
-                    status: str | None = await conn.fetchval("SELECT pg_xact_status($1::text::xid8)", xid)
+                    status = await self._status(conn, xid, token)
                 finally:
                     conn.terminate()
-                if status in ("committed", "aborted"):
+                if status is not None:
                     return status
             except (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 if not warned:
@@ -329,32 +357,51 @@ class Engine:
             await asyncio.sleep(0.1)
         return None
 
+    async def _status(self, conn: asyncpg.Connection, xid: str, token: int) -> str | None:
+        """The outcome, or None while transaction `xid` may still be running."""
+        try:
+            status: str | None = await conn.fetchval("SELECT pg_xact_status($1::text::xid8)", xid)
+        except asyncpg.InvalidParameterValueError:
+            # "In the future": the restarted database never saw the id (its WAL was lost in the
+            # crash), so the transaction is gone, uncommitted, and no one has the id yet.
+            return "aborted"
+        if status == "in progress":
+            return None
+        # Over, though perhaps it is another transaction that had the id: the mark, read in a
+        # snapshot taken after it ended, says whether ours committed.
+        marked = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM commit_marks WHERE node_id = $1 AND token = $2)",
+            self.node_id,
+            token,
+        )
+        return "committed" if marked else "aborted"
+
     async def _attempt(
         self, conn: asyncpg.Connection, jobs: list[_Pending]
     ) -> list[tuple[Any, BaseException | None]]:
         results: list[tuple[Any, BaseException | None]] = []
         batch = Batch()
         xid: str | None = None
+        token = next(self._tokens)
         try:
             async with conn.transaction():
                 await self._jobs_of(conn, jobs, batch, results)
                 # The last statement before COMMIT, so that an exception with `xid` set is COMMIT's.
-                # `_if_assigned`: a batch that wrote nothing has no id, and needs none.
+                # A batch that wrote nothing has no id, and needs none.
+                marks = (self.node_id, token, list(self._doubtful))
                 payload = batch.payload(self.node_id)
                 if payload is not None:
-                    row = await conn.fetchrow(
-                        "SELECT pg_notify($1, $2), pg_current_xact_id_if_assigned()::text", CHANNEL, payload
-                    )
-                    assert row is not None
-                    xid = row[1]
+                    row = await conn.fetchrow(_LAST_NOTIFYING, *marks, CHANNEL, payload)
                 else:
-                    xid = await conn.fetchval("SELECT pg_current_xact_id_if_assigned()::text")
+                    row = await conn.fetchrow(_LAST, *marks)
+                assert row is not None
+                xid = row[1]
                 committing = time.perf_counter()
             if self.metrics is not None and xid is not None:  # a batch that wrote (as on SQLite)
                 self.metrics.commit_seconds.observe(time.perf_counter() - committing)
         except Exception as exc:
             if xid is not None:
-                raise _CommitInDoubt(xid, results) from exc
+                raise _CommitInDoubt(xid, token, results) from exc
             raise
         return results
 
