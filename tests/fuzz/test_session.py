@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmds.bench.fuzz import SESSION_SMALL_FRAME, session_oracle
+from dmds.bench.fuzz.session import welcome
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode
 from dmds.protocols.session.connection import CLOSED_EVENT, Connection, Role
@@ -88,15 +89,7 @@ SERVER_FRAMES: st.SearchStrategy[f.Frame] = st.one_of(
 )
 FRAMES = {"server": CLIENT_FRAMES, "client": SERVER_FRAMES}
 HELLO = f.Hello(version=f.VERSION, client="fuzz")
-WELCOME = f.Welcome(
-    version=f.VERSION,
-    server="dmds",
-    heartbeat_s=30.0,
-    idle_timeout_s=90.0,
-    max_frame_bytes=1 << 20,
-    max_text_bytes=65536,
-    max_attachment_bytes=10 << 20,
-)
+WELCOME = welcome(f.VERSION)  # the oracle's own greeting
 #: the greeting the oracle puts first, per role under test
 GREETING = {"server": HELLO, "client": WELCOME}
 TAGS = {role: {cls.__struct_config__.tag: cls for cls in typing.get_args(union)} for role, union in

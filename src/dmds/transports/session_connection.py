@@ -40,7 +40,7 @@ from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode, code_for
 from dmds.protocols.session.connection import CLOSED_EVENT, Connection, RemoteProtocolError, Role, State
 from dmds.transports.linger import Linger
-from dmds.transports.session_grouping import grouped, message_groups, page
+from dmds.transports.session_grouping import grouped, pages
 from dmds.transports.session_requests import answer, attachment_frame
 
 if TYPE_CHECKING:
@@ -349,7 +349,7 @@ class SessionConnection:
             return  # half-closed: the Error was the last frame
         now = self.loop.time()
         if self.codec.version >= 2 and len(out) > 1:
-            out = grouped(out, self.server.settings.max_frame_bytes // 2)
+            out = grouped(out, self._page_budget)
         if self.codec.framed:
             self.transport.write(self.codec.send_many(out, now))
         else:  # WebSocket: one message per frame
@@ -460,12 +460,13 @@ class SessionConnection:
     def _queue_messages(self, run: list[f.Message]) -> None:
         # A drain's page grouped here, once, rather than queued frame by frame and regrouped by
         # `_flush` (about a third of a microsecond per message on the drain).
-        if self.codec.version >= 2 and len(run) > 1:
-            for group in message_groups(run, self.server.settings.max_frame_bytes // 2):
-                self.queue(page(group))
-        else:
-            for frame in run:
-                self.queue(frame)
+        for frame in pages(run, self._page_budget) if self.codec.version >= 2 else run:
+            self.queue(frame)
+
+    @property
+    def _page_budget(self) -> int:
+        # Half the frame limit: the byte count of a page is an estimate (see session_grouping).
+        return self.server.settings.max_frame_bytes // 2
 
     def _receipt(self, item: OutboxItem) -> None:
         if item.kind is ItemKind.DELIVERED:

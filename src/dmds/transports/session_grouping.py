@@ -18,15 +18,21 @@ def grouped(out: list[f.Frame], budget: int) -> list[f.Frame]:
             run.append(frame)
             continue
         if run:
-            grouped.extend(page(group) for group in message_groups(run, budget))
+            grouped.extend(pages(run, budget))
             run = []
         grouped.append(frame)
     if run:
-        grouped.extend(page(group) for group in message_groups(run, budget))
+        grouped.extend(pages(run, budget))
     return grouped
 
 
-def message_groups(run: list[f.Message], budget: int) -> Iterator[list[f.Message]]:
+def pages(run: list[f.Message], budget: int) -> Iterator[f.Frame]:
+    """`run` as Messages frames of at most `budget` bytes each (a lone message as itself)."""
+    for group in _groups(run, budget):
+        yield f.Messages(messages=group) if len(group) > 1 else group[0]
+
+
+def _groups(run: list[f.Message], budget: int) -> Iterator[list[f.Message]]:
     """`run` cut into groups of at most `budget` bytes each, counting a string at 4 bytes a
     character, its most in UTF-8 (a single message over it is a group of its own)."""
     group: list[f.Message] = []
@@ -42,10 +48,6 @@ def message_groups(run: list[f.Message], budget: int) -> Iterator[list[f.Message
         size += cost
     if group:
         yield group
-
-
-def page(run: list[f.Message]) -> f.Frame:
-    return f.Messages(messages=run) if len(run) > 1 else run[0]
 
 
 #: Bytes of a Message push (or of its attachment) besides its strings, at most: keys, ids, a time.

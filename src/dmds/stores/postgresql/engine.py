@@ -42,6 +42,7 @@ doubt. Only if the database cannot say within `store_outcome_timeout_s` do they 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import secrets
@@ -203,10 +204,9 @@ class Engine:
         self._max_batch = max_batch
         self._connect_timeout_s = connect_timeout_s
         self._outcome_timeout_s = outcome_timeout_s
-        #: batches whose COMMIT broke, waiting to learn whether it happened
-        self._in_doubt: set[asyncio.Task[None]] = set()
-        #: their marks, which later batches must leave in place until they know
-        self._doubtful: set[int] = set()
+        #: batches whose COMMIT broke, waiting to learn whether it happened, by the tokens of their
+        #: marks (which later batches must leave in place until they know)
+        self._in_doubt: dict[int, asyncio.Task[None]] = {}
         # From a random start: a node id may be reused by the next process, and a mark left by the
         # one before must not pass for one of ours.
         self._tokens = itertools.count(secrets.randbits(62))
@@ -292,11 +292,10 @@ class Engine:
                 await asyncio.sleep(0.001 * (attempt + 1))
                 continue
             except _CommitInDoubt as doubt:
-                self._doubtful.add(doubt.token)
                 await self._drop_connection()
                 task = asyncio.get_running_loop().create_task(self._resolve(jobs, doubt))
-                self._in_doubt.add(task)
-                task.add_done_callback(self._in_doubt.discard)
+                self._in_doubt[doubt.token] = task
+                task.add_done_callback(functools.partial(self._doubt_over, doubt.token))
                 return
             except Exception as exc:
                 if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | StoreError):
@@ -317,6 +316,9 @@ class Engine:
             else:
                 job.future.set_result(value)
 
+    def _doubt_over(self, token: int, _task: asyncio.Task[None]) -> None:
+        del self._in_doubt[token]
+
     async def _resolve(self, jobs: list[_Pending], doubt: _CommitInDoubt) -> None:
         """Answer a batch whose COMMIT broke once the database says whether it committed."""
         cause = doubt.__cause__ or doubt
@@ -325,8 +327,6 @@ class Engine:
         except asyncio.CancelledError:
             self._fail(jobs, StoreError(f"closed before the outcome of a broken commit was known ({cause})"))
             raise
-        finally:
-            self._doubtful.discard(doubt.token)
         if status == "committed":
             log.warning("the COMMIT of a batch of %d broke (%s), and it had committed", len(jobs), cause)
             self._answer(jobs, doubt.results)
@@ -388,7 +388,7 @@ class Engine:
                 await self._jobs_of(conn, jobs, batch, results)
                 # The last statement before COMMIT, so that an exception with `xid` set is COMMIT's.
                 # A batch that wrote nothing has no id, and needs none.
-                marks = (self.node_id, token, list(self._doubtful))
+                marks = (self.node_id, token, list(self._in_doubt))
                 payload = batch.payload(self.node_id)
                 if payload is not None:
                     row = await conn.fetchrow(_LAST_NOTIFYING, *marks, CHANNEL, payload)
@@ -470,9 +470,10 @@ class Engine:
         self._closed = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        for task in self._in_doubt:
+        doubtful = list(self._in_doubt.values())
+        for task in doubtful:
             task.cancel()
-        await asyncio.gather(*self._in_doubt, return_exceptions=True)
+        await asyncio.gather(*doubtful, return_exceptions=True)
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
         self._conn = None
