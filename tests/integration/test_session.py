@@ -318,3 +318,35 @@ async def test_an_expired_token_is_refused(server_factory: ServerFactory) -> Non
     answer = await again.request(f.Login, token=juan.token)
     assert answer.code is ErrorCode.BAD_TOKEN
     assert isinstance(await again.request(f.Login, alias="juan", password="secret password"), f.LoggedIn)
+
+
+async def test_sends_written_together_are_answered_each_as_if_alone(server: ServerProcess) -> None:
+    """A pipelining client's sends reach the server in one read and are stored as one request: each
+    still gets its own answer, refusals do not hold the others back, ids follow the order sent."""
+    juan = await account(server.session_port, "juan")
+    maria = await account(server.session_port, "maria")
+    too_long = 65536 + 1  # the default max_text_bytes, plus one; well within a frame
+    frames = [f.Send(id=n, to="maria", key=f"k{n}", text=f"m{n}") for n in range(1, 31)]
+    frames[4] = f.Send(id=5, to="nobody", key="k5", text="lost")
+    frames[9] = f.Send(id=10, to="maria", key="k10", text="nul\0inside")
+    frames[14] = f.Send(id=15, to="maria", key="k15", text="x" * too_long)
+    frames[19] = f.Send(id=20, to="maria", key="k3", text="m3 again")  # a resend of id 3's key
+    juan.write_raw(b"".join(juan.codec.send(frame, 0) for frame in frames))
+    answers = {}
+    async with asyncio.timeout(10):
+        while len(answers) < len(frames):
+            assert not juan.closed, juan.inbox
+            await juan.read_more()
+            for frame in juan.inbox:
+                if isinstance(frame, f.Accepted | f.Error):
+                    answers[frame.re] = frame
+            juan.inbox = [x for x in juan.inbox if not isinstance(x, f.Accepted | f.Error)]
+    refused = {n: answers[n].code for n in (5, 10, 15)}
+    assert refused == {5: ErrorCode.UNKNOWN_USER, 10: ErrorCode.INVALID_FIELD, 15: ErrorCode.INVALID_FIELD}
+    fresh = [n for n in range(1, 31) if n not in (5, 10, 15, 20)]
+    assert [answers[n].message_id for n in fresh] == list(range(1, len(fresh) + 1))
+    assert answers[20].message_id == answers[3].message_id
+    got = [await maria.expect(f.Message, message_id=i) for i in range(1, len(fresh) + 1)]
+    assert [m.text for m in got] == [f"m{n}" for n in fresh]
+    await asyncio.sleep(0.2)
+    assert not [m for m in maria.inbox if isinstance(m, f.Message)], "a resend was delivered twice"

@@ -391,3 +391,42 @@ async def test_a_block_in_a_failed_batch_blocks_nothing(open_store: Opener) -> N
     with pytest.raises(Blocked):  # and so was the unblock
         await store.register(User("eve", "Eve", "01/02/2000"))
     await store.close()
+
+
+async def test_messages_sent_together_are_each_stored_or_refused_as_alone(open_store: Opener) -> None:
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    for alias in ("ana", "bob", "cy"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    first, _ = await store.add_message(
+        "ana", "bob", "before", now=1.0, key="k0", max_stored=3, max_stored_bytes=10**6
+    )
+    results = await store.add_messages(
+        "ana",
+        [
+            ("bob", "one", "k1"),
+            ("nobody", "lost", "k2"),  # refused: the others go on
+            ("bob", "again", "k0"),  # a resend of a key stored before: its first message
+            ("cy", "to cy", None),
+            ("bob", "two", "k3"),
+            ("bob", "k1 twice", "k1"),  # a key used earlier in the same run: a resend too
+            ("bob", "three", "k4"),  # bob has 3 waiting now: refused
+        ],
+        now=2.0,
+        max_stored=3,
+        max_stored_bytes=10**6,
+    )
+    assert isinstance(results[1], UnknownUser)
+    assert isinstance(results[6], LimitExceeded)
+    stored = [r for r in results if isinstance(r, tuple)]
+    assert [(item.owner, item.message_id, item.text, new) for item, new in stored] == [
+        ("bob", 2, "one", True),
+        ("bob", first.message_id, "again", False),
+        ("cy", 1, "to cy", True),
+        ("bob", 3, "two", True),
+        ("bob", 2, "k1 twice", False),
+    ]
+    # What was stored is what is waiting, in order; nothing of the refused ones.
+    waiting = await store.pending("bob", 0, 10)
+    assert [(i.message_id, i.text) for i in waiting] == [(1, "before"), (2, "one"), (3, "two")]
+    assert [i.text for i in await store.pending("cy", 0, 10)] == ["to cy"]
+    await store.close()

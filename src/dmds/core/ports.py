@@ -13,6 +13,7 @@ from dmds.core.model import (
     AttachmentInfo,
     OutboxItem,
     Presence,
+    SendCall,
     StoredMessage,
     StoreSummary,
     User,
@@ -75,6 +76,13 @@ class Store(Protocol):
         of them, UnknownAttachment for an
         attachment that is not the sender's complete upload.
         """
+
+    def add_messages(
+        self, sender: str, sends: list[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
+    ) -> Awaitable[list[tuple[OutboxItem, bool] | DmdsError]]:
+        """`add_message` for each of `sends` (recipient, text, key; no attachments), in order, as
+        one request: each result is what its own call would return, or the domain error it would
+        raise (a refused one leaves nothing behind and does not stop the others)."""
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         """Items for `owner` with seq > after_seq, in seq order, at most `limit`."""

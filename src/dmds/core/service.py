@@ -21,11 +21,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dmds.core.accounts import Accounts
 from dmds.core.delivery import Courier
-from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage, User
+from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, SendCall, StoredMessage, User
 from dmds.core.online import Online
 from dmds.core.ports import Cluster, Endpoint, Store
 from dmds.core.presence import Directory
@@ -207,20 +207,92 @@ class Service(Online):
             raise
         return await self._store_message(sender, recipient, text, key, attachment)
 
-    def send_nowait(
-        self, sender: str, recipient: str, text: str, *, key: str | None = None
-    ) -> asyncio.Future[OutboxItem]:
-        """`send` for a connected session user, without a task per message: checks now (raising the
-        same domain errors), then a future that resolves once the message is committed and offered
-        to its recipient (or fails as `send` would)."""
+    def send_many_nowait(
+        self, sender: str, sends: list[SendCall]
+    ) -> asyncio.Future[list[OutboxItem | DmdsError]]:
+        """`send` for messages of a connected session user (recipient, text, key), in order, as one
+        store request and without a task: one future for them all, resolved once they are committed
+        and offered to their recipients. Each result is the item, or the domain error its own `send`
+        would have raised, so that a refused message holds none of the others back."""
+        if sender not in self._directory:
+            self._refused(exc := NotConnected(sender))
+            raise exc
+        now = self._clock()
+        results: list[OutboxItem | DmdsError | None] = [None] * len(sends)
+        calls: list[SendCall] = []
+        where: list[int] = []  # the place in `results` of each of `calls`
+        for i, call in enumerate(sends):
+            try:
+                check_text(call[1], call[2])
+            except DmdsError as exc:
+                self._refused(exc)
+                results[i] = exc
+                continue
+            try:
+                self._take_send(sender, now)  # counts its refusal itself
+            except DmdsError as exc:
+                results[i] = exc
+                continue
+            calls.append(call)
+            where.append(i)
+        done: asyncio.Future[list[OutboxItem | DmdsError]] = asyncio.get_running_loop().create_future()
+        if not calls:
+            done.set_result(cast("list[OutboxItem | DmdsError]", results))
+            return done
+        settings = self._settings
+        stored = asyncio.ensure_future(
+            self._store.add_messages(
+                sender,
+                calls,
+                now=now,
+                max_stored=settings.max_stored_messages,
+                max_stored_bytes=settings.max_stored_bytes,
+            )
+        )
+
+        def offer(fut: asyncio.Future[list[tuple[OutboxItem, bool] | DmdsError]]) -> None:
+            if fut.cancelled():
+                done.cancel()
+                return
+            if (exc := fut.exception()) is not None:
+                self._refused(exc)
+                done.set_exception(exc)
+                return
+            couriers = self._couriers
+            accepted = 0
+            for i, result in zip(where, fut.result(), strict=True):
+                if isinstance(result, DmdsError):
+                    self._refused(result)
+                    results[i] = result
+                    continue
+                item, new = result
+                if new:
+                    accepted += 1
+                    if (target := couriers.get(item.owner)) is not None:
+                        target.offer(item)
+                results[i] = item
+            if self.metrics is not None:
+                self.metrics.accepted += accepted
+            done.set_result(cast("list[OutboxItem | DmdsError]", results))
+
+        stored.add_done_callback(offer)
+        return done
+
+    def _take_send(self, sender: str, now: float) -> None:
+        """One message's worth of the sender's send rate, or LimitExceeded."""
+        bucket = self._buckets.get(sender)
+        if bucket is None:
+            # Per node: with several nodes a user may send up to this rate through each.
+            bucket = self._buckets[sender] = TokenBucket(
+                self._settings.max_send_rate, self._settings.send_burst, now
+            )
         try:
-            check_text(text, key)
-            if sender not in self._directory:
-                raise NotConnected(sender)
-        except DmdsError as exc:
-            self._refused(exc)
+            bucket.take(now, f"{sender} sends")
+        except LimitExceeded as exc:
+            if self.metrics is not None:
+                self.metrics.rate_limited["send"] += 1
+                self._refused(exc)
             raise
-        return self._store_message(sender, recipient, text, key, 0)
 
     def set_send_rate(self, rate: float, burst: int) -> None:
         """New send-rate limits (a reload): every user's bucket starts again under them."""
@@ -237,19 +309,7 @@ class Service(Online):
         """The send rate, then the store; the future resolves once the message is committed and
         offered to its recipient's courier (a resent key offers nothing: it was delivered once)."""
         now = self._clock()
-        bucket = self._buckets.get(sender)
-        if bucket is None:
-            # Per node: with several nodes a user may send up to this rate through each.
-            bucket = self._buckets[sender] = TokenBucket(
-                self._settings.max_send_rate, self._settings.send_burst, now
-            )
-        try:
-            bucket.take(now, f"{sender} sends")
-        except LimitExceeded as exc:
-            if self.metrics is not None:
-                self.metrics.rate_limited["send"] += 1
-                self._refused(exc)
-            raise
+        self._take_send(sender, now)
         # ensure_future: a store's future as it is (no task); a coroutine would get a task.
         stored = asyncio.ensure_future(
             self._store.add_message(

@@ -35,13 +35,14 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dmds.core.model import ItemKind, OutboxItem
-from dmds.errors import DeliveryFailed, DmdsError, InvalidField, RateLimited
+from dmds.errors import DeliveryFailed, DmdsError, RateLimited
 from dmds.protocols.session import frames as f
 from dmds.protocols.session.codes import ErrorCode, code_for
 from dmds.protocols.session.connection import CLOSED_EVENT, Connection, RemoteProtocolError, Role, State
 from dmds.transports.linger import Linger
 from dmds.transports.session_grouping import grouped, pages
 from dmds.transports.session_requests import answer, attachment_frame
+from dmds.transports.session_sends import MAX_RUN, send_run
 
 if TYPE_CHECKING:
     from dmds.transports.session_server import SessionServer
@@ -169,14 +170,29 @@ class SessionConnection:
     # -- input --------------------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        # Sends that arrive together (a pipelining client) go to the core as one run.
+        run: list[f.Send] = []
         try:
             while (frame := self.codec.next_event()) is not None:
+                if type(frame) is f.Send and self.alias is not None and not frame.attachment:
+                    run.append(frame)
+                    if len(run) >= MAX_RUN:
+                        send_run(self, run)
+                        run = []
+                    continue
+                if run:
+                    send_run(self, run)
+                    run = []
                 if frame is CLOSED_EVENT:
                     if self.transport is not None:
                         self.transport.close()
                     return
                 self._handle(frame)
+            if run:
+                send_run(self, run)
         except RemoteProtocolError as exc:
+            if run:
+                send_run(self, run)  # they came before the bad frame, as they would have one by one
             log.info(
                 "session from %s broke the protocol (%s); closing",
                 self.peer,
@@ -211,7 +227,7 @@ class SessionConnection:
                 kind = ItemKind.DELIVERED if isinstance(frame, f.Ack) else ItemKind.READ
                 self.service.settle_soon(self.alias, list(frame.message_ids), kind)
         elif isinstance(frame, f.Send) and self.alias is not None and not frame.attachment:
-            self._send(frame, self.alias)
+            send_run(self, [frame])
         elif isinstance(frame, f.Typing):
             self._typing(frame.to)
         else:
@@ -232,34 +248,7 @@ class SessionConnection:
         self._typed[to] = now
         self.service.typing(self.alias, to)
 
-    def _send(self, frame: f.Send, alias: str) -> None:
-        """The hot path: no task per message, only the store's future and a callback."""
-        try:
-            if len(frame.text.encode()) > self.server.max_text_bytes:
-                raise InvalidField(f"text longer than {self.server.max_text_bytes} bytes")
-            accepted = self.service.send_nowait(alias, frame.to, frame.text, key=frame.key)
-        except Exception as exc:  # noqa: BLE001 - answered; `_error` logs whatever is not a domain error
-            self.queue(self._error(frame, exc))
-            return
-        self._started()
-        started = self.loop.time() if self.server.send_latency is not None else 0.0
-        accepted.add_done_callback(lambda fut: self._sent(frame, fut, started))
-
-    def _sent(self, frame: f.Send, fut: asyncio.Future[OutboxItem], started: float) -> None:
-        self._finished()
-        if (latency := self.server.send_latency) is not None:
-            latency.observe(self.loop.time() - started)
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
-            self.queue(self._error(frame, exc))
-            return
-        item = fut.result()
-        # item.owner: for a resent key, the recipient of the first message with that key
-        self.queue(f.Accepted(re=frame.id, to=item.owner, key=frame.key, message_id=item.message_id))
-
-    def _error(self, frame: Any, exc: BaseException) -> f.Error:
+    def error_frame(self, frame: Any, exc: BaseException) -> f.Error:
         """The Error frame answering `frame` that failed with `exc`: the one place codes are applied."""
         if isinstance(exc, DmdsError):
             code = code_for(exc)
@@ -273,8 +262,8 @@ class SessionConnection:
         started = self.loop.time()
         try:
             reply = await answer(self, frame)
-        except Exception as exc:  # noqa: BLE001 - answered; `_error` logs whatever is not a domain error
-            reply = self._error(frame, exc)
+        except Exception as exc:  # noqa: BLE001 - answered; `error_frame` logs whatever is not a domain error
+            reply = self.error_frame(frame, exc)
         if (metrics := self.service.metrics) is not None:
             metrics.request("session", type(frame).__name__).observe(self.loop.time() - started)
         self.queue(reply)
@@ -295,15 +284,15 @@ class SessionConnection:
         task = self.loop.create_task(coro)
         self.server.tasks.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._task_done)
-        self._started()
+        self.begin_requests()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.server.tasks.discard(task)
-        self._finished()
+        self.end_requests()
 
-    def _started(self) -> None:
-        """One more request being served; past MAX_IN_FLIGHT the connection stops reading."""
-        self._in_flight += 1
+    def begin_requests(self, count: int = 1) -> None:
+        """`count` more requests being served; past MAX_IN_FLIGHT the connection stops reading."""
+        self._in_flight += count
         if self._in_flight >= MAX_IN_FLIGHT and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -321,8 +310,8 @@ class SessionConnection:
             if self.wants_goaway:
                 self.queue(f.GoAway(reason="server stopping"))
 
-    def _finished(self) -> None:
-        self._in_flight -= 1
+    def end_requests(self, count: int = 1) -> None:
+        self._in_flight -= count
         if self._stopping:
             return
         if self._paused and self._in_flight < MAX_IN_FLIGHT // 2 and self.transport is not None:

@@ -27,6 +27,7 @@ from dmds.core.model import (
     AttachmentInfo,
     ItemKind,
     OutboxItem,
+    SendCall,
     StoredMessage,
     StoreSummary,
     User,
@@ -280,6 +281,37 @@ class PostgresStore:
             (sender, recipient, text, key, attachment, now, max_stored, max_stored_bytes),
             locks=(recipient,),
         )
+
+    def add_messages(
+        self, sender: str, sends: list[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
+    ) -> asyncio.Future[list[tuple[OutboxItem, bool] | DmdsError]]:
+        # One bulk call each: consecutive calls share `_add_messages`'s one statement anyway.
+        futures = [
+            self.engine.submit_bulk(
+                _add_messages,
+                (sender, recipient, text, key, 0, now, max_stored, max_stored_bytes),
+                locks=(recipient,),
+            )
+            for recipient, text, key in sends
+        ]
+        done: asyncio.Future[list[tuple[OutboxItem, bool] | DmdsError]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def gathered(fut: asyncio.Future[list[Any]]) -> None:
+            if done.cancelled():
+                return
+            results = fut.result()
+            failure = next(
+                (r for r in results if isinstance(r, BaseException) and not isinstance(r, DmdsError)), None
+            )
+            if failure is not None:
+                done.set_exception(failure)  # the store failed: nothing of it is acknowledged
+            else:
+                done.set_result(results)
+
+        asyncio.gather(*futures, return_exceptions=True).add_done_callback(gathered)
+        return done
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
         async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:

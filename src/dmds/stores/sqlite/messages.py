@@ -16,21 +16,26 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, StoredMessage
-from dmds.errors import LimitExceeded, UnknownAttachment, UnknownUser
+from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, SendCall, StoredMessage
+from dmds.errors import DmdsError, LimitExceeded, UnknownAttachment, UnknownUser
 from dmds.stores.sqlite.cache import Account, StoreCache
 
 #: Ids per statement in `IN (...)` lists (SQLite allows 32766 parameters).
 MAX_IDS = 500
 
 
+#: A key's first message: (recipient, message id, sent at).
+KeyUse = tuple[str, int, float]
 #: `add`'s request: (sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment)
 AddCall = tuple[str, str, str, float, int, int, str | None, int]
 
 
-def add(conn: sqlite3.Connection, cache: StoreCache, call: AddCall) -> tuple[OutboxItem, bool]:
+def add(
+    conn: sqlite3.Connection, cache: StoreCache, call: AddCall, used: dict[str, KeyUse] | None = None
+) -> tuple[OutboxItem, bool]:
     """Store a message (its row held back in `cache.writes`); (the item, True), or for a key
-    already used (a resend) the first message's item and False."""
+    already used (a resend) the first message's item and False. `used`: the sender's keys
+    already in the store, read beforehand (`add_many`); without it the key is looked up."""
     sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment = call
     # Every check comes before the first change to the caches or to `writes`: a refused
     # message leaves nothing behind (see the batches' theory of operation).
@@ -41,14 +46,17 @@ def add(conn: sqlite3.Connection, cache: StoreCache, call: AddCall) -> tuple[Out
     if key is not None:
         # A resend: answer the first message's id and store nothing (the unique index
         # on (sender_id, client_key) makes this one lookup).
-        done = (
-            writes.keys.get((me.id, key))
-            or conn.execute(
-                "SELECT recipient_alias, message_id, sent_at FROM messages"
-                " WHERE sender_id = ? AND client_key = ?",
-                (me.id, key),
-            ).fetchone()
-        )
+        done = writes.keys.get((me.id, key))
+        if done is None:
+            done = (
+                used.get(key)
+                if used is not None
+                else conn.execute(
+                    "SELECT recipient_alias, message_id, sent_at FROM messages"
+                    " WHERE sender_id = ? AND client_key = ?",
+                    (me.id, key),
+                ).fetchone()
+            )
         if done is not None:
             return OutboxItem(0, done[0], ItemKind.MESSAGE, done[1], sender, text, key, done[2]), False
     size = len(text.encode())
@@ -88,6 +96,48 @@ def add(conn: sqlite3.Connection, cache: StoreCache, call: AddCall) -> tuple[Out
     if key is not None:
         writes.keys[(me.id, key)] = (recipient, message_id, now)
     return OutboxItem(seq, recipient, ItemKind.MESSAGE, message_id, sender, text, key or "", now, info), True
+
+
+def add_many(
+    conn: sqlite3.Connection,
+    cache: StoreCache,
+    sender: str,
+    sends: list[SendCall],
+    *,
+    now: float,
+    max_stored: int,
+    max_stored_bytes: int,
+) -> list[tuple[OutboxItem, bool] | DmdsError]:
+    """`add` for each of `sends` in one job; a refused one is its error (`add` raises before it
+    writes, so the others are unharmed)."""
+    me = cache.account(conn, sender)
+    used = _used_keys(conn, me.id, [key for _, _, key in sends if key is not None]) if me else {}
+    out: list[tuple[OutboxItem, bool] | DmdsError] = []
+    for recipient, text, key in sends:
+        call = (sender, recipient, text, now, max_stored, max_stored_bytes, key, 0)
+        try:
+            result = add(conn, cache, call, used)
+            if key is not None and result[1]:
+                # A key twice in one run is a resend even if `writes` was flushed in between.
+                used[key] = (result[0].owner, result[0].message_id, now)
+            out.append(result)
+        except DmdsError as exc:
+            out.append(exc)
+    return out
+
+
+def _used_keys(conn: sqlite3.Connection, sender_id: int, keys: list[str]) -> dict[str, KeyUse]:
+    """Which of `keys` the sender used already: one statement per MAX_IDS keys, not one each."""
+    used: dict[str, KeyUse] = {}
+    for i in range(0, len(keys), MAX_IDS):
+        chunk = keys[i : i + MAX_IDS]
+        sql = (
+            "SELECT client_key, recipient_alias, message_id, sent_at FROM messages"
+            f" WHERE sender_id = ? AND client_key IN ({','.join('?' * len(chunk))})"
+        )
+        for key, recipient, message_id, sent_at in conn.execute(sql, (sender_id, *chunk)):
+            used[key] = (recipient, message_id, sent_at)
+    return used
 
 
 def pending(

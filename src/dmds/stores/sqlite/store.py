@@ -23,6 +23,7 @@ from typing import Any
 from dmds.core.model import (
     AttachmentInfo,
     OutboxItem,
+    SendCall,
     StoredMessage,
     StoreSummary,
     User,
@@ -30,7 +31,7 @@ from dmds.core.model import (
     UserRecord,
 )
 from dmds.core.validation import check_chunk
-from dmds.errors import AliasTaken, Blocked, StoreError, UnknownAttachment, UnknownUser
+from dmds.errors import AliasTaken, Blocked, DmdsError, StoreError, UnknownAttachment, UnknownUser
 from dmds.settings import StoreSettings
 from dmds.stores.sqlite import admin, messages
 from dmds.stores.sqlite import summary as operator
@@ -244,6 +245,18 @@ class SqliteStore:
             return messages.add(conn, cache, call)
 
         # A future, not a coroutine: the session server's hot path waits on it without a task.
+        return self._submit(job, defers=True)
+
+    def add_messages(
+        self, sender: str, sends: list[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
+    ) -> asyncio.Future[list[tuple[OutboxItem, bool] | DmdsError]]:
+        cache = self._cache
+
+        def job(conn: sqlite3.Connection) -> list[tuple[OutboxItem, bool] | DmdsError]:
+            return messages.add_many(
+                conn, cache, sender, sends, now=now, max_stored=max_stored, max_stored_bytes=max_stored_bytes
+            )
+
         return self._submit(job, defers=True)
 
     async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
