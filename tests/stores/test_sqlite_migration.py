@@ -91,3 +91,13 @@ async def test_a_schema_3_store_settles_and_counts_what_it_held(store: SqliteSto
     assert user is not None
     assert user.password_hash == "$argon2id$fake"
     await store.close()
+
+
+async def test_a_schema_3_stores_keys_still_answer_resends(store: SqliteStore) -> None:
+    limits = {"max_stored": MAX_STORED, "max_stored_bytes": 1_000_000}
+    item, new = await store.add_message("ana", "bob", "a2 again", now=30.0, key="k-a2", **limits)
+    assert (new, item.message_id) == (False, 2)
+    [run_result] = await store.add_messages("ana", [("bob", "a2 once more", "k-a2")], now=31.0, **limits)
+    assert isinstance(run_result, tuple)
+    assert (run_result[1], run_result[0].message_id) == (False, 2)
+    await store.close()
