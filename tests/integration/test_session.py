@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import ssl
+from typing import Any
 
 import pytest
 
@@ -332,7 +333,7 @@ async def test_sends_written_together_are_answered_each_as_if_alone(server: Serv
     frames[14] = f.Send(id=15, to="maria", key="k15", text="x" * too_long)
     frames[19] = f.Send(id=20, to="maria", key="k3", text="m3 again")  # a resend of id 3's key
     juan.write_raw(b"".join(juan.codec.send(frame, 0) for frame in frames))
-    answers = {}
+    answers: dict[int, Any] = {}
     async with asyncio.timeout(10):
         while len(answers) < len(frames):
             assert not juan.closed, juan.inbox
