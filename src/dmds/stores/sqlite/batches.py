@@ -185,8 +185,10 @@ class GroupCommit:
 
     def _commit_loop(self) -> None:
         while (work := self._commits.get()) is not None:
-            if self._taken.locked():  # else the loop stopped waiting for an earlier hand-over
-                self._taken.release()  # only this thread releases: it stays locked until here
+            # Only this thread releases, so a lock seen locked stays so until here; it is not only if
+            # the loop has not taken back an earlier release (a hand-over it stopped waiting for).
+            if self._taken.locked():
+                self._taken.release()
             sql, results = work
             error: BaseException | None = None
             started = time.perf_counter()
