@@ -116,3 +116,23 @@ async def test_a_receipt_nobody_is_offered_is_stored_and_read_back_whole(tmp_pat
     [waiting] = await store.pending("ana", 0, 10)
     assert waiting.receipts == ((1, "k1"), (3, "k3"), (5, "k5"))
     await store.close()
+
+
+@pytest.mark.parametrize("sync", [SyncMode.FULL, SyncMode.NORMAL])
+async def test_commits_handed_over_without_waiting_for_the_thread_all_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: SyncMode
+) -> None:
+    # The loop never waits for the committer thread to take its work: the lock the two share is
+    # then released after the loop stopped waiting, every time, and checkpoints (every third
+    # commit with --sync normal) go the same way.
+    monkeypatch.setattr(batches, "HAND_OVER_S", 0.0)
+    monkeypatch.setattr(batches, "CHECKPOINT_EVERY", 3)
+    store = await SqliteStore.open(tmp_path, StoreSettings(sync=sync))
+    aliases = [f"u{n}" for n in range(60)]
+    for start in range(0, len(aliases), 6):  # a batch of six at a time, one commit each
+        await asyncio.gather(*(store.register(User(a, a, "01/02/2000")) for a in aliases[start : start + 6]))
+    for alias in aliases[:5]:
+        await store.register(User(alias + "x", alias, "01/02/2000"))  # one commit each
+    for alias in [*aliases, *(a + "x" for a in aliases[:5])]:
+        assert await store.user(alias) is not None
+    await store.close()
