@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -181,7 +182,10 @@ class Courier:
                 self._head = 0
                 if self._loading is None:
                     return  # idle: the next offer starts a new task
-                await asyncio.wait([self._loading])
+                with contextlib.suppress(Exception):
+                    # The page itself awaited, not through asyncio.wait: a loop pass sooner. What
+                    # it raised is looked at below.
+                    await self._loading
             if self._loading is not None and self._loading.done():
                 try:
                     self._page(self._loading.result())

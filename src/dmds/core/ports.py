@@ -76,8 +76,10 @@ class Store(Protocol):
         attachment that is not the sender's complete upload.
         """
 
-    async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
-        """Items for `owner` with seq > after_seq, in seq order, at most `limit`."""
+    def pending(self, owner: str, after_seq: int, limit: int) -> Awaitable[list[OutboxItem]]:
+        """Items for `owner` with seq > after_seq, in seq order, at most `limit`. A store may answer
+        with a future, the job queued at once (a courier's next page then goes ahead of work that
+        is only one task away from being queued, such as the acks of the page before)."""
 
     async def mark_delivered(
         self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None
