@@ -67,8 +67,10 @@ async def test_a_read_before_its_batchs_first_write_does_not_wait_for_the_commit
     assert not write.done()
     assert [i.message_id for i in read.result()] == [1, 2, 3]
     await write
-    # A read after a write of its batch sees that write, and so waits for its commit.
+    # A read after a write of its batch sees that write, and so waits for its commit. (The write's
+    # task queues its job when it first runs; a read's job is queued when it is called.)
     write = asyncio.ensure_future(store.mark_delivered("bob", [2], now=2.0))
+    await asyncio.sleep(0)
     read = asyncio.ensure_future(store.pending("bob", 0, 10))
     done, _ = await asyncio.wait([read, write], return_when=asyncio.FIRST_COMPLETED)
     assert write in done

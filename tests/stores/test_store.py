@@ -260,6 +260,29 @@ async def test_receipts_acked_out_of_order_come_once_each_and_none_is_lost(open_
     await store.close()
 
 
+async def test_an_ack_over_several_senders_and_unregistered_ones_frees_every_message(
+    open_store: Opener,
+) -> None:
+    """One ack's run over messages of several senders, some unregistered since: a receipt for each
+    sender still there, none for the others, and every message's place in the limit freed."""
+    store = await open_store(StoreSettings(sync=SyncMode.FULL))
+    for alias in ("ana", "bob", "carl", "dora"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    limits = {"max_stored": 5, "max_stored_bytes": 1_000_000}
+    for n, sender in enumerate(["ana", "carl", "ana", "dora", "dora"], start=1):
+        await store.add_message(sender, "bob", f"m{n}", now=float(n), key=f"k{n}", **limits)
+    await store.unregister("carl")
+    await store.unregister("dora")
+    told = _each(await store.mark_delivered("bob", [1, 2, 3], now=10.0))  # ana's and carl's
+    told += _each(await store.mark_delivered("bob", [4, 5], now=11.0))  # only dora's
+    assert told == [("ana", ItemKind.DELIVERED, n, "bob", f"k{n}") for n in (1, 3)]
+    for n in range(6, 11):  # all five places free again
+        await store.add_message("ana", "bob", f"m{n}", now=float(n), key=f"k{n}", **limits)
+    waiting = [i.message_id for i in await store.pending("bob", 0, 10) if i.kind is ItemKind.MESSAGE]
+    assert waiting == [6, 7, 8, 9, 10]
+    await store.close()
+
+
 async def test_a_key_sent_twice_in_one_batch_stores_one_message(open_store: Opener) -> None:
     store = await open_store()
     for alias in ("ana", "bob"):

@@ -42,8 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import dataclasses
+import itertools
 import logging
+import operator
 from collections.abc import Callable
 
 from dmds.core.model import OutboxItem
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 COMPACT_AT = 256
 #: seconds between reads of the outbox while the store fails: first, and at most
 RETRY_S = (0.05, 2.0)
+_IDS = operator.attrgetter("ids")
 
 
 class Courier:
@@ -178,7 +182,10 @@ class Courier:
                 self._head = 0
                 if self._loading is None:
                     return  # idle: the next offer starts a new task
-                await asyncio.wait([self._loading])
+                with contextlib.suppress(Exception):
+                    # The page itself awaited, not through asyncio.wait: a loop pass sooner. What
+                    # it raised is looked at below.
+                    await self._loading
             if self._loading is not None and self._loading.done():
                 try:
                     self._page(self._loading.result())
@@ -238,9 +245,17 @@ class Courier:
     def _push_waiting(self) -> bool:
         """Hand every waiting item to an endpoint that takes them at once (`Endpoint.batches`): a
         drain's page becomes one call and one write instead of one per item. False if it failed."""
-        run: list[OutboxItem] = []
+        queue, head = self._queue, self._head
+        if queue[head].seq > self._cursor and not any(map(_IDS, itertools.islice(queue, head, None))):
+            # A drain's page (no receipt ranges, nothing pushed yet: the queue is in seq order)
+            # handed over as it is, without a look at each item.
+            run = queue[head:] if head else queue
+            self._queue = []
+            self._head = 0
+            return self._hand_over(run, run[-1].seq)
+        run = []
         cursor = self._cursor
-        for waiting in self._queue[self._head :]:
+        for waiting in queue[head:]:
             if waiting.seq <= cursor:
                 continue
             if waiting.ids:
@@ -256,8 +271,9 @@ class Courier:
             cursor = waiting.seq
         self._queue.clear()
         self._head = 0
-        if not run:
-            return True
+        return self._hand_over(run, cursor) if run else True
+
+    def _hand_over(self, run: list[OutboxItem], cursor: int) -> bool:
         try:
             self.endpoint.deliver_batch(run)
         except DeliveryFailed as exc:
@@ -288,7 +304,10 @@ class Courier:
         if self._head:
             del self._queue[: self._head]
             self._head = 0
-        self._queue.extend(i for i in items if i.seq > self._loaded_to)
+        if items and items[0].seq > self._loaded_to:
+            self._queue.extend(items)  # in seq order: all of it is new
+        else:
+            self._queue.extend(i for i in items if i.seq > self._loaded_to)
         if items:
             self._loaded_to = max(self._loaded_to, items[-1].seq)
         # A full page: there may be more behind it. An offer during the read: it may be missing.

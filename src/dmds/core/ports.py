@@ -84,8 +84,10 @@ class Store(Protocol):
         one request: each result is what its own call would return, or the domain error it would
         raise (a refused one leaves nothing behind and does not stop the others)."""
 
-    async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
-        """Items for `owner` with seq > after_seq, in seq order, at most `limit`."""
+    def pending(self, owner: str, after_seq: int, limit: int) -> Awaitable[list[OutboxItem]]:
+        """Items for `owner` with seq > after_seq, in seq order, at most `limit`. A store may answer
+        with a future, the job queued at once (a courier's next page then goes ahead of work that
+        is only one task away from being queued, such as the acks of the page before)."""
 
     async def mark_delivered(
         self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None

@@ -249,16 +249,26 @@ def delivered(
         ]
     senders: dict[int, tuple[str, int]] = {}  # sender id -> (alias, lowest message id marked)
     count = size = 0
-    for where, args in wheres:
+    for where, bounds in wheres:
         cond = f"recipient_id = ? AND {where} AND delivered_at IS NULL"
-        for sender_id, sender, n, total, low in conn.execute(_SETTLING.format(cond), (me.id, *args)):
-            count += n
-            size += total
+        args = (me.id, *bounds)
+        n, known, total, first, last, low, alias = conn.execute(_SETTLING_ONE.format(cond), args).fetchone()
+        if not n:
+            continue  # unknown, or already marked: a repeated Ack changes nothing
+        rows: Any
+        if known == n and first == last:
+            rows = ((first, alias, n, total, low),)  # the usual case: one sender
+        elif not known:
+            rows = ((None, alias, n, total, low),)  # every sender unregistered
+        else:  # several senders: per sender, which costs a temporary B-tree
+            rows = conn.execute(_SETTLING.format(cond), args)
+        count += n
+        size += total
+        for sender_id, sender, _n, _total, lowest in rows:
             if sender_id is not None:  # else the sender unregistered: nobody to tell
                 before = senders.get(sender_id)
-                senders[sender_id] = (sender, low if before is None else min(low, before[1]))
-        # unknown, or already marked: a repeated Ack changes nothing
-        conn.execute(f"UPDATE messages SET delivered_at = ? WHERE {cond}", (now, me.id, *args))
+                senders[sender_id] = (sender, lowest if before is None else min(lowest, before[1]))
+        conn.execute(f"UPDATE messages SET delivered_at = ? WHERE {cond}", (now, *args))
     if count:
         cache.free(me, count, size)
     return _receipt_ranges(conn, cache, me, owner, senders, offer_to=offer_to)
@@ -413,6 +423,12 @@ _WAITING_RANGES = (
     " WHERE r.owner_id = ? AND r.upto > r.pushed AND r.seq > ? ORDER BY r.seq LIMIT ?"
 )
 _SETTLED = "RETURNING id, message_id, sender_id, sender_alias, recipient_alias, client_key, size"
+# What a delivery frees, and whether it is all one sender's (the condition is formatted in): without
+# GROUP BY no temporary B-tree, 0.50 against 0.76 us per message acked.
+_SETTLING_ONE = (
+    "SELECT count(*), count(sender_id), sum(size), min(sender_id), max(sender_id), min(message_id),"
+    " min(sender_alias) FROM messages WHERE {}"
+)
 # What a delivery frees, per sender (the condition is formatted in).
 _SETTLING = (
     "SELECT sender_id, min(sender_alias), count(*), sum(size), min(message_id) FROM messages"

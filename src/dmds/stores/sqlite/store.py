@@ -259,8 +259,9 @@ class SqliteStore:
 
         return self._submit(job, defers=True)
 
-    async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
-        return await self._submit(lambda conn: messages.pending(conn, self._cache, owner, after_seq, limit))
+    def pending(self, owner: str, after_seq: int, limit: int) -> asyncio.Future[list[OutboxItem]]:
+        # A future, not a coroutine: the job is queued now, not one loop pass later by a task.
+        return self._submit(lambda conn: messages.pending(conn, self._cache, owner, after_seq, limit))
 
     async def mark_delivered(
         self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None
