@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dmds.core.model import User
+from dmds.metrics import Metrics
 from dmds.settings import StoreSettings, SyncMode
 from dmds.stores.sqlite import SqliteStore, batches, cache
 
@@ -137,4 +138,23 @@ async def test_commits_handed_over_without_waiting_for_the_thread_all_complete(
         await store.register(User(alias + "x", alias, "01/02/2000"))  # one commit each
     for alias in [*aliases, *(a + "x" for a in aliases[:5])]:
         assert await store.user(alias) is not None
+    await store.close()
+
+
+async def test_a_batch_holds_at_most_max_batch_messages_however_they_were_sent(tmp_path: Path) -> None:
+    # Runs of sends count as the messages they hold: one transaction stays short when many wait.
+    store = await SqliteStore.open(tmp_path, StoreSettings(sync=SyncMode.FULL, max_batch=4))
+    metrics = store.engine.metrics = Metrics()
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias, "01/02/2000"))
+    batches_before = metrics.batch_size.count
+    runs = [
+        [("bob", f"m{n}-{i}", f"k{n}-{i}") for i in range(size)] for n, size in enumerate((3, 3, 1, 6, 1))
+    ]
+    limits = {"max_stored": 100, "max_stored_bytes": 10**6}
+    results = await asyncio.gather(*(store.add_messages("ana", run, now=1.0, **limits) for run in runs))
+    assert all(isinstance(r, tuple) and r[1] for run in results for r in run)
+    # [3] [3, 1] [6] [1]: a run joins a batch only if it fits; a run larger than max_batch goes alone.
+    assert metrics.batch_size.count - batches_before == 4
+    assert [i.message_id for i in await store.pending("bob", 0, 100)] == list(range(1, 15))
     await store.close()

@@ -6,7 +6,7 @@ Times are seconds since the epoch, passed in by the core.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol
 
 from dmds.core.model import (
@@ -78,7 +78,7 @@ class Store(Protocol):
         """
 
     def add_messages(
-        self, sender: str, sends: list[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
+        self, sender: str, sends: Sequence[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
     ) -> Awaitable[list[tuple[OutboxItem, bool] | DmdsError]]:
         """`add_message` for each of `sends` (recipient, text, key; no attachments), in order, as
         one request: each result is what its own call would return, or the domain error it would

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -283,7 +283,7 @@ class PostgresStore:
         )
 
     def add_messages(
-        self, sender: str, sends: list[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
+        self, sender: str, sends: Sequence[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
     ) -> asyncio.Future[list[tuple[OutboxItem, bool] | DmdsError]]:
         # One bulk call each: consecutive calls share `_add_messages`'s one statement anyway.
         futures = [

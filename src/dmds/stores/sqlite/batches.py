@@ -59,8 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: (job, its future, whether it only defers its writes to the batch: see `Deferred`)
-_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
+#: (job, its future, whether it only defers its writes to the batch (see `Deferred`), the
+#: operations it counts for against `max_batch`)
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, int]
 _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 #: With --sync normal, commits between two checkpoints (run on the committer thread). With --sync full
 #: SQLite's own automatic checkpoint runs in the COMMIT, which is already on that thread.
@@ -123,21 +124,26 @@ class GroupCommit:
         self._committer.start()
 
     def submit(
-        self, fn: Callable[[sqlite3.Connection], T], defers: bool = False, lazy: bool = False
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        defers: bool = False,
+        lazy: bool = False,
+        weight: int = 1,
     ) -> asyncio.Future[T]:
         """Run `fn` in the next batch; the future resolves after its commit. `defers`: `fn` writes
         only through `Deferred`. `lazy`: housekeeping that nobody waits on and that may be reordered
-        after later jobs; it rides with the next batch, or starts one after LAZY_S."""
+        after later jobs; it rides with the next batch, or starts one after LAZY_S. `weight`: the
+        operations `fn` does (a run of messages), which a batch counts against `max_batch`."""
         fut: asyncio.Future[T] = self._loop.create_future()
         if self.closed:
             fut.set_exception(StoreError("store is closed"))
             return fut
         if lazy:
-            self._lazy.append((fn, fut, defers))
+            self._lazy.append((fn, fut, defers, weight))
             if not self._busy and self._lazy_timer is None:
                 self._lazy_timer = self._loop.call_later(LAZY_S, self._lazy_due)
             return fut
-        self._jobs.append((fn, fut, defers))
+        self._jobs.append((fn, fut, defers, weight))
         if not self._busy:
             self._busy = True
             # call_soon, not now: jobs submitted in the same loop pass join this batch.
@@ -224,7 +230,7 @@ class GroupCommit:
         if self._lazy:
             self._jobs.extend(self._lazy)
             self._lazy.clear()
-        batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+        batch = self._take()
         results: list[_Result] = []
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch))
@@ -233,7 +239,7 @@ class GroupCommit:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             clean = True  # nothing written in this batch yet
-            for fn, fut, defers in batch:
+            for fn, fut, defers, _ in batch:
                 if not defers and deferred.has_writes():
                     deferred.write(conn)
                 try:
@@ -266,9 +272,22 @@ class GroupCommit:
             # it is kept and every request of the batch fails (nothing is acknowledged).
             if not isinstance(exc, sqlite3.Error):
                 log.exception("store job failed")
-            self._batch_done([(fut, None, None) for _, fut, _ in batch], exc)
+            self._batch_done([(fut, None, None) for _, fut, _, _ in batch], exc)
             return
         self._hand_over("COMMIT", results)
+
+    def _take(self) -> list[_Job]:
+        """The next batch's jobs: at most `max_batch` operations (or one job alone, whatever its
+        weight), so that a transaction stays short however many runs of messages wait."""
+        jobs, room = self._jobs, self._max_batch
+        if not jobs:
+            return []
+        batch = [jobs.popleft()]
+        room -= batch[0][3]
+        while jobs and jobs[0][3] <= room:
+            room -= jobs[0][3]
+            batch.append(jobs.popleft())
+        return batch
 
     def _batch_done(
         self, results: list[_Result], error: BaseException | None, committed: bool = False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dmds.core.model import AttachmentInfo, ItemKind, OutboxItem, SendCall, StoredMessage
@@ -102,7 +102,7 @@ def add_many(
     conn: sqlite3.Connection,
     cache: StoreCache,
     sender: str,
-    sends: list[SendCall],
+    sends: Sequence[SendCall],
     *,
     now: float,
     max_stored: int,

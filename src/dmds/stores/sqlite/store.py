@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,7 @@ class SqliteStore:
         return self._submit(job, defers=True)
 
     def add_messages(
-        self, sender: str, sends: list[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
+        self, sender: str, sends: Sequence[SendCall], *, now: float, max_stored: int, max_stored_bytes: int
     ) -> asyncio.Future[list[tuple[OutboxItem, bool] | DmdsError]]:
         cache = self._cache
 
@@ -257,7 +257,7 @@ class SqliteStore:
                 conn, cache, sender, sends, now=now, max_stored=max_stored, max_stored_bytes=max_stored_bytes
             )
 
-        return self._submit(job, defers=True)
+        return self._submit(job, defers=True, weight=len(sends))
 
     def pending(self, owner: str, after_seq: int, limit: int) -> asyncio.Future[list[OutboxItem]]:
         # A future, not a coroutine: the job is queued now, not one loop pass later by a task.
