@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class Service(Online):
@@ -250,17 +251,10 @@ class Service(Online):
             )
         )
 
-        def offer(fut: asyncio.Future[list[tuple[OutboxItem, bool] | DmdsError]]) -> None:
-            if fut.cancelled():
-                done.cancel()
-                return
-            if (exc := fut.exception()) is not None:
-                self._refused(exc)
-                done.set_exception(exc)
-                return
+        def offer(stored_results: list[tuple[OutboxItem, bool] | DmdsError]) -> list[OutboxItem | DmdsError]:
             couriers = self._couriers
             accepted = 0
-            for i, result in zip(where, fut.result(), strict=True):
+            for i, result in zip(where, stored_results, strict=True):
                 if isinstance(result, DmdsError):
                     self._refused(result)
                     results[i] = result
@@ -273,10 +267,32 @@ class Service(Online):
                 results[i] = item
             if self.metrics is not None:
                 self.metrics.accepted += accepted
-            done.set_result(cast("list[OutboxItem | DmdsError]", results))
+            return cast("list[OutboxItem | DmdsError]", results)
 
-        stored.add_done_callback(offer)
+        self._when_stored(stored, done, offer)
         return done
+
+    def _when_stored(
+        self, stored: asyncio.Future[S], done: asyncio.Future[T], offer: Callable[[S], T]
+    ) -> None:
+        """Once `stored` (a store's answer) is in: `offer` what it stored to the couriers and resolve
+        `done` with what `offer` returns; a store failure fails `done`. The offer is made even if
+        `done` was cancelled meanwhile: what is committed is delivered."""
+
+        def chained(fut: asyncio.Future[S]) -> None:
+            if fut.cancelled():
+                done.cancel()
+                return
+            if (exc := fut.exception()) is not None:
+                self._refused(exc)
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            value = offer(fut.result())
+            if not done.done():
+                done.set_result(value)
+
+        stored.add_done_callback(chained)
 
     def _take_send(self, sender: str, now: float) -> None:
         """One message's worth of the sender's send rate, or LimitExceeded."""
@@ -325,23 +341,16 @@ class Service(Online):
         )
         done: asyncio.Future[OutboxItem] = asyncio.get_running_loop().create_future()
 
-        def offer(fut: asyncio.Future[tuple[OutboxItem, bool]]) -> None:
-            if fut.cancelled():
-                done.cancel()
-                return
-            if (exc := fut.exception()) is not None:
-                self._refused(exc)
-                done.set_exception(exc)
-                return
-            item, new = fut.result()
+        def offer(result: tuple[OutboxItem, bool]) -> OutboxItem:
+            item, new = result
             if new and self.metrics is not None:
                 self.metrics.accepted += 1
             target = self._couriers.get(recipient)
             if new and target is not None:
                 target.offer(item)
-            done.set_result(item)
+            return item
 
-        stored.add_done_callback(offer)
+        self._when_stored(stored, done, offer)
         return done
 
     def _pushed(self, courier: Courier, items: list[OutboxItem]) -> None:
