@@ -158,3 +158,28 @@ async def test_a_batch_holds_at_most_max_batch_messages_however_they_were_sent(t
     assert metrics.batch_size.count - batches_before == 4
     assert [i.message_id for i in await store.pending("bob", 0, 100)] == list(range(1, 15))
     await store.close()
+
+
+async def test_a_courier_read_ahead_is_answered_before_the_writes_queued_before_it(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    for n in range(3):
+        await store.add_message("ana", "bob", f"m{n}", now=1.0, max_stored=9, max_stored_bytes=1_000_000)
+    # An ack, then a courier's next page: the page goes first in the batch, so it is answered
+    # without waiting for the ack's commit, and without seeing the ack (it does not need to).
+    write = asyncio.ensure_future(store.mark_delivered("bob", [1], now=2.0))
+    await asyncio.sleep(0)  # the ack's job is queued
+    read = asyncio.ensure_future(store.pending("bob", 1, 10, ahead=True))
+    done, _ = await asyncio.wait([read, write], return_when=asyncio.FIRST_COMPLETED)
+    assert done == {read}
+    assert [i.message_id for i in read.result()] == [2, 3]
+    await write
+    # Not ahead, the same read waits for the write before it.
+    write = asyncio.ensure_future(store.mark_delivered("bob", [2], now=3.0))
+    await asyncio.sleep(0)
+    read = asyncio.ensure_future(store.pending("bob", 1, 10))
+    done, _ = await asyncio.wait([read, write], return_when=asyncio.FIRST_COMPLETED)
+    assert write in done
+    assert [i.message_id for i in read.result()] == [3]
+    await store.close()

@@ -173,8 +173,12 @@ class Courier:
         retry_s = RETRY_S[0]
         while True:
             if self._more and self._loading is None and self._waiting() <= half:
+                # After the first page, what is committed later is offered (or missed and read
+                # again), and the acks before this read concern the pages pushed: it may go ahead.
                 self._loading = asyncio.ensure_future(
-                    self._store.pending(self.alias, self._loaded_to, self._max_pending)
+                    self._store.pending(
+                        self.alias, self._loaded_to, self._max_pending, ahead=self._loaded_to > 0
+                    )
                 )
                 self._missed = False
             if self._head == len(self._queue):

@@ -84,10 +84,17 @@ class Store(Protocol):
         one request: each result is what its own call would return, or the domain error it would
         raise (a refused one leaves nothing behind and does not stop the others)."""
 
-    def pending(self, owner: str, after_seq: int, limit: int) -> Awaitable[list[OutboxItem]]:
+    def pending(
+        self, owner: str, after_seq: int, limit: int, *, ahead: bool = False
+    ) -> Awaitable[list[OutboxItem]]:
         """Items for `owner` with seq > after_seq, in seq order, at most `limit`. A store may answer
         with a future, the job queued at once (a courier's next page then goes ahead of work that
-        is only one task away from being queued, such as the acks of the page before)."""
+        is only one task away from being queued, such as the acks of the page before).
+
+        `ahead`: the caller has everything up to `after_seq` and is offered what is committed after
+        it, so the read need not see changes submitted before it and not committed yet (the acks
+        of the pages before, which concern seqs up to `after_seq` only); a store may then answer
+        it ahead of them. Without it, the read sees every change submitted before it."""
 
     async def mark_delivered(
         self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None

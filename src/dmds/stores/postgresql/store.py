@@ -313,7 +313,10 @@ class PostgresStore:
         asyncio.gather(*futures, return_exceptions=True).add_done_callback(gathered)
         return done
 
-    async def pending(self, owner: str, after_seq: int, limit: int) -> list[OutboxItem]:
+    async def pending(
+        self, owner: str, after_seq: int, limit: int, *, ahead: bool = False
+    ) -> list[OutboxItem]:
+        # `ahead` is not used: each batch's reads and writes go to PostgreSQL in order.
         async def job(conn: asyncpg.Connection, batch: Batch) -> list[OutboxItem]:
             rows = await conn.fetch(_PENDING, owner, after_seq, limit)
             return [_item(owner, row) for row in rows]

@@ -129,11 +129,14 @@ class GroupCommit:
         defers: bool = False,
         lazy: bool = False,
         weight: int = 1,
+        ahead: bool = False,
     ) -> asyncio.Future[T]:
         """Run `fn` in the next batch; the future resolves after its commit. `defers`: `fn` writes
         only through `Deferred`. `lazy`: housekeeping that nobody waits on and that may be reordered
         after later jobs; it rides with the next batch, or starts one after LAZY_S. `weight`: the
-        operations `fn` does (a run of messages), which a batch counts against `max_batch`."""
+        operations `fn` does (a run of messages), which a batch counts against `max_batch`.
+        `ahead`: a read that need not see the jobs waiting before it: it goes first in the next
+        batch, so it is answered before that batch's commit."""
         fut: asyncio.Future[T] = self._loop.create_future()
         if self.closed:
             fut.set_exception(StoreError("store is closed"))
@@ -143,7 +146,10 @@ class GroupCommit:
             if not self._busy and self._lazy_timer is None:
                 self._lazy_timer = self._loop.call_later(LAZY_S, self._lazy_due)
             return fut
-        self._jobs.append((fn, fut, defers, weight))
+        if ahead:
+            self._jobs.appendleft((fn, fut, defers, weight))
+        else:
+            self._jobs.append((fn, fut, defers, weight))
         if not self._busy:
             self._busy = True
             # call_soon, not now: jobs submitted in the same loop pass join this batch.

@@ -259,9 +259,14 @@ class SqliteStore:
 
         return self._submit(job, defers=True, weight=len(sends))
 
-    def pending(self, owner: str, after_seq: int, limit: int) -> asyncio.Future[list[OutboxItem]]:
+    def pending(
+        self, owner: str, after_seq: int, limit: int, *, ahead: bool = False
+    ) -> asyncio.Future[list[OutboxItem]]:
         # A future, not a coroutine: the job is queued now, not one loop pass later by a task.
-        return self._submit(lambda conn: messages.pending(conn, self._cache, owner, after_seq, limit))
+        def job(conn: sqlite3.Connection) -> list[OutboxItem]:
+            return messages.pending(conn, self._cache, owner, after_seq, limit)
+
+        return self._submit(job, ahead=ahead)
 
     async def mark_delivered(
         self, owner: str, message_ids: list[int], now: float, offer_to: Callable[[str], bool] | None = None
