@@ -27,9 +27,9 @@ class Store(Protocol):
     """Durable state. Every mutating call returns only after its change is committed.
 
     Rules for implementations: a call that raises a domain error has changed nothing; a read sees
-    every change submitted before it (a courier's reload relies on it); for each owner, outbox
-    items become visible in `seq` order, even when several processes write (a courier reads the
-    pages after the last seq it saw).
+    every change submitted before it (a courier's reload relies on it; see `pending`'s `ahead`);
+    for each owner, outbox items become visible in `seq` order, even when several processes write
+    (a courier reads the pages after the last seq it saw).
     """
 
     # -- users and accounts ---------------------------------------------------------------------------

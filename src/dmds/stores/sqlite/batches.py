@@ -30,8 +30,11 @@ with one executemany per table before the commit, or before the next job that do
 that every job sees what came before it.
 
 Reads go through the same queue, which keeps one order for everything: a read sees every change
-submitted before it. The couriers' reloads rely on that. A read that runs before its batch's first
-write saw only committed rows, so it is answered at once rather than after the batch's commit.
+submitted before it. The couriers' reloads rely on that, but for a courier's pages after its first
+(`ahead`): those go first in the next batch, since what commits after them is offered to the
+courier anyway and the acks queued before them concern pages already pushed. A read that runs
+before its batch's first write saw only committed rows, so it is answered at once rather than after
+the batch's commit.
 
 The PostgreSQL store batches too (`stores/postgresql/engine.py`), but over asyncpg's own awaitable
 connection, with no thread and no loop-side statements: the two engines share the idea, not code.
