@@ -226,8 +226,6 @@ class SessionConnection:
             if self.alias is not None and frame.message_ids:
                 kind = ItemKind.DELIVERED if isinstance(frame, f.Ack) else ItemKind.READ
                 self.service.settle_soon(self.alias, list(frame.message_ids), kind)
-        elif isinstance(frame, f.Send) and self.alias is not None and not frame.attachment:
-            send_run(self, [frame])
         elif isinstance(frame, f.Typing):
             self._typing(frame.to)
         else:
