@@ -21,12 +21,14 @@ def test_run_fuzz_every_target_without_a_crash() -> None:
     for target, counts in result["targets"].items():
         assert counts["crashes"] == 0, (target, Path(counts["log"]).read_text()[-3000:])
         assert counts["exit_code"] == 0
-        assert counts["inputs"] == 2000  # as libFuzzer counts them: seeds included
+        # As libFuzzer counts them, seeds included: it may stop a few past -runs (2006 once in CI, not
+        # reproduced), and fewer would mean it was cut short.
+        assert 2000 <= counts["inputs"] < 2100
         # Instrumented: libFuzzer saw coverage and features.
         assert counts["coverage"]
         assert counts["features"]
     assert result["crashes"] == 0
-    assert result["inputs"] == 2000 * len(TARGETS)
+    assert result["inputs"] == sum(counts["inputs"] for counts in result["targets"].values())
     assert result["workdir"] is None  # nothing to keep
 
 
