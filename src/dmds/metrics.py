@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 #: Latency buckets (seconds): 100 µs (a request on a warm loop) to 10 s (a store outage).
 LATENCY_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-#: Batch size buckets (jobs per store batch, up to max_batch's default of 256 and beyond).
+#: Batch size buckets (jobs per store batch, up to max_batch's default of 512).
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: Event-loop lag buckets (seconds late): a healthy loop is well under a millisecond.
 LAG_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

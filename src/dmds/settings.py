@@ -97,9 +97,10 @@ class StoreSettings:
         "full: fsync before every reply, survives power loss; "
         "normal: crash-safe only (a power cut may lose the last acknowledged requests), much faster",
     )
-    # 256 rows per transaction keeps one commit short while amortising the fsync (100 rows per
-    # commit measured ~35x faster than one).
-    max_batch: int = setting(256, "most store operations grouped into one commit")
+    # 512 operations per transaction keep one commit short (~4 ms of statements) while amortising
+    # the fsync: 100 rows per commit measured ~35x faster than one, and 512 against 256 took ~5%
+    # less server CPU per message on a pipelining sender's Sends (its window is 500).
+    max_batch: int = setting(512, "most store operations grouped into one commit")
     store_connect_timeout_s: float = setting(5.0, "seconds to connect to PostgreSQL before a request fails")
     # Long enough for a PostgreSQL restart; until then the requests of that one batch wait.
     store_outcome_timeout_s: float = setting(

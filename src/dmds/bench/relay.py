@@ -31,7 +31,7 @@ from dmds.protocols.session.codes import ErrorCode
 from dmds.protocols.session.connection import CLOSED_EVENT, Connection, RemoteProtocolError, Role
 
 #: Rows per transaction at most (as dmds's `max_batch`).
-MAX_BATCH = 256
+MAX_BATCH = 512
 INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?)"
 
 # A job for the writer thread: a statement, its parameters, and what to call on the loop with its
