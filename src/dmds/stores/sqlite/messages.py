@@ -48,15 +48,7 @@ def add(
         # on (sender_id, client_key) makes this one lookup).
         done = writes.keys.get((me.id, key))
         if done is None:
-            done = (
-                used.get(key)
-                if used is not None
-                else conn.execute(
-                    "SELECT recipient_alias, message_id, sent_at FROM messages"
-                    " WHERE sender_id = ? AND client_key = ?",
-                    (me.id, key),
-                ).fetchone()
-            )
+            done = (used if used is not None else _used_keys(conn, me.id, [key])).get(key)
         if done is not None:
             return OutboxItem(0, done[0], ItemKind.MESSAGE, done[1], sender, text, key, done[2]), False
     size = len(text.encode())
