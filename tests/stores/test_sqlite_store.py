@@ -166,8 +166,18 @@ async def test_a_batch_holds_at_most_max_batch_messages_however_they_were_sent(t
     await store.close()
 
 
+async def _helper_ready(store: SqliteStore) -> None:
+    """Until the WAL fsync helper answers (before, the loop syncs each commit itself, at once)."""
+    walsync = store.engine._walsync
+    assert walsync is not None
+    async with asyncio.timeout(30):
+        while not walsync.ready:
+            await asyncio.sleep(0.01)
+
+
 async def test_a_courier_read_ahead_is_answered_before_the_writes_queued_before_it(tmp_path: Path) -> None:
     store = await _three_for_bob(tmp_path)
+    await _helper_ready(store)
     # An ack, then a courier's next page: the page goes first in the batch, so it is answered
     # without waiting for the ack's commit, and without seeing the ack (it does not need to).
     write = asyncio.ensure_future(store.mark_delivered("bob", [1], now=2.0))

@@ -159,9 +159,10 @@ class Target:
     database_pid: int | None = None
 
     def cpu(self) -> float | None:
+        """The nodes' CPU, their helpers' (the SQLite store's WAL fsync process) included."""
         if self.pids:
-            return sum(cpu_seconds(pid) for pid in self.pids)
-        return cpu_seconds(self.pid) if self.pid is not None else None
+            return sum(tree_cpu_seconds(pid) for pid in self.pids)
+        return tree_cpu_seconds(self.pid) if self.pid is not None else None
 
     def database_cpu(self) -> float | None:
         return tree_cpu_seconds(self.database_pid) if self.database_pid is not None else None
@@ -221,7 +222,8 @@ def machine_busy_seconds() -> float:
 
 
 class Meter:
-    """CPU over a phase: the server's (all threads, and its event loop alone) and the whole machine's."""
+    """CPU over a phase: the server's (all threads and child processes, and its event loop alone)
+    and the whole machine's."""
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
@@ -230,7 +232,7 @@ class Meter:
     def _now(self) -> tuple[float | None, float | None, float]:
         if self.pid is None:
             return None, None, machine_busy_seconds()
-        return cpu_seconds(self.pid), main_thread_cpu_seconds(self.pid), machine_busy_seconds()
+        return tree_cpu_seconds(self.pid), main_thread_cpu_seconds(self.pid), machine_busy_seconds()
 
     def restart(self) -> None:
         self._start = self._now()

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dmds.errors import DmdsError, StoreError
 from dmds.settings import SyncMode
+from dmds.stores.sqlite.walsync import WalSync
 
 if TYPE_CHECKING:
     from dmds.metrics import Metrics
@@ -118,8 +119,20 @@ class GroupCommit:
         # Held but for the moment between the committer thread taking a COMMIT and starting it.
         self._taken = threading.Lock()
         self._taken.acquire()
-        self._inline_commit = sync is SyncMode.NORMAL
         self._commits_since_checkpoint = 0
+        #: committed batches whose WAL frames are not synced yet, oldest first: their results, and
+        #: when their COMMIT began
+        self._unsynced: deque[tuple[list[_Result], float]] = deque()
+        self._drained: asyncio.Future[None] | None = None
+        self._failed: StoreError | None = None  # a sync failed: nothing more is accepted
+        self._walsync: WalSync | None = None
+        if sync is SyncMode.FULL:
+            # The COMMIT appends to the WAL and WalSync syncs it before anything is answered: what
+            # synchronous=FULL did, without a thread waiting for the disk and then for the GIL.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            main = conn.execute("PRAGMA database_list").fetchone()[2]
+            self._walsync = WalSync(main + "-wal", loop, self._synced)
         #: batch sizes and commit times for the admin port (None: off)
         self.metrics: Metrics | None = None
         self._batch_started = 0.0
@@ -192,8 +205,13 @@ class GroupCommit:
         if self._busy:
             self._idle = self._loop.create_future()
             await self._idle
+        if self._unsynced:
+            self._drained = self._loop.create_future()
+            await self._drained
         self._commits.put(None)
         await asyncio.to_thread(self._committer.join)
+        if self._walsync is not None:
+            await self._walsync.close()
         self._conn.close()
 
     # -- the batches -----------------------------------------------------------------------------------
@@ -240,6 +258,11 @@ class GroupCommit:
             self._jobs.extend(self._lazy)
             self._lazy.clear()
         batch = self._take()
+        if self._failed is not None:
+            for _, fut, _, _ in batch:
+                _resolve((fut, None, self._failed))
+            self._next()
+            return
         results: list[_Result] = []
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch))
@@ -247,7 +270,7 @@ class GroupCommit:
         try:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
-            clean = True  # nothing written in this batch yet
+            clean = not self._unsynced  # nothing written in this batch yet, nor unsynced before it
             for fn, fut, defers, _ in batch:
                 if not defers and deferred.has_writes():
                     deferred.write(conn)
@@ -266,16 +289,10 @@ class GroupCommit:
                     results.append(result)
             if deferred.has_writes():
                 deferred.write(conn)
-            if conn.total_changes == before or self._inline_commit:
-                # Nothing written, or --sync normal: COMMIT only appends to the WAL in the OS page
-                # cache, with no fsync to wait for, so a hand-over to the thread would cost more.
-                committing = time.perf_counter()
-                conn.execute("COMMIT")
-                if self.metrics is not None and conn.total_changes != before:
-                    self.metrics.commit_seconds.observe(time.perf_counter() - committing)
-                self._commits_since_checkpoint += conn.total_changes != before
-                self._batch_done(results, None)
-                return
+            # The COMMIT only appends to the WAL in the OS page cache (synchronous=NORMAL): with no
+            # fsync in it, a hand-over to a thread would cost more than it does.
+            committing = time.perf_counter()
+            conn.execute("COMMIT")
         except Exception as exc:
             # An I/O error, or a bug in a job: what the batch wrote cannot be trusted, so none of
             # it is kept and every request of the batch fails (nothing is acknowledged).
@@ -283,7 +300,43 @@ class GroupCommit:
                 log.exception("store job failed")
             self._batch_done([(fut, None, None) for _, fut, _, _ in batch], exc)
             return
-        self._hand_over("COMMIT", results)
+        if conn.total_changes != before:
+            self._commits_since_checkpoint += 1
+            if self._walsync is None:
+                if self.metrics is not None:
+                    self.metrics.commit_seconds.observe(time.perf_counter() - committing)
+            elif (synced := self._walsync.request()) is None:
+                self._unsynced.append((results, committing))
+                results = []
+            else:
+                self._settle(results, committing, synced)
+                results = []
+        elif self._unsynced:
+            # What these reads saw may not be on disk yet: they are answered with it.
+            self._unsynced[-1][0].extend(results)
+            results = []
+        self._batch_done(results, None)
+
+    def _synced(self, count: int, ok: bool) -> None:
+        """WalSync's answer for the `count` oldest unsynced batches."""
+        for _ in range(count):
+            results, committing = self._unsynced.popleft()
+            self._settle(results, committing, ok)
+        if not self._unsynced and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _settle(self, results: list[_Result], committing: float, synced: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.commit_seconds.observe(time.perf_counter() - committing)
+        if synced:
+            for result in results:
+                _resolve(result)
+            return
+        if self._failed is None:
+            log.error("the store's fsync failed: it accepts nothing more until the server restarts")
+            self._failed = StoreError("store failure: fsync failed (see the server's log)")
+        for fut, _, _ in results:
+            _resolve((fut, None, self._failed))
 
     def _take(self) -> list[_Job]:
         """The next batch's jobs: at most `max_batch` operations (or one job alone, whatever its
@@ -321,7 +374,7 @@ class GroupCommit:
             results = [(fut, None, failure) for fut, _, _ in results]
         for result in results:
             _resolve(result)
-        if self._inline_commit and self._commits_since_checkpoint >= CHECKPOINT_EVERY:
+        if self._commits_since_checkpoint >= CHECKPOINT_EVERY:
             # A checkpoint copies the WAL back into the database and fsyncs: off the loop, while
             # the connection is left alone (self._busy stays True until it is done).
             self._commits_since_checkpoint = 0
