@@ -1,29 +1,33 @@
-"""The SQLite store's engine: jobs run in batches on the loop, each batch's COMMIT on a thread.
+"""The SQLite store's engine: jobs run in batches on the loop, one COMMIT each, synced by a helper.
 
 Theory of operation
 -------------------
 Every call of the store becomes a job (a function of the connection) on one ordered queue. When the
 connection is free, the loop thread runs all the waiting jobs (up to `max_batch`) inside one
-transaction, then hands the COMMIT, with its fsync, to a single committer thread and goes back to
-serving the network. Only when the commit has returned are the jobs' futures resolved: a caller
-that gets a result knows its change is durable. Jobs that arrive meanwhile wait for the next batch,
-so requests that arrive together share one commit and one fsync (group commit). With `--sync
-normal` there is no fsync to wait for: the COMMIT runs on the loop too, and only the WAL
-checkpoints, which do sync, go to the thread.
+transaction and COMMITs it, which with synchronous=NORMAL only appends to the WAL in the page cache.
+With `--sync full` the batch then waits for `WalSync` (walsync.py), whose helper process fdatasyncs
+the WAL: only then are the jobs' futures resolved, so a caller that gets a result knows its change
+is durable. Meanwhile the loop goes on serving the network and runs the next batch, whose sync is
+asked for behind the first one's: requests that arrive together share one commit, and the commits
+made during one fdatasync share the next (group commit, pipelined). With `--sync normal` nothing
+waits. Either way the WAL checkpoints, which do sync, go to a committer thread.
 
-Why statements on the loop and only the commit on a thread: a statement on a warm page cache takes
-microseconds, while each hand-over between threads costs a wake-up and a fight for the GIL (a
-writer thread that ran the statements measured 4 to 6 times slower per batch under load). The
-commit is the part that blocks, on the disk, and sqlite releases the GIL for all of it. The loop
-waits, the GIL released, until the thread has taken the COMMIT (`_hand_over`): else the thread waited
-for the GIL behind the loop's next requests before it could start the fsync.
+Why statements and COMMIT on the loop: a statement on a warm page cache takes microseconds, while
+each hand-over between threads costs a wake-up and a fight for the GIL (a writer thread that ran
+the statements measured 4 to 6 times slower per batch under load; a thread that ran only the COMMIT
+and its fsync still cost a quarter of the server's CPU in futex calls and context switches). The
+fsync is the part that blocks, on the disk, and the helper, with an interpreter of its own, waits
+for it without touching this process's GIL.
+
+A read sees what every earlier batch committed, synced or not, so what a read answers waits for the
+sync of the commits before it (a courier must not push a message a crash could still take back).
 
 The rule every job keeps: it raises a domain error (AliasTaken, UnknownUser, LimitExceeded...)
 before its first write, so a refused request leaves nothing behind and the others in its batch are
 unharmed, with no savepoint per job (a savepoint is two more statements per request, and statements
 are the store's main cost). Any other failure, in a job or in the commit, rolls the whole batch back
 and fails every request in it with StoreError: nothing is acknowledged that is not committed. A batch
-that changed nothing (reads only) is committed on the loop at once: there is nothing to sync.
+that changed nothing (reads only) has nothing of its own to sync.
 
 Jobs may hold their rows back (`Deferred`): the message path appends rows to lists that are written
 with one executemany per table before the commit, or before the next job that does not defer, so
@@ -33,8 +37,8 @@ Reads go through the same queue, which keeps one order for everything: a read se
 submitted before it. The couriers' reloads rely on that, but for a courier's pages after its first
 (`ahead`): those go first in the next batch, since what commits after them is offered to the
 courier anyway and the acks queued before them concern pages already pushed. A read that runs
-before its batch's first write saw only committed rows, so it is answered at once rather than after
-the batch's commit.
+before its batch's first write, with no earlier commit still unsynced, saw only durable rows, so it
+is answered at once rather than after the batch's commit.
 
 The PostgreSQL store batches too (`stores/postgresql/engine.py`), but over asyncpg's own awaitable
 connection, with no thread and no loop-side statements: the two engines share the idea, not code.
@@ -67,8 +71,8 @@ T = TypeVar("T")
 #: operations it counts for against `max_batch`)
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, int]
 _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
-#: With --sync normal, commits between two checkpoints (run on the committer thread). With --sync full
-#: SQLite's own automatic checkpoint runs in the COMMIT, which is already on that thread.
+#: Commits between two WAL checkpoints, which run on the committer thread (SQLite's automatic ones,
+#: inside a COMMIT, would block the loop).
 CHECKPOINT_EVERY = 500
 #: Seconds lazy housekeeping (forgetting pushed receipts) waits for a batch to ride with: under load
 #: it shares the next commit instead of paying a commit and an fsync of its own.
@@ -237,10 +241,10 @@ class GroupCommit:
     def _hand_over(self, sql: str, results: list[_Result]) -> None:
         """Give `sql` to the committer thread and wait, the GIL released, until it has started it.
 
-        Woken, the thread needs the GIL to get from the queue into sqlite, and the loop, going on
-        with the replies and the next requests, held it for 0.6 ms (median) before the thread got
-        it: the fsync started that much later. Waiting here costs the thread's wake-up instead
-        (0.03 ms); after HAND_OVER_S the loop goes on regardless."""
+        Only checkpoints go this way now (every CHECKPOINT_EVERY commits). Woken, the thread needs
+        the GIL to get from the queue into sqlite, and the loop, going on with the next requests,
+        held it for 0.6 ms (median) before the thread got it. Waiting here costs the thread's
+        wake-up instead (0.03 ms); after HAND_OVER_S the loop goes on regardless."""
         self._taken.acquire(blocking=False)  # a hand-over that timed out was taken since
         self._commits.put((sql, results))
         self._taken.acquire(timeout=HAND_OVER_S)
