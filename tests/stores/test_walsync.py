@@ -49,7 +49,7 @@ async def test_a_write_is_answered_only_once_the_helper_has_synced_it(tmp_path: 
         assert not write.done()  # committed in the WAL, not yet synced: not answered
         read = asyncio.ensure_future(store.user("ana"))
         await asyncio.sleep(0.2)
-        assert not read.done()  # it could see the unsynced row: it waits with it
+        assert not read.done()  # the next batch waits for the sync: no read sees an unsynced row
     finally:
         os.kill(pid, signal.SIGCONT)
     await write

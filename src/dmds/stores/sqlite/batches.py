@@ -7,10 +7,10 @@ connection is free, the loop thread runs all the waiting jobs (up to `max_batch`
 transaction and COMMITs it, which with synchronous=NORMAL only appends to the WAL in the page cache.
 With `--sync full` the batch then waits for `WalSync` (walsync.py), whose helper process fdatasyncs
 the WAL: only then are the jobs' futures resolved, so a caller that gets a result knows its change
-is durable. Meanwhile the loop goes on serving the network and runs the next batch, whose sync is
-asked for behind the first one's: requests that arrive together share one commit, and the commits
-made during one fdatasync share the next (group commit, pipelined). With `--sync normal` nothing
-waits. Either way the WAL checkpoints, which do sync, go to a committer thread.
+is durable. Meanwhile the loop goes on serving the network; jobs that arrive wait for the next
+batch, so requests that arrive together share one commit and one fsync (group commit). With
+`--sync normal` nothing waits. Either way the WAL checkpoints, which do sync, go to a committer
+thread.
 
 Why statements and COMMIT on the loop: a statement on a warm page cache takes microseconds, while
 each hand-over between threads costs a wake-up and a fight for the GIL (a writer thread that ran
@@ -19,8 +19,10 @@ and its fsync still cost a quarter of the server's CPU in futex calls and contex
 fsync is the part that blocks, on the disk, and the helper, with an interpreter of its own, waits
 for it without touching this process's GIL.
 
-A read sees what every earlier batch committed, synced or not, so what a read answers waits for the
-sync of the commits before it (a courier must not push a message a crash could still take back).
+The next batch does not start before the helper has answered, although it could (pipelined syncs):
+its reads would then see rows a crash can still take back, and a courier must not push those, so
+they would wait for the sync anyway; measured, a drain took up to 1.9x as long, and the session SEND
+gained nothing.
 
 The rule every job keeps: it raises a domain error (AliasTaken, UnknownUser, LimitExceeded...)
 before its first write, so a refused request leaves nothing behind and the others in its batch are
@@ -37,8 +39,8 @@ Reads go through the same queue, which keeps one order for everything: a read se
 submitted before it. The couriers' reloads rely on that, but for a courier's pages after its first
 (`ahead`): those go first in the next batch, since what commits after them is offered to the
 courier anyway and the acks queued before them concern pages already pushed. A read that runs
-before its batch's first write, with no earlier commit still unsynced, saw only durable rows, so it
-is answered at once rather than after the batch's commit.
+before its batch's first write saw only committed (and synced) rows, so it is answered at once
+rather than after the batch's commit.
 
 The PostgreSQL store batches too (`stores/postgresql/engine.py`), but over asyncpg's own awaitable
 connection, with no thread and no loop-side statements: the two engines share the idea, not code.
@@ -124,10 +126,9 @@ class GroupCommit:
         self._taken = threading.Lock()
         self._taken.acquire()
         self._commits_since_checkpoint = 0
-        #: committed batches whose WAL frames are not synced yet, oldest first: their results, and
-        #: when their COMMIT began
-        self._unsynced: deque[tuple[list[_Result], float]] = deque()
-        self._drained: asyncio.Future[None] | None = None
+        #: the committed batch whose WAL frames are being synced: its results, and when its COMMIT
+        #: began (the connection stays busy until then)
+        self._syncing: tuple[list[_Result], float] | None = None
         self._failed: StoreError | None = None  # a sync failed: nothing more is accepted
         self._walsync: WalSync | None = None
         if sync is SyncMode.FULL:
@@ -209,9 +210,6 @@ class GroupCommit:
         if self._busy:
             self._idle = self._loop.create_future()
             await self._idle
-        if self._unsynced:
-            self._drained = self._loop.create_future()
-            await self._drained
         self._commits.put(None)
         await asyncio.to_thread(self._committer.join)
         if self._walsync is not None:
@@ -274,7 +272,7 @@ class GroupCommit:
         try:
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
-            clean = not self._unsynced  # nothing written in this batch yet, nor unsynced before it
+            clean = True  # nothing written in this batch yet
             for fn, fut, defers, _ in batch:
                 if not defers and deferred.has_writes():
                     deferred.write(conn)
@@ -310,24 +308,22 @@ class GroupCommit:
                 if self.metrics is not None:
                     self.metrics.commit_seconds.observe(time.perf_counter() - committing)
             elif (synced := self._walsync.request()) is None:
-                self._unsynced.append((results, committing))
-                results = []
+                # Busy until the helper answers: the next batch's reads see only durable rows.
+                self._syncing = (results, committing)
+                return
             else:
                 self._settle(results, committing, synced)
                 results = []
-        elif self._unsynced:
-            # What these reads saw may not be on disk yet: they are answered with it.
-            self._unsynced[-1][0].extend(results)
-            results = []
         self._batch_done(results, None)
 
     def _synced(self, count: int, ok: bool) -> None:
-        """WalSync's answer for the `count` oldest unsynced batches."""
-        for _ in range(count):
-            results, committing = self._unsynced.popleft()
-            self._settle(results, committing, ok)
-        if not self._unsynced and self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        """WalSync's answer for the batch being synced (one at a time: `count` is 1)."""
+        assert count == 1, count
+        assert self._syncing is not None
+        results, committing = self._syncing
+        self._syncing = None
+        self._settle(results, committing, ok)
+        self._batch_done([], None, committed=True)
 
     def _settle(self, results: list[_Result], committing: float, synced: bool) -> None:
         if self.metrics is not None:
@@ -358,8 +354,9 @@ class GroupCommit:
     def _batch_done(
         self, results: list[_Result], error: BaseException | None, committed: bool = False
     ) -> None:
-        """Settle a batch and start the next. `committed`: called back from the committer thread,
-        so the next batch can start at once (from the loop's own batches that would recurse)."""
+        """Settle a batch and start the next. `committed`: called back once a commit is durable (the
+        committer thread's checkpoint, the fsync helper's answer), so the next batch can start at
+        once (from the loop's own batches that would recurse)."""
         if self._batch_started and (metrics := self.metrics) is not None:
             metrics.batch_seconds.observe(time.perf_counter() - self._batch_started)
             self._batch_started = 0.0

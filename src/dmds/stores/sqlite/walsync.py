@@ -8,13 +8,10 @@ CPU went to futex calls and context switches (perf, REGISTER and session SEND al
 COMMIT runs on the loop with synchronous=NORMAL, which appends the WAL frames to the page cache and
 syncs nothing, and `fsyncer.py`, a separate interpreter with a GIL of its own, fdatasyncs the WAL
 file when asked, over a socket pair the loop polls like any other. Each answer covers every commit
-asked for before its fdatasync began; the answers come in order, so the waiting batches are
-settled first in, first out. What an answered commit has is what synchronous=FULL gives: its WAL
+asked for before its fdatasync began, and the answers come in order (GroupCommit asks for one at
+a time). What an answered commit has is what synchronous=FULL gives: its WAL
 frames on disk before any of its requests is answered (checkpoints sync the WAL and the database
 themselves, as in NORMAL mode).
-
-The next batch runs while one is being synced: the syncs pipeline, and the requests that arrive
-during one fdatasync share the next.
 
 Until the helper is ready (it takes an interpreter's start), and if it dies until a new one is,
 the loop fdatasyncs itself, blocking for the fsync's duration. A failed fdatasync leaves the page
