@@ -80,7 +80,7 @@ class WalSync:
         return self._sync_here()
 
     async def close(self) -> None:
-        """Stop the helper (the owner waits for `waiting` to reach 0 first)."""
+        """Stop the helper (the owner first waits for the answers it asked for)."""
         if not self._ready and self._procs:
             self._procs[-1].kill()  # still starting: nothing of ours is in its hands
         self._drop()  # a ready helper reads EOF and exits
@@ -145,7 +145,7 @@ class WalSync:
         self._drop()
         if self._asked:
             asked, self._asked = self._asked, 0
-            self._settle(asked, bool(self._sync_here()))
+            self._settle(asked, self._sync_here())
         if self._respawns < RESPAWNS:
             self._respawns += 1
             self._spawn()
