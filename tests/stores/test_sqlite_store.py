@@ -188,3 +188,24 @@ async def test_a_courier_read_ahead_is_answered_before_the_writes_queued_before_
     assert [i.message_id for i in read.result()] == [2, 3]
     await write  # not ahead, the same read would have waited for it (the test above)
     await store.close()
+
+
+async def test_a_resend_in_a_batch_runs_it_again_carefully_and_harms_nothing(tmp_path: Path) -> None:
+    store = await _three_for_bob(tmp_path)
+    limits = {"max_stored": 9, "max_stored_bytes": 1_000_000}
+    first, _ = await store.add_message("ana", "bob", "keyed", now=1.0, key="k0", **limits)
+    # One batch: a read (answered before the first write), a write of another kind, sends of which
+    # one resends a stored key. Its row breaks the unique key index; the batch is rolled back and
+    # run again, looking keys up, and each request is answered once, as if nothing had happened.
+    read = store.pending("bob", 0, 10)
+    registered = store.register(User("cy", "Cy", "01/02/2000"))
+    run = store.add_messages("ana", [("bob", "new", "k1"), ("bob", "again", "k0")], now=2.0, **limits)
+    single = store.add_message("ana", "bob", "again, alone", now=2.0, key="k0", **limits)
+    await registered
+    assert [i.message_id for i in await read] == [1, 2, 3, 4]
+    results = await run
+    assert [(r[0].message_id, r[1]) for r in results if isinstance(r, tuple)] == [(5, True), (4, False)]
+    assert (await single)[0].message_id == first.message_id == 4
+    assert [i.text for i in await store.pending("bob", 0, 10)] == ["m0", "m1", "m2", "keyed", "new"]
+    assert not store._cache.careful  # the next batches guess again
+    await store.close()

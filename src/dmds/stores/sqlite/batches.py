@@ -33,7 +33,9 @@ that changed nothing (reads only) has nothing of its own to sync.
 
 Jobs may hold their rows back (`Deferred`): the message path appends rows to lists that are written
 with one executemany per table before the commit, or before the next job that does not defer, so
-that every job sees what came before it.
+that every job sees what came before it. They may also guess that a unique constraint holds rather
+than read first (a send's key is hardly ever a resend's): a batch that breaks one is rolled back and
+run again, the jobs now reading first, so a resend costs its batch twice and every other send nothing.
 
 Reads go through the same queue, which keeps one order for everything: a read sees every change
 submitted before it. The couriers' reloads rely on that, but for a courier's pages after its first
@@ -84,7 +86,13 @@ HAND_OVER_S = 0.001
 
 
 class Deferred(Protocol):
-    """What the jobs of a batch hold back, to be written in bulk (`StoreCache` is one)."""
+    """What the jobs of a batch hold back, to be written in bulk (`StoreCache` is one).
+
+    `careful` False: the jobs may guess that a unique constraint holds rather than check it first
+    (a send's key is rarely a resend's, and the lookup was a tenth of a message's cost); a batch
+    that breaks one is rolled back and run again with `careful` True, when the jobs check."""
+
+    careful: bool
 
     def has_writes(self) -> bool: ...
 
@@ -265,32 +273,25 @@ class GroupCommit:
                 _resolve((fut, None, self._failed))
             self._next()
             return
-        results: list[_Result] = []
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch))
             self._batch_started = time.perf_counter()
+        before = conn.total_changes
         try:
-            before = conn.total_changes
-            conn.execute("BEGIN IMMEDIATE")
-            clean = True  # nothing written in this batch yet
-            for fn, fut, defers, _ in batch:
-                if not defers and deferred.has_writes():
-                    deferred.write(conn)
+            try:
+                results = self._run_jobs(batch)
+            except sqlite3.IntegrityError:
+                if deferred.careful:
+                    raise
+                # A guess was wrong (a resend's key): again, checking. Reads answered at once
+                # wrote nothing and are not run again.
+                conn.execute("ROLLBACK")
+                deferred.rolled_back(conn)
+                deferred.careful = True
                 try:
-                    value = fn(conn)
-                except DmdsError as exc:
-                    result: _Result = (fut, None, exc)  # raised before the job wrote anything
-                else:
-                    result = (fut, value, None)
-                if clean and conn.total_changes == before and not deferred.has_writes():
-                    # A read before the batch's first write saw only committed rows: answered now,
-                    # not after this batch's fsync (a courier's next page must not wait for acks).
-                    _resolve(result)
-                else:
-                    clean = False
-                    results.append(result)
-            if deferred.has_writes():
-                deferred.write(conn)
+                    results = self._run_jobs([job for job in batch if not job[1].done()])
+                finally:
+                    deferred.careful = False
             # The COMMIT only appends to the WAL in the OS page cache (synchronous=NORMAL): with no
             # fsync in it, a hand-over to a thread would cost more than it does.
             committing = time.perf_counter()
@@ -315,6 +316,33 @@ class GroupCommit:
                 self._settle(results, committing, synced)
                 results = []
         self._batch_done(results, None)
+
+    def _run_jobs(self, batch: list[_Job]) -> list[_Result]:
+        """Run `batch` in a new transaction, left open; the results still to be answered."""
+        conn, deferred = self._conn, self._deferred
+        results: list[_Result] = []
+        before = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        clean = True  # nothing written in this batch yet
+        for fn, fut, defers, _ in batch:
+            if not defers and deferred.has_writes():
+                deferred.write(conn)
+            try:
+                value = fn(conn)
+            except DmdsError as exc:
+                result: _Result = (fut, None, exc)  # raised before the job wrote anything
+            else:
+                result = (fut, value, None)
+            if clean and conn.total_changes == before and not deferred.has_writes():
+                # A read before the batch's first write saw only committed rows: answered now,
+                # not after this batch's fsync (a courier's next page must not wait for acks).
+                _resolve(result)
+            else:
+                clean = False
+                results.append(result)
+        if deferred.has_writes():
+            deferred.write(conn)
+        return results
 
     def _synced(self, count: int, ok: bool) -> None:
         """WalSync's answer for the batch being synced (one at a time: `count` is 1)."""

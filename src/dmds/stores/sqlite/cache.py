@@ -58,11 +58,14 @@ class Writes:
 class StoreCache:
     """The counters, the blocked aliases and the held-back rows of one store (a `Deferred`)."""
 
-    __slots__ = ("accounts", "blocked", "next_seq", "writes")
+    __slots__ = ("accounts", "blocked", "careful", "next_seq", "writes")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.accounts: dict[str, Account] = {}
         self.writes = Writes()
+        #: look a send's key up before storing it (a `Deferred` rerun); else the unique index on
+        #: (sender_id, client_key) catches a resend
+        self.careful = False
         # Loaded once, before anything runs: afterwards it only goes up, even past deleted rows and
         # rolled-back batches, so no seq a courier has passed is handed out again (read later, after
         # receipts were deleted, max(seq) would hand out a pushed seq anew). A message's seq is its

@@ -35,7 +35,9 @@ def add(
 ) -> tuple[OutboxItem, bool]:
     """Store a message (its row held back in `cache.writes`); (the item, True), or for a key
     already used (a resend) the first message's item and False. `used`: the sender's keys
-    already in the store, read beforehand (`add_many`); without it the key is looked up."""
+    already in the store, read beforehand (`add_many`); without it the key is looked up. Unless
+    `cache.careful`, keys are not looked up in the store: a resend's row breaks the unique index
+    and the batch runs again, careful (`Deferred`)."""
     sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment = call
     # Every check comes before the first change to the caches or to `writes`: a refused
     # message leaves nothing behind (see the batches' theory of operation).
@@ -47,8 +49,10 @@ def add(
         # A resend: answer the first message's id and store nothing (the unique index
         # on (sender_id, client_key) makes this one lookup).
         done = writes.keys.get((me.id, key))
-        if done is None:
-            done = (used if used is not None else _used_keys(conn, me.id, [key])).get(key)
+        if done is None and used is not None:
+            done = used.get(key)
+        elif done is None and cache.careful:
+            done = _used_keys(conn, me.id, [key]).get(key)
         if done is not None:
             return OutboxItem(0, done[0], ItemKind.MESSAGE, done[1], sender, text, key, done[2]), False
     size = len(text.encode())
@@ -103,7 +107,9 @@ def add_many(
     """`add` for each of `sends` in one job; a refused one is its error (`add` raises before it
     writes, so the others are unharmed)."""
     me = cache.account(conn, sender)
-    used = _used_keys(conn, me.id, [key for _, _, key in sends if key is not None]) if me else {}
+    used: dict[str, KeyUse] = {}
+    if me is not None and cache.careful:
+        used = _used_keys(conn, me.id, [key for _, _, key in sends if key is not None])
     out: list[tuple[OutboxItem, bool] | DmdsError] = []
     for recipient, text, key in sends:
         call = (sender, recipient, text, now, max_stored, max_stored_bytes, key, 0)
