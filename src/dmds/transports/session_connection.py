@@ -327,6 +327,17 @@ class SessionConnection:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def queue_many(self, frames: list[f.Frame]) -> None:
+        """`queue` for each of `frames`, in order."""
+        if self.codec.state is State.CLOSED:
+            frames = [frame for frame in frames if isinstance(frame, f.Error)]
+        if not frames:
+            return
+        self._out += frames
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         out, self._out = self._out, []

@@ -69,10 +69,13 @@ def _answer(
         for frame in frames:
             conn.queue(conn.error_frame(frame, exc))
         return
-    queue, accepted = conn.queue, f.Accepted
-    for frame, result in zip(frames, fut.result(), strict=True):
-        if isinstance(result, DmdsError):
-            queue(conn.error_frame(frame, result))
-        else:
-            # result.owner: for a resent key, the recipient of the first message with that key
-            queue(accepted(re=frame.id, to=result.owner, key=frame.key, message_id=result.message_id))
+    accepted = f.Accepted
+    # result.owner: for a resent key, the recipient of the first message with that key
+    conn.queue_many(
+        [
+            conn.error_frame(frame, result)
+            if isinstance(result, DmdsError)
+            else accepted(re=frame.id, to=result.owner, key=frame.key, message_id=result.message_id)
+            for frame, result in zip(frames, fut.result(), strict=True)
+        ]
+    )

@@ -69,6 +69,8 @@ class ConnectionClosed:
 CLOSED_EVENT: Final = ConnectionClosed()
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
+#: A tuple, not `Hello | Welcome`: a union written in the check is built anew at every frame.
+_HANDSHAKE_FRAMES: Final = (frames.Hello, frames.Welcome)
 _DECODERS: Final[dict[Role, msgspec.msgpack.Decoder[Any]]] = {
     # A server decodes what clients send, and the other way round.
     Role.SERVER: msgspec.msgpack.Decoder(frames.ClientFrame),
@@ -146,7 +148,9 @@ class Connection:
         # (RecursionError). Both are bad frames too, not bugs.
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError) as exc:
             self._fail(ErrorCode.BAD_FRAME, f"undecodable frame: {exc}")
-        return self._check(frame)
+        if self.state is State.HANDSHAKE or isinstance(frame, _HANDSHAKE_FRAMES):
+            return self._check(frame)
+        return frame
 
     def _next_payload(self) -> bytes | None:
         if not self._framed:
@@ -195,7 +199,7 @@ class Connection:
             # OPEN as soon as a valid Hello arrives: a client may pipeline its Login behind it.
             self.state = State.OPEN
             return frame
-        if isinstance(frame, frames.Hello | frames.Welcome):
+        if isinstance(frame, _HANDSHAKE_FRAMES):
             self._fail(ErrorCode.BAD_FRAME, "handshake repeated")
         return frame
 
@@ -232,7 +236,18 @@ class Connection:
         mode only: unframed, each frame must be its own WebSocket message."""
         if not self._framed:
             raise LocalProtocolError("send_many needs the length prefix; send frames one by one")
-        return b"".join(self.send(frame, now) for frame in batch)
+        if self.state is State.HANDSHAKE or self.version < 2:
+            return b"".join([self.send(frame, now) for frame in batch])  # with send's checks
+        # Version 2 allows every frame: each is encoded in place, behind room for its prefix.
+        self._last_sent = now
+        out = bytearray()
+        encode_into, pack_into = _ENCODER.encode_into, _PREFIX.pack_into
+        for frame in batch:
+            start = len(out)
+            out += b"\0\0\0\0"
+            encode_into(frame, out, -1)
+            pack_into(out, start, len(out) - start - 4)
+        return bytes(out)
 
     @property
     def framed(self) -> bool:
