@@ -323,17 +323,17 @@ class SessionConnection:
         if self.codec.state is State.CLOSED and not isinstance(frame, f.Error):
             return
         self._out.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        self._flush_soon()
 
     def queue_many(self, frames: list[f.Frame]) -> None:
         """`queue` for each of `frames`, in order."""
         if self.codec.state is State.CLOSED:
             frames = [frame for frame in frames if isinstance(frame, f.Error)]
-        if not frames:
-            return
-        self._out += frames
+        if frames:
+            self._out += frames
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)

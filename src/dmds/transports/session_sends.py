@@ -66,8 +66,7 @@ def _answer(
         return
     exc = fut.exception()
     if exc is not None:
-        for frame in frames:
-            conn.queue(conn.error_frame(frame, exc))
+        conn.queue_many([conn.error_frame(frame, exc) for frame in frames])
         return
     accepted = f.Accepted
     # result.owner: for a resent key, the recipient of the first message with that key

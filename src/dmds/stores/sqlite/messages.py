@@ -35,9 +35,9 @@ def add(
 ) -> tuple[OutboxItem, bool]:
     """Store a message (its row held back in `cache.writes`); (the item, True), or for a key
     already used (a resend) the first message's item and False. `used`: the sender's keys
-    already in the store, read beforehand (`add_many`); without it the key is looked up. Unless
-    `cache.careful`, keys are not looked up in the store: a resend's row breaks the unique index
-    and the batch runs again, careful (`Deferred`)."""
+    already in the store, read beforehand (`add_many`); without it the key is looked up, but
+    only when `cache.careful`: else a resend's row breaks the unique index and the batch runs
+    again, careful (`Deferred`)."""
     sender, recipient, text, now, max_stored, max_stored_bytes, key, attachment = call
     # Every check comes before the first change to the caches or to `writes`: a refused
     # message leaves nothing behind (see the batches' theory of operation).
