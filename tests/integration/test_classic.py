@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -212,15 +213,17 @@ def test_restart_keeps_users_and_messages_and_disconnects_everyone(server_factor
 
 
 def test_connections_over_the_limit_are_refused_and_service_resumes(server_factory: ServerFactory) -> None:
-    server = server_factory("--max-connections", "2", "--request-timeout-s", "1")
+    server = server_factory("--max-connections", "2", "--request-timeout-s", "2")
+    # The kernel's accept queue is in order: both held slots are taken before the extra one is seen.
     held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
     for sock in held:
         sock.sendall(b"REGIS")  # half a request: each holds a slot until its timeout
-    time.sleep(0.2)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
         extra.sendall(wire.register("X", "x", "01/01/2000"))
-        with pytest.raises(ConnectionResetError):
-            extra.recv(100)  # closed at once: no reply
+        # Closed at once, with no reply: a reset if the request had arrived before the close, an
+        # end of stream if the close came first (which of the two a loaded host gives is a race).
+        with contextlib.suppress(ConnectionResetError):
+            assert extra.recv(100) == b""
     for sock in held:
         assert sock.recv(100) == b"2\0"  # timed out: other error
         sock.close()
