@@ -260,6 +260,47 @@ async def test_receipts_acked_out_of_order_come_once_each_and_none_is_lost(open_
     await store.close()
 
 
+async def test_messages_delivered_out_of_order_keep_their_times_and_free_their_places(
+    open_store: Opener,
+) -> None:
+    """Acks above a gap, a read before its ack, an ack of ids not given yet: what waits, what each
+    message's history says and what purge takes are as if every message were marked alone."""
+    store = await open_store()
+    for alias in ("ana", "bob"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    limits = {"max_stored": 6, "max_stored_bytes": 1_000_000}
+    for n in range(1, 7):
+        await store.add_message("ana", "bob", f"m{n}", now=float(n), key=f"k{n}", **limits)
+
+    async def waiting() -> list[int]:
+        return [i.message_id for i in await store.pending("bob", 0, 20) if i.kind is ItemKind.MESSAGE]
+
+    await store.mark_delivered("bob", [3, 4], now=10.0)  # above a gap
+    await store.mark_read("bob", [6], now=11.0)  # read before it was acked: delivered too
+    assert await waiting() == [1, 2, 5]
+    await store.mark_delivered("bob", [1, 2], now=12.0)  # the gap closes
+    assert await waiting() == [5]
+    await store.mark_delivered("bob", [5, 7, 8], now=13.0)  # 7 and 8 are not given yet
+    assert await waiting() == []
+    await store.add_message("ana", "bob", "m7", now=14.0, key="k7", **limits)
+    assert await waiting() == [7]  # the early ack did not mark it
+    for n in range(8, 13):  # six places: every delivered message freed its own
+        await store.add_message("ana", "bob", f"m{n}", now=float(n + 7), key=f"k{n}", **limits)
+    with pytest.raises(LimitExceeded):
+        await store.add_message("ana", "bob", "m13", now=20.0, key="k13", **limits)
+    page = await store.history("bob", "ana", 0, 20)
+    assert [(m.message_id, m.delivered_at, m.read_at) for m in page][-7:] == [
+        (7, None, None), (6, 11.0, 11.0), (5, 13.0, None), (4, 10.0, None), (3, 10.0, None),
+        (2, 12.0, None), (1, 12.0, None),
+    ]  # fmt: skip
+    # Purge takes what was delivered before the cut once its receipts are pushed.
+    await store.forget(await store.pending("ana", 0, 20))
+    assert await store.purge(delivered_before=12.5) == 5
+    page = await store.history("bob", "ana", 0, 20)
+    assert [(m.message_id, m.delivered_at) for m in page][-2:] == [(7, None), (5, 13.0)]
+    await store.close()
+
+
 async def test_an_ack_over_several_senders_and_unregistered_ones_frees_every_message(
     open_store: Opener,
 ) -> None:

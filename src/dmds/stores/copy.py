@@ -22,6 +22,7 @@ from dmds.settings import SyncMode
 from dmds.stores.postgresql.engine import connect, migrate
 from dmds.stores.sqlite.connection import DB_NAME
 from dmds.stores.sqlite.connection import connect as sqlite_connect
+from dmds.stores.sqlite.messages import DELIVERED_AT
 
 #: Rows read from SQLite and sent with one COPY at a time: bounded memory for any store size.
 CHUNK = 5000
@@ -46,7 +47,7 @@ _TABLES: list[tuple[str, str, list[str]]] = [
         "messages",
         # A message's seq is its row id on SQLite (schema 4); PostgreSQL keeps it in a column.
         "SELECT id, recipient_id, recipient_alias, message_id, sender_id, sender_alias, client_key,"
-        " pair, text, attachment_id, size, sent_at, delivered_at, read_at, id"
+        f" pair, text, attachment_id, size, sent_at, {DELIVERED_AT}, read_at, id"
         " FROM messages ORDER BY id",
         ["id", "recipient_id", "recipient_alias", "message_id", "sender_id", "sender_alias", "client_key",
          "pair", "text", "attachment_id", "size", "sent_at", "delivered_at", "read_at", "seq"],

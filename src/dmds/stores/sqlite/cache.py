@@ -32,6 +32,8 @@ class Account:
     last_message_id: int
     stored_messages: int
     stored_bytes: int
+    #: every message to this user up to this id is delivered (schema 8)
+    delivered_upto: int
 
 
 class Writes:
@@ -42,17 +44,19 @@ class Writes:
     a fraction of that. Message and outbox ids are allocated from the seq counter (explicit keys), so
     that no job needs the row's `lastrowid` back."""
 
-    __slots__ = ("dirty", "keys", "messages", "outbox")
+    __slots__ = ("dirty", "keys", "marks", "messages", "outbox")
 
     def __init__(self) -> None:
         self.messages: list[tuple[Any, ...]] = []
         self.outbox: list[tuple[Any, ...]] = []
         self.dirty: dict[int, Account] = {}
+        #: rises of users' delivered marks: (recipient_id, upto, at)
+        self.marks: list[tuple[int, int, float]] = []
         # keys used in this batch and not yet inserted: (sender_id, key) -> (recipient, id, sent_at)
         self.keys: dict[tuple[int, str], tuple[str, int, float]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.messages or self.outbox or self.dirty)
+        return bool(self.messages or self.outbox or self.dirty or self.marks)
 
 
 class StoreCache:
@@ -85,7 +89,8 @@ class StoreCache:
         account = self.accounts.get(alias)
         if account is None:
             row = conn.execute(
-                "SELECT id, last_message_id, stored_messages, stored_bytes FROM users WHERE alias = ?",
+                "SELECT id, last_message_id, stored_messages, stored_bytes, delivered_upto FROM users"
+                " WHERE alias = ?",
                 (alias,),
             ).fetchone()
             if row is None:
@@ -126,9 +131,15 @@ class StoreCache:
             )
         if writes.dirty:
             conn.executemany(
-                "UPDATE users SET last_message_id = ?, stored_messages = ?, stored_bytes = ? WHERE id = ?",
-                [(a.last_message_id, a.stored_messages, a.stored_bytes, a.id) for a in writes.dirty.values()],
+                "UPDATE users SET last_message_id = ?, stored_messages = ?, stored_bytes = ?,"
+                " delivered_upto = ? WHERE id = ?",
+                [
+                    (a.last_message_id, a.stored_messages, a.stored_bytes, a.delivered_upto, a.id)
+                    for a in writes.dirty.values()
+                ],
             )
+        if writes.marks:
+            conn.executemany("INSERT INTO deliveries (recipient_id, upto, at) VALUES (?, ?, ?)", writes.marks)
 
     def rolled_back(self, conn: sqlite3.Connection) -> None:
         # The seq counter stays: the seqs it gave the rolled-back rows are simply never used.

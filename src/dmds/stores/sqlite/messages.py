@@ -3,9 +3,12 @@
 Each function is a job's body: it runs inside a batch of `GroupCommit` on the store's connection,
 with the store's `StoreCache`, and keeps the batch rule (every domain error before the first write).
 
-Schema 4 keeps one row per message; what waits for a recipient is found through the partial index
-`messages_undelivered`, which a delivery leaves. Schema 5 keeps delivery receipts as ranges, one
-`receipts` row per (sender, recipient); read receipts, which come in any order, are outbox rows.
+Schema 4 keeps one row per message. Schema 5 keeps delivery receipts as ranges, one `receipts` row
+per (sender, recipient); read receipts, which come in any order, are outbox rows. Schema 8 keeps what
+a recipient has received as a mark, `users.delivered_upto`: every message to them up to it is
+delivered; above it, those with a delivered_at (delivered out of order). What waits is read from the
+unique (recipient_id, message_id) index above the mark, in id order, which is also seq order: both
+count up together in `add`, and this process alone writes the store.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ def pending(
             None if att is None else attachment_info(conn, att),
         )
         for seq, message_id, sender, text, key, sent_at, att in conn.execute(
-            _WAITING_MESSAGES, (me.id, after_seq, limit)
+            _WAITING_MESSAGES, (me.id, me.delivered_upto, after_seq, limit)
         )
     ]  # fmt: skip
     others = [_item(owner, row) for row in conn.execute(_WAITING_OUTBOX, (me.id, after_seq, limit))]
@@ -189,10 +192,11 @@ def read(
         chunk = message_ids[start : start + MAX_IDS]
         marks = ",".join("?" * len(chunk))
         where = f"WHERE recipient_id = ? AND message_id IN ({marks})"
-        # Read implies delivered.
+        # Read implies delivered: above the mark, out of order (it rises over them with the acks).
         delivered = conn.execute(
-            f"UPDATE messages SET delivered_at = ? {where} AND delivered_at IS NULL {_SETTLED}",
-            (now, me.id, *chunk),
+            f"UPDATE messages SET delivered_at = ? {where} AND message_id > ? AND delivered_at IS NULL"
+            f" {_SETTLED}",
+            (now, me.id, *chunk, me.delivered_upto),
         ).fetchall()
         freed.extend(row[6] for row in delivered)
         settled.extend(
@@ -226,10 +230,11 @@ def delivered(
 ) -> list[OutboxItem]:
     """Mark messages of `owner` delivered, then raise their senders' receipt ranges.
 
-    Acks come in order, so the ids are mostly one run: a run is marked by a range of the unique
-    (recipient_id, message_id) index, with what it frees summed per sender by SQLite, rather
-    than an IN list and a row returned per message. Setting delivered_at takes the message out
-    of the partial index of what waits: that is its leaving the outbox (schema 4)."""
+    Acks come in order, so the ids are mostly one run just above the recipient's mark: the run
+    raises the mark (schema 8), which writes no message row; what it frees is summed per sender
+    by SQLite over a range of the unique (recipient_id, message_id) index, rather than a row
+    returned per message. A run above a message not yet acked sets its rows' delivered_at, until
+    the mark rises past them."""
     ids = sorted(set(message_ids))
     runs: list[tuple[int, int]] = []
     for message_id in ids:
@@ -237,17 +242,27 @@ def delivered(
             runs[-1] = (runs[-1][0], message_id)
         else:
             runs.append((message_id, message_id))
-    wheres: list[tuple[str, tuple[int, ...]]]
-    if len(runs) * 8 <= len(ids):
-        wheres = [("message_id BETWEEN ? AND ?", run) for run in runs]
+    # The runs that reach the mark raise it (never past the last message: an ack of an id not
+    # yet given must not mark the message that will get it). The rest came out of order.
+    upto, head = me.delivered_upto, 0
+    while head < len(runs) and runs[head][0] <= upto + 1:
+        upto = max(upto, min(runs[head][1], me.last_message_id))
+        head += 1
+    # (condition, its bounds, whether the rows get their own delivered_at)
+    wheres: list[tuple[str, tuple[int, ...], bool]] = []
+    if upto > me.delivered_upto:
+        wheres.append(("message_id BETWEEN ? AND ?", (me.delivered_upto + 1, upto), False))
+    rest = [i for i in ids if i > upto]
+    if len(runs[head:]) * 8 <= len(rest):
+        wheres += [("message_id BETWEEN ? AND ?", run, True) for run in runs[head:]]
     else:  # scattered: IN lists
-        wheres = [
-            (f"message_id IN ({','.join('?' * len(chunk))})", tuple(chunk))
-            for chunk in (ids[i : i + MAX_IDS] for i in range(0, len(ids), MAX_IDS))
+        wheres += [
+            (f"message_id IN ({','.join('?' * len(chunk))})", tuple(chunk), True)
+            for chunk in (rest[i : i + MAX_IDS] for i in range(0, len(rest), MAX_IDS))
         ]
     senders: dict[int, tuple[str, int]] = {}  # sender id -> (alias, lowest message id marked)
     count = size = 0
-    for where, bounds in wheres:
+    for where, bounds, own in wheres:
         cond = f"recipient_id = ? AND {where} AND delivered_at IS NULL"
         args = (me.id, *bounds)
         n, known, total, first, last, low, alias = conn.execute(_SETTLING_ONE.format(cond), args).fetchone()
@@ -266,7 +281,14 @@ def delivered(
             if sender_id is not None:  # else the sender unregistered: nobody to tell
                 before = senders.get(sender_id)
                 senders[sender_id] = (sender, lowest if before is None else min(lowest, before[1]))
-        conn.execute(f"UPDATE messages SET delivered_at = ? WHERE {cond}", (now, *args))
+        if own:
+            conn.execute(f"UPDATE messages SET delivered_at = ? WHERE {cond}", (now, *args))
+    if upto > me.delivered_upto:
+        # Up to the first message still undelivered: past those delivered out of order before.
+        gap = conn.execute(_UNDELIVERED_ABOVE, (me.id, upto)).fetchone()
+        me.delivered_upto = gap[0] - 1 if gap is not None else me.last_message_id
+        cache.writes.marks.append((me.id, me.delivered_upto, now))
+        cache.writes.dirty[me.id] = me
     if count:
         cache.free(me, count, size)
     return _receipt_ranges(conn, cache, me, owner, senders, offer_to=offer_to)
@@ -290,7 +312,7 @@ def _receipt_ranges(
     reads the range whole."""
     receipts = []
     for sender_id, (sender, low) in senders.items():
-        gap = conn.execute(_FIRST_UNDELIVERED, (me.id, sender_id)).fetchone()
+        gap = conn.execute(_FIRST_UNDELIVERED, (me.id, me.delivered_upto, sender_id)).fetchone()
         top = gap[0] - 1 if gap is not None else me.last_message_id
         row = conn.execute(
             "SELECT upto FROM receipts WHERE owner_id = ? AND peer_id = ?", (sender_id, me.id)
@@ -355,7 +377,7 @@ def history(
     if me is None:
         return []
     cursor = conn.execute(
-        "SELECT sender_alias, recipient_alias, message_id, text, sent_at, delivered_at, read_at,"
+        f"SELECT sender_alias, recipient_alias, message_id, text, sent_at, {DELIVERED_AT}, read_at,"
         " attachment_id FROM messages WHERE pair = ? AND sent_at < ?"
         # Only this user's own messages: a re-registered alias must not read what the
         # deleted user of the same name sent (what they received went with their account).
@@ -380,11 +402,17 @@ def history(
 def purge(conn: sqlite3.Connection, delivered_before: float) -> int:
     """Delete messages delivered before the time whose receipts are all pushed; their number."""
     cur = conn.execute(
-        "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?"
+        f"DELETE FROM messages WHERE {DELIVERED_AT} < ?"
         " AND id NOT IN (SELECT ref FROM outbox WHERE ref IS NOT NULL)"
         " AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.owner_id = messages.sender_id"
         "  AND r.peer_id = messages.recipient_id AND messages.message_id > r.pushed)",
         (delivered_before,),
+    )
+    # A rise of a mark tells the time of the messages above the one before it: once none of
+    # them is left, it tells nothing (each user's lowest message keeps the rise it needs).
+    conn.execute(
+        "DELETE FROM deliveries WHERE upto < coalesce((SELECT min(m.message_id) FROM messages m"
+        " WHERE m.recipient_id = deliveries.recipient_id), upto + 1)"
     )
     conn.execute(
         "DELETE FROM attachments WHERE created_at < ? AND (complete = 0 OR id NOT IN"
@@ -406,15 +434,27 @@ def pair(a: str, b: str) -> str:
     return f"{a}\0{b}" if a < b else f"{b}\0{a}"
 
 
-# A recipient's first message from a sender that is still undelivered (the partial index, in order).
+#: When a message of the `messages` table was delivered, or NULL (schema 8): its own delivered_at,
+#: else the time of the first rise of its recipient's mark to or past it.
+DELIVERED_AT = (
+    "coalesce(delivered_at, (SELECT d.at FROM deliveries d WHERE d.recipient_id = messages.recipient_id"
+    " AND d.upto >= messages.message_id ORDER BY d.upto LIMIT 1))"
+)
+# A recipient's first message from a sender that is still undelivered: (recipient, mark, sender).
 _FIRST_UNDELIVERED = (
-    "SELECT message_id FROM messages WHERE recipient_id = ? AND delivered_at IS NULL AND sender_id = ?"
-    " ORDER BY id LIMIT 1"
+    "SELECT message_id FROM messages WHERE recipient_id = ? AND message_id > ? AND delivered_at IS NULL"
+    " AND sender_id = ? ORDER BY message_id LIMIT 1"
+)
+# A recipient's first message still undelivered above a mark (the mark rises to just below it).
+_UNDELIVERED_ABOVE = (
+    "SELECT message_id FROM messages WHERE recipient_id = ? AND message_id > ? AND delivered_at IS NULL"
+    " ORDER BY message_id LIMIT 1"
 )
 # The messages of a receipt range: (recipient, after, up to, sender) -> (message_id, key) in order.
+# Every one is delivered: a range never rises past its sender's first undelivered message.
 _COVERED = (
     "SELECT message_id, coalesce(client_key, '') FROM messages WHERE recipient_id = ? AND message_id > ?"
-    " AND message_id <= ? AND sender_id = ? AND delivered_at IS NOT NULL ORDER BY message_id"
+    " AND message_id <= ? AND sender_id = ? ORDER BY message_id"
 )
 _WAITING_RANGES = (
     "SELECT r.seq, r.upto, r.pushed, r.peer_id, u.alias FROM receipts r JOIN users u ON u.id = r.peer_id"
@@ -432,13 +472,15 @@ _SETTLING = (
     "SELECT sender_id, min(sender_alias), count(*), sum(size), min(message_id) FROM messages"
     " WHERE {} GROUP BY sender_id"
 )
-# What waits for an owner: the undelivered messages to them (through the partial index, in seq
-# order, no sort), and the read receipts for messages they sent (outbox rows pointing at their
-# message through `ref`), merged in Python with the receipt ranges. A UNION ALL with ORDER BY
-# sorted the page in a temporary B-tree: 2.7 against 1.1 us per row.
+# What waits for an owner: the undelivered messages to them (above their mark, in id order, which
+# is seq order, no sort: (recipient, mark, after seq, limit)), and the read receipts for messages
+# they sent (outbox rows pointing at their message through `ref`), merged in Python with the
+# receipt ranges. A UNION ALL with ORDER BY sorted the page in a temporary B-tree: 2.7 against 1.1
+# us per row.
 _WAITING_MESSAGES = (
     "SELECT id, message_id, sender_alias, text, client_key, sent_at, attachment_id FROM messages"
-    " WHERE recipient_id = ? AND delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+    " WHERE recipient_id = ? AND message_id > ? AND delivered_at IS NULL AND id > ? ORDER BY message_id"
+    " LIMIT ?"
 )
 _WAITING_OUTBOX = (
     "SELECT o.seq, o.kind, o.message_id, o.sender_alias, m.recipient_alias, m.text, m.client_key,"

@@ -24,7 +24,8 @@ def summary(conn: sqlite3.Connection) -> StoreSummary:
     ).fetchone()
     oldest = conn.execute(
         "SELECT min((SELECT m.sent_at FROM messages m WHERE m.recipient_id = u.id"
-        " AND m.delivered_at IS NULL ORDER BY m.id LIMIT 1)) FROM users u WHERE u.stored_messages > 0"
+        " AND m.message_id > u.delivered_upto AND m.delivered_at IS NULL ORDER BY m.message_id LIMIT 1))"
+        " FROM users u WHERE u.stored_messages > 0"
     ).fetchone()[0]
     return StoreSummary(
         users=users,
