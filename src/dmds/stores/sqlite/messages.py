@@ -107,23 +107,54 @@ def add_many(
     max_stored: int,
     max_stored_bytes: int,
 ) -> list[tuple[OutboxItem, bool] | DmdsError]:
-    """`add` for each of `sends` in one job; a refused one is its error (`add` raises before it
-    writes, so the others are unharmed)."""
+    """`add` for each of `sends` (no attachments) in one job; a refused one is its error (each is
+    checked before it writes, so the others are unharmed). The same steps as `add`, with what a
+    run shares (the sender, a recipient of consecutive sends, their conversation's key) found
+    once: this loop is most of a message's Python in the store."""
     me = cache.account(conn, sender)
+    if me is None:
+        return [UnknownUser(sender) for _ in sends]
+    my_id = me.id
     used: dict[str, KeyUse] = {}
-    if me is not None and cache.careful:
-        used = _used_keys(conn, me.id, [key for _, _, key in sends if key is not None])
+    if cache.careful:
+        used = _used_keys(conn, my_id, [key for _, _, key in sends if key is not None])
+    message = ItemKind.MESSAGE
     out: list[tuple[OutboxItem, bool] | DmdsError] = []
+    to: Account | None = None
+    current = conversation = ""
     for recipient, text, key in sends:
-        call = (sender, recipient, text, now, max_stored, max_stored_bytes, key, 0)
-        try:
-            result = add(conn, cache, call, used)
-            if key is not None and result[1]:
-                # A key twice in one run is a resend even if `writes` was flushed in between.
-                used[key] = (result[0].owner, result[0].message_id, now)
-            out.append(result)
-        except DmdsError as exc:
-            out.append(exc)
+        if key is not None:
+            # A resend (of a send in the store, in this batch, or earlier in this run): the first
+            # message's item, nothing stored.
+            done = cache.writes.keys.get((my_id, key)) or used.get(key)
+            if done is not None:
+                out.append((OutboxItem(0, done[0], message, done[1], sender, text, key, done[2]), False))
+                continue
+        if to is None or recipient != current:
+            # `account` may write what is held back (its cache full): `writes` is read after it.
+            to = cache.account(conn, recipient)
+            if to is None:
+                out.append(UnknownUser(recipient))
+                continue
+            current, conversation = recipient, pair(sender, recipient)
+        size = len(text.encode())
+        if to.stored_messages >= max_stored or to.stored_bytes + size > max_stored_bytes:
+            waiting = f"{max_stored} undelivered messages or {max_stored_bytes} bytes"
+            out.append(LimitExceeded(f"{recipient} has {waiting} waiting"))
+            continue
+        writes = cache.writes
+        seq = cache.next_seq
+        cache.next_seq = seq + 1
+        message_id = to.last_message_id = to.last_message_id + 1
+        to.stored_messages += 1
+        to.stored_bytes += size
+        writes.dirty[to.id] = to
+        writes.messages.append(
+            (seq, to.id, recipient, message_id, my_id, sender, key, conversation, text, None, size, now)
+        )
+        if key is not None:
+            writes.keys[(my_id, key)] = used[key] = (recipient, message_id, now)
+        out.append((OutboxItem(seq, recipient, message, message_id, sender, text, key or "", now), True))
     return out
 
 
