@@ -172,24 +172,29 @@ class SessionConnection:
     def _drain(self) -> None:
         # Sends that arrive together (a pipelining client) go to the core as one run.
         run: list[f.Send] = []
+        codec = self.codec
         try:
-            while (frame := self.codec.next_event()) is not None:
-                if type(frame) is f.Send and self.alias is not None and not frame.attachment:
-                    run.append(frame)
-                    if len(run) >= MAX_RUN:
+            while True:
+                # The frames buffered, in one call; what they stop at, one call at a time.
+                for frame in codec.next_events() or [codec.next_event()]:
+                    if type(frame) is f.Send and self.alias is not None and not frame.attachment:
+                        run.append(frame)
+                        if len(run) >= MAX_RUN:
+                            send_run(self, run)
+                            run = []
+                        continue
+                    if run:
                         send_run(self, run)
                         run = []
-                    continue
-                if run:
-                    send_run(self, run)
-                    run = []
-                if frame is CLOSED_EVENT:
-                    if self.transport is not None:
-                        self.transport.close()
-                    return
-                self._handle(frame)
-            if run:
-                send_run(self, run)
+                    if frame is None:
+                        return  # nothing more until more bytes come
+                    if frame is CLOSED_EVENT:
+                        if self.transport is not None:
+                            self.transport.close()
+                        return
+                    self._handle(frame)
+                    if codec.state is State.CLOSED:
+                        return  # closed by that frame: what follows it is not read
         except RemoteProtocolError as exc:
             if run:
                 send_run(self, run)  # they came before the bad frame, as they would have one by one

@@ -273,3 +273,77 @@ def test_a_client_reads_an_error_instead_of_welcome() -> None:
     client.send(f.Hello(version=f.VERSION), 0)
     client.receive_data(server.send(f.Error(code=ErrorCode.UNSUPPORTED_VERSION, message="no"), 0), 0)
     assert drain(client) == [f.Error(code=ErrorCode.UNSUPPORTED_VERSION, message="no")]
+
+
+def drain_fast(conn: Connection) -> list[Any]:
+    """`drain` the way the server reads: the buffered frames in one call, the rest one by one."""
+    events: list[Any] = []
+    while True:
+        for event in conn.next_events() or [conn.next_event()]:
+            if event is None:
+                return events
+            events.append(event)
+            if event is CLOSED_EVENT:
+                return events
+
+
+_PIECES: list[f.Frame | bytes] = [
+    f.Send(id=1, to="maria", key="k-1", text="hola"),
+    f.Ack(message_ids=[1, 2, 3]),
+    f.Ping(n=1),
+    f.Hello(version=f.VERSION),  # not again after the handshake: a protocol error
+    b"\x00\x00\x00\x03\x01\x02\x03",  # a frame that decodes to nothing
+    b"\x7f\xff\xff\xff",  # a prefix past the frame limit
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(range(len(_PIECES))), max_size=12),
+    st.integers(min_value=1, max_value=64),
+    st.booleans(),
+)
+def test_next_events_gives_what_next_event_gives_one_by_one(picks: list[int], step: int, eof: bool) -> None:
+    client, _ = pair()
+    pieces = [_PIECES[i] for i in picks]
+    # A Hello is encoded by hand: the client's codec rightly refuses to send a second one.
+    data = b"".join(
+        p if isinstance(p, bytes) else _raw(p) if isinstance(p, f.Hello) else client.send(p, 0)
+        for p in pieces
+    )
+    results = []
+    for read in (drain, drain_fast):
+        _, server = pair(max_frame_bytes=256)
+        got: list[Any] = []
+        try:
+            for i in range(0, len(data), step):
+                server.receive_data(data[i : i + step], 0)
+                got += read(server)
+            if eof:
+                server.receive_data(b"", 0)
+                got += read(server)
+        except RemoteProtocolError as exc:
+            got.append(exc.code)
+        results.append(got)
+    assert results[0] == results[1]
+    if all(i < 3 for i in picks):  # data frames only: every one comes out
+        assert results[0][: len(picks)] == pieces
+
+
+def _raw(frame: f.Frame) -> bytes:
+    payload = msgspec.msgpack.encode(frame)
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def test_next_events_takes_every_buffered_data_frame_and_leaves_the_rest() -> None:
+    client, server = pair()
+    frames: list[f.Frame] = [f.Send(id=n, to="maria", key=f"k{n}", text="t") for n in range(1, 6)]
+    data = client.send_many(frames, 0)
+    server.receive_data(data + data[:7], 0)  # five frames and the start of a sixth
+    assert server.next_events() == frames
+    assert server.next_events() == []
+    assert server.next_event() is None  # the sixth is not complete
+    fresh = Connection(Role.SERVER)  # during the handshake: one at a time
+    fresh.receive_data(client.send(f.Hello(version=f.VERSION), 0), 0)
+    assert fresh.next_events() == []
+    assert fresh.next_event() == f.Hello(version=f.VERSION)
