@@ -209,3 +209,39 @@ async def test_a_resend_in_a_batch_runs_it_again_carefully_and_harms_nothing(tmp
     assert [i.text for i in await store.pending("bob", 0, 10)] == ["m0", "m1", "m2", "keyed", "new"]
     assert not store._cache.careful  # the next batches guess again
     await store.close()
+
+
+async def test_an_ack_and_a_page_cost_the_same_however_much_came_out_of_order(tmp_path: Path) -> None:
+    """A message left unacked holds the delivered mark (schema 8) below every message acked after
+    it; neither an ack nor a courier's next page may walk all of those again. Counted in SQLite
+    VM steps, not in time."""
+    store = await _store(tmp_path)
+    for alias in ("x", "y", "r"):
+        await store.register(User(alias, alias.title(), "01/02/2000"))
+    limits = {"max_stored": 10_000, "max_stored_bytes": 10**9}
+    await store.add_message("x", "r", "never acked", now=1.0, max_stored=10_000, max_stored_bytes=10**9)
+    stored = await store.add_messages("y", [("r", f"m{n}", f"k{n}") for n in range(600)], now=2.0, **limits)
+    seqs = [result[0].seq for result in stored if isinstance(result, tuple)]
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # go on
+
+    async with store.turn() as conn:
+        conn.set_progress_handler(count, 10)
+
+    async def ack_and_page(n: int) -> int:
+        """y's n-th message (r's id n + 2) acked alone, then the page after it."""
+        nonlocal steps
+        steps = 0
+        [receipt] = await store.mark_delivered("r", [n + 2], now=3.0, offer_to=lambda _: True)
+        assert [mid for mid, _ in receipt.receipts] == [n + 2]
+        page = await store.pending("r", seqs[n], 10)
+        assert [i.message_id for i in page] == list(range(n + 3, min(n + 13, 602)))
+        return steps
+
+    costs = [await ack_and_page(n) for n in range(590)]
+    assert max(costs[-10:]) < 2 * max(costs[10:20])
+    await store.close()

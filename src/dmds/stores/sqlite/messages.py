@@ -179,6 +179,14 @@ def pending(
     me = cache.account(conn, owner)
     if me is None:
         return []
+    start = me.delivered_upto
+    if after_seq:
+        # A courier's cursor is most often a message of theirs: every message to them up to its
+        # id is at or below the cursor, so the scan starts there, not at the mark (which a
+        # message left unacked can hold below any number of messages delivered out of order).
+        row = conn.execute(_MESSAGE_AT, (after_seq, me.id)).fetchone()
+        if row is not None and row[0] > start:
+            start = row[0]
     message = ItemKind.MESSAGE
     items = [
         OutboxItem(
@@ -186,7 +194,7 @@ def pending(
             None if att is None else attachment_info(conn, att),
         )
         for seq, message_id, sender, text, key, sent_at, att in conn.execute(
-            _WAITING_MESSAGES, (me.id, me.delivered_upto, after_seq, limit)
+            _WAITING_MESSAGES, (me.id, start, after_seq, limit)
         )
     ]  # fmt: skip
     others = [_item(owner, row) for row in conn.execute(_WAITING_OUTBOX, (me.id, after_seq, limit))]
@@ -343,11 +351,15 @@ def _receipt_ranges(
     reads the range whole."""
     receipts = []
     for sender_id, (sender, low) in senders.items():
-        gap = conn.execute(_FIRST_UNDELIVERED, (me.id, me.delivered_upto, sender_id)).fetchone()
-        top = gap[0] - 1 if gap is not None else me.last_message_id
         row = conn.execute(
             "SELECT upto FROM receipts WHERE owner_id = ? AND peer_id = ?", (sender_id, me.id)
         ).fetchone()
+        # The sender's messages up to its range are all delivered: the search for the first one
+        # still undelivered starts above it, not at the mark, which a message of someone else's
+        # left unacked can hold low below any number of messages delivered out of order.
+        start = max(me.delivered_upto, row[0]) if row is not None else me.delivered_upto
+        gap = conn.execute(_FIRST_UNDELIVERED, (me.id, start, sender_id)).fetchone()
+        top = gap[0] - 1 if gap is not None else me.last_message_id
         # A first range starts below the lowest message acked now: earlier ones were receipted
         # one by one by an earlier schema, or are below the gap and wait for it to close.
         upto = row[0] if row is not None else min(low, top + 1) - 1
@@ -471,11 +483,13 @@ DELIVERED_AT = (
     "coalesce(delivered_at, (SELECT d.at FROM deliveries d WHERE d.recipient_id = messages.recipient_id"
     " AND d.upto >= messages.message_id ORDER BY d.upto LIMIT 1))"
 )
-# A recipient's first message from a sender that is still undelivered: (recipient, mark, sender).
+# A recipient's first message from a sender that is still undelivered: (recipient, from, sender).
 _FIRST_UNDELIVERED = (
     "SELECT message_id FROM messages WHERE recipient_id = ? AND message_id > ? AND delivered_at IS NULL"
     " AND sender_id = ? ORDER BY message_id LIMIT 1"
 )
+# The id of the recipient's message with a seq (its row id), if it is one: (seq, recipient).
+_MESSAGE_AT = "SELECT message_id FROM messages WHERE id = ? AND recipient_id = ?"
 # A recipient's first message still undelivered above a mark (the mark rises to just below it).
 _UNDELIVERED_ABOVE = (
     "SELECT message_id FROM messages WHERE recipient_id = ? AND message_id > ? AND delivered_at IS NULL"
@@ -504,7 +518,7 @@ _SETTLING = (
     " WHERE {} GROUP BY sender_id"
 )
 # What waits for an owner: the undelivered messages to them (above their mark, in id order, which
-# is seq order, no sort: (recipient, mark, after seq, limit)), and the read receipts for messages
+# is seq order, no sort: (recipient, from id, after seq, limit)), and the read receipts for messages
 # they sent (outbox rows pointing at their message through `ref`), merged in Python with the
 # receipt ranges. A UNION ALL with ORDER BY sorted the page in a temporary B-tree: 2.7 against 1.1
 # us per row.
