@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -77,6 +78,16 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
 
+#: Starts of a server whose picked admin port another socket took meanwhile, before giving up.
+ADMIN_PORT_TRIES = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class ServerFactory(Protocol):
     def __call__(self, *extra: str, data_dir: Path | None = None) -> ServerProcess: ...
 
@@ -86,11 +97,20 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[ServerProcess] = []
 
     def make(*extra: str, data_dir: Path | None = None) -> ServerProcess:
-        server = ServerProcess(
-            data_dir or tmp_path / "data", tmp_path / f"server{len(started)}.log", list(extra)
-        )
-        started.append(server)
-        return server.start()
+        flags = list(extra)
+        for attempt in range(ADMIN_PORT_TRIES):
+            log = tmp_path / f"server{len(started)}.log"
+            server = ServerProcess(data_dir or tmp_path / "data", log, list(flags))
+            started.append(server)
+            try:
+                return server.start()
+            except RuntimeError as exc:
+                # A test's admin port (it cannot be 0) is picked free, but it is free when picked,
+                # not when the server binds it: another socket on port 0 may get it in between.
+                if "(admin port): [Errno 98]" not in str(exc) or attempt == ADMIN_PORT_TRIES - 1:
+                    raise
+                flags[flags.index("--admin-port") + 1] = str(_free_port())
+        raise AssertionError("unreachable")
 
     yield make
     for server in started:
