@@ -351,3 +351,32 @@ async def test_sends_written_together_are_answered_each_as_if_alone(server: Serv
     assert [m.text for m in got] == [f"m{n}" for n in fresh]
     await asyncio.sleep(0.2)
     assert not [m for m in maria.inbox if isinstance(m, f.Message)], "a resend was delivered twice"
+
+
+async def test_sends_before_a_bad_frame_in_one_segment_are_stored_and_the_rest_is_not(
+    server: ServerProcess,
+) -> None:
+    """The server reads a segment's frames in one call (next_events): the Sends before a bad frame
+    are stored as if they came alone, the bad one closes the connection at once (with no time
+    for their Accepted), what follows it is not read. A resend of their keys tells the ids."""
+    maria = await account(server.session_port, "maria")
+    await maria.close()
+    juan = await account(server.session_port, "juan")
+    sends = b"".join(
+        juan.codec.send(f.Send(id=100 + n, to="maria", key=f"k{n}", text=f"m{n}"), 0) for n in range(3)
+    )
+    after = juan.codec.send(f.Send(id=200, to="maria", key="late", text="never"), 0)
+    juan.write_raw(sends + b"\x00\x00\x00\x03abc" + after)
+    assert (await juan.expect(f.Error)).code is ErrorCode.BAD_FRAME
+    await juan.wait_closed()
+    maria = await account(server.session_port, "maria", register=False)
+    got = [await maria.expect(f.Message, message_id=n) for n in (1, 2, 3)]
+    assert [m.text for m in got] == ["m0", "m1", "m2"]  # stored before the bad frame, nothing resent
+    history = await maria.request(f.History, peer="juan", before=0, limit=10)
+    assert sorted(e.text for e in history.entries) == ["m0", "m1", "m2"]  # "never" was not read
+    juan = await account(server.session_port, "juan", register=False)
+    ids = [(await juan.request(f.Send, to="maria", key=f"k{n}", text=f"m{n}")).message_id for n in range(3)]
+    assert ids == [1, 2, 3]  # a resend of their keys: the same ids, nothing stored again
+    history = await maria.request(f.History, peer="juan", before=0, limit=10)
+    assert len(history.entries) == 3
+    assert "Traceback" not in server.log()
