@@ -98,19 +98,24 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 
     def make(*extra: str, data_dir: Path | None = None) -> ServerProcess:
         flags = list(extra)
-        for attempt in range(ADMIN_PORT_TRIES):
-            log = tmp_path / f"server{len(started)}.log"
-            server = ServerProcess(data_dir or tmp_path / "data", log, list(flags))
+
+        def start() -> ServerProcess:
+            server = ServerProcess(
+                data_dir or tmp_path / "data", tmp_path / f"server{len(started)}.log", list(flags)
+            )
             started.append(server)
+            return server.start()
+
+        for _ in range(ADMIN_PORT_TRIES - 1):
             try:
-                return server.start()
+                return start()
             except RuntimeError as exc:
                 # A test's admin port (it cannot be 0) is picked free, but it is free when picked,
                 # not when the server binds it: another socket on port 0 may get it in between.
-                if "(admin port): [Errno 98]" not in str(exc) or attempt == ADMIN_PORT_TRIES - 1:
+                if "(admin port): [Errno 98]" not in str(exc):
                     raise
                 flags[flags.index("--admin-port") + 1] = str(_free_port())
-        raise AssertionError("unreachable")
+        return start()
 
     yield make
     for server in started:

@@ -71,6 +71,10 @@ CLOSED_EVENT: Final = ConnectionClosed()
 _ENCODER: Final = msgspec.msgpack.Encoder()
 #: A tuple, not `Hello | Welcome`: a union written in the check is built anew at every frame.
 _HANDSHAKE_FRAMES: Final = (frames.Hello, frames.Welcome)
+# What decoding a bad payload raises. msgspec lets two faults of the input through unwrapped:
+# invalid UTF-8 in a str (UnicodeDecodeError) and nesting past the recursion limit, in a field it
+# skips (RecursionError). Both are bad frames too, not bugs.
+_UNDECODABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 _DECODERS: Final[dict[Role, msgspec.msgpack.Decoder[Any]]] = {
     # A server decodes what clients send, and the other way round.
     Role.SERVER: msgspec.msgpack.Decoder(frames.ClientFrame),
@@ -143,10 +147,7 @@ class Connection:
             return None
         try:
             frame = self._decoder.decode(payload)
-        # msgspec lets two faults of the input through unwrapped: invalid UTF-8 in a str
-        # (UnicodeDecodeError) and nesting past the recursion limit, in a field it skips
-        # (RecursionError). Both are bad frames too, not bugs.
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError) as exc:
+        except _UNDECODABLE as exc:
             self._fail(ErrorCode.BAD_FRAME, f"undecodable frame: {exc}")
         if self.state is State.HANDSHAKE or isinstance(frame, _HANDSHAKE_FRAMES):
             return self._check(frame)
@@ -170,7 +171,7 @@ class Connection:
                 break
             try:
                 frame = decode(buf[pos + 4 : end])
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+            except _UNDECODABLE:
                 break  # next_event decodes it again and says why
             if isinstance(frame, _HANDSHAKE_FRAMES):
                 break
